@@ -1,0 +1,262 @@
+"""``load(path)`` → a runner whose ``predict`` takes float (or raw) batches and returns floats.
+
+The runner quantizes inputs and dequantizes outputs with each tensor's own scale and zero
+point, loops (or resizes) for batches larger than the model's, and resets the variables of
+stateful models between samples.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.artifact import check_artifact, read_sidecar
+from edge_runtime.errors import ArtifactError, BackendMissingError, InputError
+from edge_runtime.preprocessing import apply_preprocessing
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and np.issubdtype(np.dtype(self.dtype), np.integer)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "scale": self.scale, "zero_point": self.zero_point}
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if not info.quantized:
+        return x.astype(info.dtype, copy=False)
+    limits = np.iinfo(np.dtype(info.dtype))
+    q = np.round(x / np.float32(info.scale)) + info.zero_point
+    return np.clip(q, limits.min, limits.max).astype(info.dtype)
+
+
+def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
+    if not info.quantized:
+        return q.astype(np.float32, copy=False)
+    return (q.astype(np.float32) - info.zero_point) * np.float32(info.scale)
+
+
+class Runner:
+    """Common behaviour of the LiteRT and ONNX Runtime runners."""
+
+    backend = ""
+
+    def __init__(self, path: Path, sidecar: dict[str, Any] | None):
+        self.path = path
+        self.sidecar = sidecar or {}
+        self.load_ms = 0.0
+        self.inputs: list[TensorInfo] = []
+        self.outputs: list[TensorInfo] = []
+
+    @property
+    def preprocessing(self) -> dict[str, Any] | None:
+        return self.sidecar.get("preprocessing")
+
+    @property
+    def input(self) -> TensorInfo:
+        return self.inputs[0]
+
+    def predict(self, batch: np.ndarray, *, raw: bool = False) -> np.ndarray:
+        """Float outputs for a batch of samples (float model input, or raw with ``raw=True``)."""
+        x = np.asarray(batch)
+        if raw:
+            x = apply_preprocessing(x, self.preprocessing)
+        x = self._check_batch(x)
+        return self._predict_float(x)
+
+    def _check_batch(self, x: np.ndarray) -> np.ndarray:
+        expected = self.input.shape[1:]
+        if x.shape[1:] != tuple(expected):
+            if x.shape == tuple(expected):  # one sample without its batch axis
+                x = x[None]
+            else:
+                raise InputError(f"expected input shape (N, {', '.join(map(str, expected))}), "
+                                 f"got {x.shape}")
+        if x.dtype.kind not in "fiub":
+            raise InputError(f"expected numeric input, got dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+            raise InputError(f"input holds {int(np.count_nonzero(~np.isfinite(x)))} NaN or inf values")
+        return x.astype(np.float32, copy=False)
+
+    def _predict_float(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def invoke_quantized(self, feed: np.ndarray) -> np.ndarray:
+        """One call on an already-quantized, correctly-shaped input (the timing loop uses this)."""
+        raise NotImplementedError
+
+
+class TFLiteRunner(Runner):
+    backend = "litert"
+
+    def __init__(self, path: Path, sidecar, *, threads: int | None, xnnpack: bool,
+                 stateful: bool | None):
+        super().__init__(path, sidecar)
+        interpreter_cls, resolver = _litert()
+        started = time.perf_counter_ns()
+        options = {}
+        if not xnnpack:
+            options["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads, **options)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"LiteRT cannot load {path}: {_first_line(exc)}") from None
+        self.load_ms = (time.perf_counter_ns() - started) / 1e6
+        self.threads, self.xnnpack = threads, xnnpack
+        self._input_details = self.interpreter.get_input_details()
+        self._output_details = self.interpreter.get_output_details()
+        self.inputs = [_tflite_info(d) for d in self._input_details]
+        self.outputs = [_tflite_info(d) for d in self._output_details]
+        self.dynamic_batch = int(self._input_details[0]["shape_signature"][0]) == -1
+        self.stateful = self._has_variables() if stateful is None else stateful
+
+    def op_names(self) -> list[str]:
+        try:
+            return [op["op_name"] for op in self.interpreter._get_ops_details()]
+        except AttributeError:  # older runtimes lack the private helper
+            return []
+
+    def _has_variables(self) -> bool:
+        return any(name in ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
+                   for name in self.op_names())
+
+    def _predict_float(self, x: np.ndarray) -> np.ndarray:
+        info = self.input
+        if self.dynamic_batch and not self.stateful:
+            if self._input_details[0]["shape"][0] != len(x):
+                self.interpreter.resize_tensor_input(self._input_details[0]["index"],
+                                                     [len(x), *info.shape[1:]])
+                self.interpreter.allocate_tensors()
+                self._output_details = self.interpreter.get_output_details()
+            return dequantize(self.invoke_quantized(quantize(x, info)), self.outputs[0])
+        results = []
+        for sample in x:
+            if self.stateful:
+                self.interpreter.reset_all_variables()
+            results.append(self.invoke_quantized(quantize(sample[None], info)))
+        return dequantize(np.concatenate(results), self.outputs[0])
+
+    def invoke_quantized(self, feed: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self._input_details[0]["index"], feed)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output_details[0]["index"])
+
+
+class OnnxRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, sidecar, *, threads: int | None):
+        super().__init__(path, sidecar)
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        started = time.perf_counter_ns()
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped Fail/InvalidGraph
+            raise ArtifactError(f"ONNX Runtime cannot load {path}: {_first_line(exc)}") from None
+        self.load_ms = (time.perf_counter_ns() - started) / 1e6
+        self.threads = threads
+        quantization = {q["name"]: q for q in self.sidecar.get("inputs", []) + self.sidecar.get("outputs", [])}
+        self.inputs = [_onnx_info(t, quantization) for t in self.session.get_inputs()]
+        self.outputs = [_onnx_info(t, quantization) for t in self.session.get_outputs()]
+        self.dynamic_batch = not isinstance(self.session.get_inputs()[0].shape[0], int)
+
+    def _check_batch(self, x):
+        if self.dynamic_batch:  # ONNX shapes may carry symbolic batch names
+            self.inputs[0].shape = (len(np.asarray(x)), *self.inputs[0].shape[1:])
+        return super()._check_batch(x)
+
+    def _predict_float(self, x: np.ndarray) -> np.ndarray:
+        info = self.input
+        if self.dynamic_batch:
+            return dequantize(self.invoke_quantized(quantize(x, info)), self.outputs[0])
+        outputs = [self.invoke_quantized(quantize(s[None], info)) for s in x]
+        return dequantize(np.concatenate(outputs), self.outputs[0])
+
+    def invoke_quantized(self, feed: np.ndarray) -> np.ndarray:
+        return self.session.run([self.outputs[0].name], {self.input.name: feed})[0]
+
+
+def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool = True,
+         stateful: bool | None = None) -> Runner:
+    """Load a ``.tflite`` (LiteRT) or ``.onnx`` (ONNX Runtime) artifact, checked against its sidecar."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"model file {path} does not exist")
+    if not os.access(path, os.R_OK):
+        raise ArtifactError(f"model file {path} is not readable")
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"model file {path} is empty")
+    sidecar = read_sidecar(path)
+    check_artifact(path, sidecar)
+    if path.suffix == ".tflite":
+        return TFLiteRunner(path, sidecar, threads=threads, xnnpack=xnnpack, stateful=stateful)
+    if path.suffix == ".onnx":
+        return OnnxRunner(path, sidecar, threads=threads)
+    raise ArtifactError(f"{path}: expected a .tflite or .onnx file")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _litert():
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        return Interpreter, OpResolverType
+    except ImportError:
+        pass
+    try:  # old devices: the last tflite-runtime (2.14, numpy < 2)
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
+        return Interpreter, OpResolverType
+    except ImportError:
+        raise BackendMissingError("no TFLite runtime: pip install ai-edge-litert "
+                                  "(or tflite-runtime on old devices)") from None
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendMissingError("ONNX Runtime is not installed: pip install onnxruntime") from None
+    return onnxruntime
+
+
+def _tflite_info(detail: dict) -> TensorInfo:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorInfo(detail["name"], tuple(int(d) for d in detail["shape"]),
+                      np.dtype(detail["dtype"]).name, float(scale), int(zero_point))
+
+
+_ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+                "tensor(int16)": "int16", "tensor(float16)": "float16", "tensor(int32)": "int32",
+                "tensor(int64)": "int64"}
+
+
+def _onnx_info(tensor, quantization: dict) -> TensorInfo:
+    recorded = quantization.get(tensor.name, {})
+    shape = tuple(d if isinstance(d, int) else 1 for d in tensor.shape)
+    return TensorInfo(tensor.name, shape, _ONNX_DTYPES.get(tensor.type, "float32"),
+                      float(recorded.get("scale", 0.0)), int(recorded.get("zero_point", 0)))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -1,0 +1,56 @@
+"""The model zoo's registry, filled by ``@register_model`` when the zoo modules are imported."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+Task = Literal["classifier", "autoencoder"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo entry: a builder ``(input_shape, num_classes, **options) -> keras.Model``."""
+
+    name: str
+    build: Callable[..., Any]
+    task: Task
+    summary: str
+    # Full-int8 TFLite is expected to work for this model (every classifier here).
+    int8: bool = True
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, task: Task = "classifier", int8: bool = True):
+    """Register a builder under ``name``; a duplicate or malformed name is a bug, raised at import."""
+    if not name.isidentifier() or name != name.lower():
+        raise ValueError(f"model name '{name}' must be a lower-case identifier")
+    if task not in ("classifier", "autoencoder"):
+        raise ValueError(f"model '{name}': unknown task '{task}'")
+
+    def decorator(build: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' is registered twice")
+        summary = (build.__doc__ or "").strip().splitlines()[0] if build.__doc__ else name
+        _REGISTRY[name] = ModelSpec(name, build, task, summary, int8)
+        return build
+    return decorator
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    from pipeline.errors import unknown_name  # the zoo stays importable without the pipeline
+
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_name("model", name, _REGISTRY) from None
+
+
+def model_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options: Any):
+    """Build a fresh, uncompiled zoo model for the data set's input shape and class count."""
+    return get_model_spec(name).build(tuple(input_shape), int(num_classes), **options)

@@ -1,0 +1,389 @@
+"""Data sets: a registry of loaders that all return raw samples plus a preprocessing spec.
+
+Raw samples stay raw (uint8 pixels where the source has them); the float32 the model
+sees comes from ``edge_runtime.preprocessing.apply_preprocessing`` with the recorded spec,
+so the device applies exactly the same transformation.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge_runtime.preprocessing import apply_preprocessing
+from pipeline.errors import DataError, unknown_name
+
+DEFAULT_DATASET = "digits"
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_TEST_FRACTION = 0.2
+
+
+@dataclass
+class Dataset:
+    """Raw train/validation/test splits and the preprocessing that turns them into model input."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    preprocessing: dict
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """Model-ready ``(x, y)`` for ``train``, ``val`` or ``test``."""
+        x, y = getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+        return apply_preprocessing(x, self.preprocessing), y
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            digest.update(str(array.shape).encode() + str(array.dtype).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    def describe(self) -> dict:
+        """What later stages and the report need to know about the data."""
+        return {
+            "name": self.name,
+            "sha256": self.sha256(),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "sizes": {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)},
+            "preprocessing": self.preprocessing,
+        }
+
+
+# -- registry -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetLoader:
+    name: str
+    load: Callable[..., Dataset]
+    takes_path: bool
+    help: str
+
+
+_LOADERS: dict[str, DatasetLoader] = {}
+
+
+def register_dataset(name: str, *, takes_path: bool = False, help: str = ""):
+    def decorator(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        if name in _LOADERS:
+            raise ValueError(f"data set '{name}' is registered twice")
+        _LOADERS[name] = DatasetLoader(name, fn, takes_path, help or (fn.__doc__ or "").strip())
+        return fn
+    return decorator
+
+
+def dataset_names() -> list[str]:
+    return [f"{n}:PATH" if loader.takes_path else n for n, loader in _LOADERS.items()]
+
+
+def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int | None = None,
+                 val_fraction: float = DEFAULT_VAL_FRACTION,
+                 test_fraction: float = DEFAULT_TEST_FRACTION) -> Dataset:
+    """Load a data set by name (``digits``) or by ``kind:PATH`` (``npz:data.npz``)."""
+    name, _, path = spec.partition(":")
+    loader = _LOADERS.get(name)
+    if loader is None:
+        raise unknown_name("data set", name, _LOADERS)
+    if loader.takes_path and not path:
+        raise DataError(f"data set '{name}' needs a path: --dataset {name}:PATH")
+    if not loader.takes_path and path:
+        raise DataError(f"data set '{name}' takes no path (got '{spec}')")
+    if not 0 <= val_fraction < 1 or not 0 < test_fraction < 1:
+        raise DataError("validation and test fractions must lie in [0, 1) and (0, 1)")
+    kwargs = dict(seed=seed, image_size=image_size, val_fraction=val_fraction,
+                  test_fraction=test_fraction)
+    dataset = loader.load(path, **kwargs) if loader.takes_path else loader.load(**kwargs)
+    _validate(dataset)
+    return dataset
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def stratified_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """Seeded, stratified split: ``(x_rest, y_rest, x_part, y_part)`` with ``fraction`` in part."""
+    from sklearn.model_selection import train_test_split
+
+    if fraction <= 0:
+        return x, y, x[:0], y[:0]
+    counts = np.bincount(y)
+    classes = int(np.count_nonzero(counts))
+    part = int(np.ceil(len(y) * fraction))
+    # Stratify when every class can appear on both sides; tiny data sets fall back to random.
+    can_stratify = counts[counts > 0].min() >= 2 and classes <= part <= len(y) - classes
+    stratify = y if can_stratify else None
+    x_rest, x_part, y_rest, y_part = train_test_split(
+        x, y, test_size=fraction, random_state=seed, stratify=stratify)
+    return x_rest, y_rest, x_part, y_part
+
+
+def _finish(name: str, x_train, y_train, x_test, y_test, *, seed: int, val_fraction: float,
+            image_size: int | None, class_names: list[str] | None = None) -> Dataset:
+    """Common tail of every loader: shape, resize, validation split, preprocessing spec."""
+    x_train, x_test = _as_nhwc(x_train), _as_nhwc(x_test)
+    if image_size is not None and x_train.ndim == 4:
+        x_train, x_test = _resize(x_train, image_size), _resize(x_test, image_size)
+    y_train, y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
+    if len(y_train) == 0 or len(y_test) == 0:
+        raise DataError(f"data set '{name}' is empty: {len(y_train)} training and "
+                        f"{len(y_test)} test samples")
+    x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    names = class_names or [str(i) for i in range(num_classes)]
+    integer_pixels = x_train.dtype == np.uint8
+    preprocessing = {
+        "raw_dtype": str(x_train.dtype),
+        "scale": 1.0 / 255.0 if integer_pixels else 1.0,
+        "mean": None,
+        "std": None,
+        "input_shape": list(x_train.shape[1:]),
+        "layout": "NHWC" if x_train.ndim == 4 else "NF",
+        "class_names": names,
+    }
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, preprocessing, names)
+
+
+def _as_nhwc(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 3:  # (N, H, W) grey images
+        x = x[..., None]
+    return x
+
+
+def _as_labels(y, what: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
+            raise DataError(f"{what} must hold integer class labels, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise DataError(f"{what} has label {int(y.min())}: labels must lie in 0..num_classes-1")
+    return y
+
+
+def _resize(x: np.ndarray, size: int) -> np.ndarray:
+    from scipy.ndimage import zoom
+
+    if x.shape[1:3] == (size, size):
+        return x
+    factors = (size / x.shape[1], size / x.shape[2], 1)
+    resized = np.stack([zoom(img.astype(np.float32), factors, order=1) for img in x])
+    if x.dtype == np.uint8:
+        resized = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+    return resized
+
+
+def _validate(dataset: Dataset) -> None:
+    problems = []
+    for which in ("train", "val", "test"):
+        x, y = getattr(dataset, f"x_{which}"), getattr(dataset, f"y_{which}")
+        if len(x) != len(y):
+            problems.append(f"x_{which} has {len(x)} samples but y_{which} has {len(y)}")
+        if np.issubdtype(x.dtype, np.floating) and x.size:
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            if bad:
+                problems.append(f"x_{which} holds {bad} NaN or inf values")
+    if dataset.y_test.size and dataset.y_test.max() >= dataset.num_classes:
+        problems.append(f"y_test has label {int(dataset.y_test.max())} but the data set has "
+                        f"{dataset.num_classes} class names")
+    if dataset.x_test.shape[1:] != dataset.x_train.shape[1:]:
+        problems.append(f"x_test samples have shape {dataset.x_test.shape[1:]}, x_train "
+                        f"samples {dataset.x_train.shape[1:]}")
+    if problems:
+        raise DataError(f"data set '{dataset.name}': " + "; ".join(problems))
+
+
+# -- loaders ------------------------------------------------------------------------------
+
+@register_dataset("digits", help="scikit-learn's bundled handwritten digits, at MNIST's 28x28x1 (offline)")
+def load_digits(*, seed: int, image_size: int | None, val_fraction: float,
+                test_fraction: float) -> Dataset:
+    """scikit-learn's 1797 real handwritten 8x8 digits, drawn at MNIST's geometry.
+
+    Like MNIST, each digit fills a 20x20 box centred in a 28x28 frame, as uint8 0..255.
+    """
+    from scipy.ndimage import zoom
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    size = image_size or 28
+    box = max(1, round(size * 20 / 28))
+    bunch = sk_load_digits()
+    images = np.stack([zoom(img, box / 8, order=1) for img in bunch.images.astype(np.float32)])
+    pad_before = (size - box) // 2
+    pad_after = size - box - pad_before
+    images = np.pad(images, ((0, 0), (pad_before, pad_after), (pad_before, pad_after)))
+    images = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    x_train, y_train, x_test, y_test = stratified_split(images, bunch.target, test_fraction, seed)
+    return _finish("digits", x_train, y_train, x_test, y_test, seed=seed,
+                   val_fraction=val_fraction, image_size=None)
+
+
+def _keras_download(name: str, loader_name: str, class_names: list[str] | None = None):
+    def load(*, seed: int, image_size: int | None, val_fraction: float,
+             test_fraction: float) -> Dataset:
+        import keras
+
+        try:
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, loader_name).load_data()
+        except Exception as exc:  # noqa: BLE001 - any download failure reads the same to users
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(
+                f"could not download data set '{name}' (offline? {reason[:120]}): put the "
+                f"files in ~/.keras/datasets, or pass a local copy with --dataset npz:PATH "
+                f"or --dataset idx:DIR") from None
+        return _finish(name, x_train, y_train, x_test, y_test, seed=seed,
+                       val_fraction=val_fraction, image_size=image_size, class_names=class_names)
+    load.__doc__ = f"keras.datasets.{loader_name} (downloaded once, then cached)"
+    return load
+
+
+register_dataset("mnist", help="MNIST through keras.datasets (needs the network once)")(
+    _keras_download("mnist", "mnist"))
+register_dataset("fashion_mnist", help="Fashion-MNIST through keras.datasets")(
+    _keras_download("fashion_mnist", "fashion_mnist",
+                    ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                     "sneaker", "bag", "ankle-boot"]))
+register_dataset("cifar10", help="CIFAR-10 through keras.datasets")(
+    _keras_download("cifar10", "cifar10",
+                    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                     "ship", "truck"]))
+
+
+@register_dataset("npz", takes_path=True, help="an .npz with x_train, y_train, x_test, y_test")
+def load_npz(path: str, *, seed: int, image_size: int | None, val_fraction: float,
+             test_fraction: float) -> Dataset:
+    """A NumPy archive with ``x_train, y_train, x_test, y_test`` (optional ``class_names``)."""
+    file = _existing_file(path)
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive]
+            if missing:
+                raise DataError(f"{file} lacks {', '.join(missing)}: an npz data set needs "
+                                f"x_train, y_train, x_test, y_test")
+            arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            class_names = [str(c) for c in archive["class_names"]] if "class_names" in archive else None
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{file} is not a readable .npz archive ({exc})") from None
+    return _finish(f"npz:{path}", arrays["x_train"], arrays["y_train"], arrays["x_test"],
+                   arrays["y_test"], seed=seed, val_fraction=val_fraction,
+                   image_size=image_size, class_names=class_names)
+
+
+@register_dataset("folder", takes_path=True, help="an image folder, one sub-folder per class")
+def load_image_folder(path: str, *, seed: int, image_size: int | None, val_fraction: float,
+                      test_fraction: float) -> Dataset:
+    """Images in ``DIR/<class name>/*.png|jpg``; resized to ``--image-size`` (default: the first image's)."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    if not class_dirs:
+        raise DataError(f"image folder {root} has no class sub-folders")
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+    files = [(f, label) for label, d in enumerate(class_dirs)
+             for f in sorted(d.iterdir()) if f.suffix.lower() in suffixes]
+    if not files:
+        raise DataError(f"image folder {root} holds no images ({', '.join(sorted(suffixes))})")
+    try:
+        first = Image.open(files[0][0])
+        mode = "L" if first.mode in ("L", "1") else "RGB"
+        size = image_size or first.size[0]
+        images = [np.asarray(Image.open(f).convert(mode).resize((size, size))) for f, _ in files]
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read an image in {root}: {exc}") from None
+    x = np.stack(images).astype(np.uint8)
+    y = np.array([label for _, label in files])
+    x_train, y_train, x_test, y_test = stratified_split(x, y, test_fraction, seed)
+    return _finish(f"folder:{path}", x_train, y_train, x_test, y_test, seed=seed,
+                   val_fraction=val_fraction, image_size=None,
+                   class_names=[d.name for d in class_dirs])
+
+
+@register_dataset("idx", takes_path=True, help="MNIST-style IDX files (e.g. ../shared/data/mnist)")
+def load_idx(path: str, *, seed: int, image_size: int | None, val_fraction: float,
+             test_fraction: float) -> Dataset:
+    """A directory of IDX files (``*images-idx3-ubyte[.gz]`` + ``*labels-idx1-ubyte[.gz]``).
+
+    With both train and t10k files, those are the splits; with one pair, it is split
+    stratified and seeded (``test_fraction`` into test).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"IDX directory {root} does not exist")
+    pairs = {}
+    for prefix in ("train", "t10k"):
+        images = sorted(root.glob(f"{prefix}*images*idx3*"))
+        labels = sorted(root.glob(f"{prefix}*labels*idx1*"))
+        if images and labels:
+            pairs[prefix] = (read_idx(images[0]), read_idx(labels[0]))
+    if not pairs:
+        raise DataError(f"{root} holds no IDX image/label pair (*images-idx3-ubyte, *labels-idx1-ubyte)")
+    if len(pairs) == 2:
+        (x_train, y_train), (x_test, y_test) = pairs["train"], pairs["t10k"]
+    else:
+        x, y = next(iter(pairs.values()))
+        x_train, y_train, x_test, y_test = stratified_split(x, y, test_fraction, seed)
+    return _finish(f"idx:{path}", x_train, y_train, x_test, y_test, seed=seed,
+                   val_fraction=val_fraction, image_size=image_size)
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (optionally gzip-compressed)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(f"{path} is truncated: expected {expected} bytes of data, "
+                        f"found {len(data) - header}")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def _existing_file(path: str) -> Path:
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"file {file} does not exist")
+    if not os.access(file, os.R_OK):
+        raise DataError(f"file {file} is not readable")
+    return file

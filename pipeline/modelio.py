@@ -1,0 +1,121 @@
+"""Loading and saving Keras models: zoo names, .keras, legacy .h5, SavedModel directories."""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+from pipeline.errors import ModelError
+from pipeline.fsutil import atomic_path
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def is_model_path(value: str) -> bool:
+    path = Path(value)
+    return path.suffix in MODEL_SUFFIXES or path.is_dir() or os.sep in value
+
+
+def load_model(path: str | os.PathLike, *, unsafe: bool = False):
+    """Load a user's model for inference or conversion, in Keras' safe mode unless ``unsafe``.
+
+    Safe mode refuses deserialized Python code (``Lambda`` layers and the like).
+    """
+    from pipeline.backend import import_keras
+
+    keras = import_keras()
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist")
+    if path.is_dir():
+        return _load_saved_model(path)
+    if not os.access(path, os.R_OK):
+        raise ModelError(f"model file {path} is not readable")
+    if path.suffix not in MODEL_SUFFIXES:
+        raise ModelError(f"{path}: expected a .keras, .h5 or SavedModel directory")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelError(f"{path} is corrupt or truncated (not a valid .keras zip archive)")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except ValueError as exc:
+        message = str(exc)
+        if "safe_mode" in message or "Lambda" in message or "unsafe" in message.lower():
+            raise ModelError(f"{path} contains code (for example a Lambda layer) that only runs "
+                             f"if you trust the file: pass --unsafe to load it") from None
+        raise ModelError(f"cannot load {path}: {_first_line(message)}") from None
+    except Exception as exc:  # noqa: BLE001 - h5py/zip/json failures all mean a bad file
+        raise ModelError(f"cannot load {path} (corrupt or truncated?): "
+                         f"{_first_line(str(exc)) or type(exc).__name__}") from None
+
+
+def _load_saved_model(path: Path):
+    from pipeline.backend import import_keras
+
+    keras = import_keras()
+    if not (path / "saved_model.pb").exists():
+        raise ModelError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
+    try:
+        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"cannot load SavedModel {path}: {_first_line(str(exc))}") from None
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (spec,) = signature.structured_input_signature[1].values()
+    inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name)
+    outputs = layer(inputs)
+    if isinstance(outputs, dict):
+        outputs = next(iter(outputs.values()))
+    return keras.Model(inputs, outputs, name=path.name)
+
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Save atomically: an interrupted save never leaves a truncated ``.keras`` behind."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return Path(path)
+
+
+def check_input_shape(model, input_shape: tuple[int, ...], where: str) -> None:
+    expected = tuple(model.input_shape[1:])
+    got = tuple(input_shape)
+    if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
+        raise ModelError(f"{where} expects input shape {expected}, the data has {got}: pass "
+                         f"--image-size or pick a data set of that shape")
+
+
+def float32_copy(model):
+    """A float32 twin of a mixed-precision model (TFLite cannot convert mixed_float16)."""
+    import keras
+
+    policy = getattr(model, "dtype_policy", None)
+    if policy is None or getattr(policy, "compute_dtype", "float32") == "float32":
+        if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32"
+               for layer in model.layers):
+            return model
+    config = model.get_config()
+    _strip_policies(config)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        twin = model.__class__.from_config(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def _strip_policies(node) -> None:
+    if isinstance(node, dict):
+        if "dtype" in node and isinstance(node["dtype"], dict) and \
+                node["dtype"].get("class_name") == "DTypePolicy":
+            node["dtype"] = "float32"
+        for value in node.values():
+            _strip_policies(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strip_policies(value)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else ""

@@ -1,0 +1,155 @@
+"""The run directory: one folder per training run, shared by every later stage.
+
+Contract: ``model.keras``, ``train.json``, ``manifest.json`` (versions, seed, data-set hash,
+command lines, artifact hashes), and ``runs/latest`` pointing at the newest run.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline import __version__
+from pipeline.errors import RunDirError
+from pipeline.fsutil import read_json, sha256_file, write_json
+
+RUN_FORMAT = 1
+DEFAULT_RUNS_ROOT = Path("runs")
+MANIFEST = "manifest.json"
+_VERSIONED_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
+                       "numpy", "scikit-learn")
+
+
+def new_run_dir(model: str, dataset: str, out: str | os.PathLike | None = None,
+                runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> Path:
+    """Create the directory for a new training run (``--out`` or a timestamped default)."""
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        safe_dataset = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[:40]
+        out = Path(runs_root) / f"{model}-{safe_dataset}-{stamp}"
+    run_dir = Path(out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    if not os.access(run_dir, os.W_OK):
+        raise RunDirError(f"run directory {run_dir} is not writable")
+    return run_dir
+
+
+def point_latest(run_dir: Path, runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> None:
+    """Atomically point ``runs/latest`` at ``run_dir``."""
+    runs_root = Path(runs_root)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    link = runs_root / "latest"
+    target = os.path.relpath(run_dir.resolve(), runs_root.resolve())
+    tmp_link = runs_root / f".latest.{os.getpid()}.tmp"
+    tmp_link.unlink(missing_ok=True)
+    os.symlink(target, tmp_link)
+    os.replace(tmp_link, link)
+
+
+def resolve_run(run: str | os.PathLike | None,
+                runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> Path:
+    """The run directory a command works on: ``--run`` or ``runs/latest``; checked."""
+    run_dir = Path(run) if run is not None else Path(runs_root) / "latest"
+    if not run_dir.exists():
+        if run is None:
+            raise RunDirError(f"no run found at {run_dir}: run `pipeline train` first or pass --run DIR")
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    run_dir = run_dir.resolve()
+    manifest_path = run_dir / MANIFEST
+    if manifest_path.exists():
+        check_format(load_manifest(run_dir), run_dir)
+    return run_dir
+
+
+def check_format(manifest: dict, run_dir: Path) -> None:
+    found = manifest.get("run_format")
+    if found != RUN_FORMAT:
+        made_by = manifest.get("pipeline_version", "unknown")
+        newer_or_older = "newer" if isinstance(found, int) and found > RUN_FORMAT else "older"
+        raise RunDirError(
+            f"run directory {run_dir} was written by a {newer_or_older} pipeline "
+            f"(version {made_by}, run format {found}); this is {__version__} (run format "
+            f"{RUN_FORMAT}): retrain with this version or use the matching pipeline")
+
+
+def load_manifest(run_dir: Path) -> dict:
+    try:
+        return read_json(run_dir / MANIFEST)
+    except FileNotFoundError:
+        return {}
+    except (ValueError, OSError) as exc:
+        raise RunDirError(f"{run_dir / MANIFEST} is unreadable: {exc}") from None
+
+
+def environment() -> dict[str, Any]:
+    versions = {"python": platform.python_version(), "pipeline": __version__}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"versions": versions, "platform": platform.platform(), "machine": platform.machine()}
+
+
+def update_manifest(run_dir: Path, stage: str, *, stage_info: dict[str, Any] | None = None,
+                    artifacts: list[Path] | tuple[Path, ...] = (), **top_level: Any) -> dict:
+    """Record a finished stage, its command line and the hashes of the files it wrote."""
+    manifest = load_manifest(run_dir)
+    if manifest:
+        check_format(manifest, run_dir)
+    manifest.setdefault("run_format", RUN_FORMAT)
+    manifest.setdefault("pipeline_version", __version__)
+    manifest.update(environment())
+    manifest.update(top_level)
+    stages = manifest.setdefault("stages", {})
+    stages[stage] = {
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        **(stage_info or {}),
+    }
+    hashes = manifest.setdefault("artifacts", {})
+    for path in artifacts:
+        hashes[os.path.relpath(path, run_dir)] = sha256_file(path)
+    write_json(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory for the length of one command."""
+    lock_path = run_dir / ".lock"
+    try:
+        fh = open(lock_path, "a+")
+    except OSError as exc:
+        raise RunDirError(f"cannot write to run directory {run_dir}: {exc.strerror}") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                raise RunDirError(
+                    f"run directory {run_dir} is in use by another pipeline command "
+                    f"(pid {holder}); wait for it to finish") from None
+            raise
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,91 @@
+"""Keras → TFLite, builtin ops only, for every quantization mode in ``pipeline.formats``."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from pipeline.errors import ConversionError
+from pipeline.formats import QUANT_MODES, quant_mode
+
+
+def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = None,
+              float_io: bool = False, dynamic_batch: bool = False,
+              compat: str | None = None) -> bytes:
+    """Convert a float32 Keras model to a TFLite flatbuffer.
+
+    ``calibration`` (model-ready float samples) is required for int8 and int16x8.
+    Batch-1 input by default: fewer ops on device. ``compat="tflite-runtime"`` emits op
+    versions that tflite-runtime 2.14 can load.
+    """
+    import tensorflow as tf
+
+    spec = quant_mode(mode)
+    if spec.needs_calibration and (calibration is None or len(calibration) == 0):
+        raise ConversionError(f"{mode} quantization needs calibration samples: pass "
+                              f"--calibration-samples N (N > 0) with a data set")
+    input_shape = [None if dynamic_batch else 1, *model.input_shape[1:]]
+    signature = tf.TensorSpec(input_shape, tf.float32, name="input")
+    function = tf.function(lambda x: model(x, training=False), input_signature=[signature])
+    # No trackable object: the converter then freezes the variables into constants.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    _configure(converter, spec.name, calibration, float_io, compat)
+    try:
+        return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+        raise _conversion_error(exc, mode) from None
+
+
+def _configure(converter, mode: str, calibration, float_io: bool, compat: str | None) -> None:
+    import tensorflow as tf
+
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    converter.target_spec.supported_ops = [builtins]
+    if mode == "float32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return
+    if mode == "dynamic":
+        if compat == "tflite-runtime":
+            # tflite-runtime 2.14 lacks the per-channel dynamic-range FULLY_CONNECTED version.
+            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+        return
+    samples = np.asarray(calibration, dtype=np.float32)
+    converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
+    if mode == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = tf.int8
+    else:  # int16x8
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        io_type = tf.int16
+    if not float_io:
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+
+
+_OP_PATTERNS = (re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),
+                re.compile(r"Flex ops: ([\w, ]+)"),
+                re.compile(r"tf\.(\w+)\s*\{"))
+
+
+def _conversion_error(exc: Exception, mode: str) -> ConversionError:
+    text = str(exc)
+    ops: list[str] = []
+    for pattern in _OP_PATTERNS:
+        for match in pattern.findall(text):
+            for name in match.split(","):
+                name = name.strip().removeprefix("Flex")
+                if name and name not in ops:
+                    ops.append(name)
+    if ops:
+        return ConversionError(
+            f"the model needs ops outside TFLite's builtins ({', '.join(ops)}): devices without "
+            f"Flex delegates cannot run it; replace those layers")
+    first = next((line for line in text.splitlines() if "error" in line.lower()), text[:200])
+    return ConversionError(f"{mode} conversion failed: {first.strip()[:300]}")
+
+
+__all__ = ["to_tflite", "QUANT_MODES"]

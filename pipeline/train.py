@@ -1,0 +1,343 @@
+"""``pipeline train``: fit a zoo (or user) model on a data set and start a run directory."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import rundir
+from pipeline.errors import UsageError, unknown_name
+from pipeline.fsutil import read_json, write_json
+
+log = logging.getLogger("pipeline")
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "exponential", "plateau")
+DISTRIBUTE = ("none", "mirrored", "multiworker")
+CHECKPOINT = "checkpoints/last.keras"
+CHECKPOINT_STATE = "checkpoints/state.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``pipeline train`` needs; the CLI and the config file fill the same fields."""
+
+    model: str = "mnist_cnn"
+    dataset: str = "digits"
+    epochs: int = 15
+    batch_size: int = 32
+    optimizer: str = "rmsprop"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    early_stopping: int = 0
+    class_weight: str | None = None
+    augment: bool = False
+    seed: int = 0
+    image_size: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    mixed_precision: bool = False
+    distribute: str = "none"
+    tensorboard: bool = False
+    unsafe: bool = False
+
+    def validate(self) -> None:
+        for field, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
+                               ("distribute", DISTRIBUTE)):
+            if getattr(self, field) not in allowed:
+                raise unknown_name(field.replace("_", "-"), getattr(self, field), allowed)
+        if self.class_weight not in (None, "balanced"):
+            raise unknown_name("class-weight", self.class_weight, ["balanced"])
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UsageError(f"--epochs and --batch-size must be at least 1 "
+                             f"(got {self.epochs} and {self.batch_size})")
+        if not self.learning_rate > 0:
+            raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: bool = False,
+          runs_root: str | os.PathLike = rundir.DEFAULT_RUNS_ROOT, verbose: int = 1) -> TrainResult:
+    """Train ``config.model`` on ``config.dataset``; write ``model.keras`` and ``train.json``."""
+    from pipeline.data import load_dataset
+
+    config.validate()
+    keras = _import_keras_for(config)
+    dataset = load_dataset(config.dataset, seed=config.seed, image_size=config.image_size,
+                           val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+    if resume:
+        run_dir = rundir.resolve_run(out, runs_root)
+    else:
+        run_dir = rundir.new_run_dir(_model_label(config.model), config.dataset, out, runs_root)
+    with rundir.locked(run_dir):
+        result = _train_locked(keras, config, dataset, run_dir, resume, verbose)
+    rundir.point_latest(run_dir, runs_root)
+    return result
+
+
+def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bool,
+                  verbose: int) -> TrainResult:
+    from pipeline.modelio import float32_copy, save_model
+
+    keras.utils.set_random_seed(config.seed)
+    devices = _devices(keras)
+    log.info("training on %s", ", ".join(devices))
+    strategy = _strategy(config.distribute)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    x_train, y_train = dataset.split("train")
+    x_val, y_val = dataset.split("val")
+    x_test, y_test = dataset.split("test")
+    spec, task = _task(config.model)
+    initial_epoch = 0
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        if resume:
+            model, initial_epoch = _load_checkpoint(keras, run_dir, config)
+        else:
+            model = _build(keras, config, dataset)
+            model.compile(optimizer=_optimizer(keras, config, len(x_train)),
+                          loss=_loss(task), metrics=["accuracy"] if task == "classifier" else [])
+    if task == "autoencoder":
+        y_train, y_val, y_test = x_train, x_val, x_test
+    history = read_json(run_dir / CHECKPOINT_STATE)["history"] if resume else {}
+    callbacks = _callbacks(keras, config, run_dir, history)
+    train_input = _training_input(keras, config, x_train, y_train, task)
+    started = time.perf_counter()
+    model.fit(
+        train_input if train_input is not None else x_train,
+        None if train_input is not None else y_train,
+        batch_size=None if train_input is not None else config.batch_size,
+        epochs=config.epochs, initial_epoch=initial_epoch,
+        validation_data=(x_val, y_val) if len(x_val) else None,
+        class_weight=_class_weights(config, y_train) if task == "classifier" else None,
+        callbacks=callbacks, verbose=verbose, shuffle=True)
+    train_seconds = time.perf_counter() - started
+    evaluation = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+    model = float32_copy(model)
+    model_path = save_model(model, run_dir / "model.keras")
+    epochs_run = len(history.get("loss", []))
+    samples = len(x_train) * (epochs_run - initial_epoch)
+    metrics = {
+        "model": config.model,
+        "task": task,
+        "test_accuracy": float(evaluation["accuracy"]) if "accuracy" in evaluation else None,
+        "test_loss": float(evaluation["loss"]),
+        "epochs_run": epochs_run,
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+        "backend": keras.backend.backend(),
+        "devices": devices,
+        "distribute": config.distribute,
+        "mixed_precision": config.mixed_precision,
+        "params": int(model.count_params()),
+        "history": history,
+        "config": dataclasses.asdict(config),
+        "data": dataset.describe(),
+    }
+    train_json = write_json(run_dir / "train.json", metrics)
+    rundir.update_manifest(run_dir, "train", artifacts=[model_path, train_json],
+                           seed=config.seed, dataset=metrics["data"]["name"],
+                           dataset_sha256=metrics["data"]["sha256"])
+    return TrainResult(run_dir, metrics)
+
+
+# -- pieces -------------------------------------------------------------------------------
+
+def _import_keras_for(config: TrainConfig):
+    from pipeline.backend import import_keras
+
+    keras = import_keras()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Same seed, same weights: deterministic kernels on CPU (and GPU where they exist).
+        tf.config.experimental.enable_op_determinism()
+    return keras
+
+
+def _model_label(model: str) -> str:
+    return Path(model).stem if os.sep in model or "." in model else model
+
+
+def _task(model: str):
+    from pipeline.modelio import is_model_path
+
+    if is_model_path(model):
+        return None, "classifier"
+    import models
+
+    spec = models.get_model_spec(model)
+    return spec, spec.task
+
+
+def _build(keras, config: TrainConfig, dataset):
+    from pipeline.modelio import check_input_shape, is_model_path, load_model
+
+    if is_model_path(config.model):
+        model = load_model(config.model, unsafe=config.unsafe)
+        check_input_shape(model, dataset.input_shape, config.model)
+        _check_class_count(model, dataset.num_classes, config.model)
+        return model
+    import models
+
+    return models.build_model(config.model, dataset.input_shape, dataset.num_classes)
+
+
+def _check_class_count(model, num_classes: int, where: str) -> None:
+    from pipeline.errors import ModelError
+
+    outputs = model.output_shape[-1]
+    if outputs is not None and outputs != num_classes:
+        raise ModelError(f"{where} has {outputs} outputs but the data set has {num_classes} "
+                         f"classes: pick a matching data set or a zoo model")
+
+
+def _loss(task: str) -> str:
+    return "sparse_categorical_crossentropy" if task == "classifier" else "mse"
+
+
+def _optimizer(keras, config: TrainConfig, num_train: int):
+    steps_per_epoch = max(1, -(-num_train // config.batch_size))
+    rate: Any = config.learning_rate
+    if config.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, steps_per_epoch * config.epochs)
+    elif config.lr_schedule == "exponential":
+        rate = keras.optimizers.schedules.ExponentialDecay(rate, steps_per_epoch, 0.9)
+    return {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
+            "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
+            }[config.optimizer](learning_rate=rate)
+
+
+def _callbacks(keras, config: TrainConfig, run_dir: Path, history: dict) -> list:
+    callbacks = [_atomic_checkpoint(keras, run_dir, history)]
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            patience=config.early_stopping, restore_best_weights=True))
+    if config.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(patience=2, factor=0.5))
+    if config.tensorboard:
+        try:
+            import tensorboard  # noqa: F401 - TensorFlow no longer pulls it in
+        except ImportError:
+            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+    return callbacks
+
+
+def _atomic_checkpoint(keras, run_dir: Path, history: dict[str, list[float]]):
+    """After each epoch, atomically save the model, the epoch reached and the curves so far."""
+    from pipeline.modelio import save_model
+
+    class AtomicCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                history.setdefault(key, []).append(float(value))
+            save_model(self.model, run_dir / CHECKPOINT)
+            write_json(run_dir / CHECKPOINT_STATE, {"epoch": epoch + 1, "history": history})
+
+    return AtomicCheckpoint()
+
+
+def _load_checkpoint(keras, run_dir: Path, config: TrainConfig):
+    from pipeline.errors import RunDirError
+
+    checkpoint, state = run_dir / CHECKPOINT, run_dir / CHECKPOINT_STATE
+    if not checkpoint.exists() or not state.exists():
+        raise RunDirError(f"{run_dir} has no checkpoint to resume from ({CHECKPOINT})")
+    epoch = int(read_json(state)["epoch"])
+    if epoch >= config.epochs:
+        raise UsageError(f"the checkpoint in {run_dir} already reached epoch {epoch}: "
+                         f"pass --epochs above {epoch} to train further")
+    log.info("resuming %s from epoch %d", run_dir, epoch)
+    return keras.models.load_model(checkpoint), epoch
+
+
+def _class_weights(config: TrainConfig, y_train: np.ndarray) -> dict[int, float] | None:
+    if config.class_weight != "balanced":
+        return None
+    classes = np.unique(y_train)
+    counts = np.bincount(y_train)[classes]
+    weights = len(y_train) / (len(classes) * counts)
+    return {int(c): float(w) for c, w in zip(classes, weights)}
+
+
+def _training_input(keras, config: TrainConfig, x, y, task: str):
+    if not config.augment:
+        return None
+    if x.ndim != 4:
+        raise UsageError("--augment works on images (N, H, W, C); this data set is not one")
+    return _ShiftAugmentation.create(keras, x, y, config.batch_size, config.seed)
+
+
+class _ShiftAugmentation:
+    """Light image augmentation: random shifts of up to 10% per side, per batch, seeded."""
+
+    @staticmethod
+    def create(keras, x, y, batch_size: int, seed: int):
+        class Shifted(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.rng = np.random.default_rng(seed)
+                self.order = np.arange(len(x))
+
+            def __len__(self):
+                return -(-len(x) // batch_size)
+
+            def on_epoch_end(self):
+                self.rng.shuffle(self.order)
+
+            def __getitem__(self, index):
+                picked = self.order[index * batch_size:(index + 1) * batch_size]
+                batch = x[picked].copy()
+                max_shift = max(1, x.shape[1] // 10)
+                for i, (dy, dx) in enumerate(self.rng.integers(-max_shift, max_shift + 1,
+                                                               size=(len(batch), 2))):
+                    batch[i] = np.roll(batch[i], (dy, dx), axis=(0, 1))
+                return batch, y[picked]
+
+        return Shifted()
+
+
+def _strategy(distribute: str):
+    if distribute == "none":
+        return None
+    import tensorflow as tf
+
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if "TF_CONFIG" not in os.environ:
+        raise UsageError("--distribute multiworker needs TF_CONFIG describing the cluster "
+                         "(see the TensorFlow multi-worker guide)")
+    try:
+        json.loads(os.environ["TF_CONFIG"])
+    except ValueError:
+        raise UsageError("TF_CONFIG is not valid JSON") from None
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _devices(keras) -> list[str]:
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return [d.name for d in gpus] or ["/physical_device:CPU:0"]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    import torch
+
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
