@@ -34,8 +34,10 @@ def _errors_to_exit_codes() -> Iterator[None]:
 
 
 def _setup_logging(quiet: bool = False) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("pipeline").setLevel(logging.WARNING if quiet else logging.INFO)
+    for chatty in ("tf2onnx", "absl", "tensorflow"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
 @app.command()
@@ -87,6 +89,62 @@ def train(
                  else f"test loss {result.metrics['test_loss']:.5f}")
         typer.echo(f"{score}, {result.metrics['epochs_run']} epochs in "
                    f"{result.metrics['train_seconds']:.1f}s → {result.run_dir}")
+
+
+@app.command()
+def quantize(
+    int8: Annotated[bool, typer.Option("--int8", help="Full integer (int8 weights and activations).")] = False,
+    float16: Annotated[bool, typer.Option("--float16", help="float16 weights.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic range (int8 weights).")] = False,
+    int16x8: Annotated[bool, typer.Option("--int16x8", help="int16 activations, int8 weights.")] = False,
+    pruned: Annotated[bool, typer.Option(help="Quantize model_pruned.keras instead of model.keras.")] = False,
+    calibration_samples: Annotated[int, typer.Option(
+        help="Training samples (seeded) used to calibrate int8/int16x8.")] = 300,
+    float_io: Annotated[bool, typer.Option(help="Keep float32 input/output on integer models.")] = False,
+    dynamic_batch: Annotated[bool, typer.Option(help="Keep the batch dimension dynamic (default: 1).")] = False,
+    compat: Annotated[Optional[str], typer.Option(
+        help="'tflite-runtime': op versions that tflite-runtime 2.14 can load.")] = None,
+    run: RunOption = None,
+) -> None:
+    """Post-training quantization to TFLite, builtin ops only (default: --int8)."""
+    _setup_logging()
+    with _errors_to_exit_codes():
+        from pipeline.quantize import QuantizeOptions, quantize as run_quantize
+
+        modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
+                                 ("int16x8", int16x8)) if on] or ["int8"]
+        report = run_quantize(run, QuantizeOptions(
+            modes=modes, pruned=pruned, calibration_samples=calibration_samples,
+            float_io=float_io, dynamic_batch=dynamic_batch, compat=compat))
+        _echo_artifacts(report, modes)
+
+
+@app.command()
+def convert(
+    to: Annotated[str, typer.Option(help="Comma-separated targets: tflite, onnx.")] = "tflite,onnx",
+    opset: Annotated[int, typer.Option(help="ONNX opset (tf2onnx 1.17 supports up to 18).")] = 17,
+    pruned: Annotated[bool, typer.Option(help="Convert model_pruned.keras.")] = False,
+    calibration_samples: Annotated[int, typer.Option(
+        help="Training samples (seeded) for ONNX Runtime's int8 calibration.")] = 300,
+    int8_onnx: Annotated[bool, typer.Option(help="Also write int8 ONNX (QDQ, and from the int8 TFLite).")] = True,
+    run: RunOption = None,
+) -> None:
+    """Float32 TFLite and ONNX, plus int8 ONNX (ONNX Runtime QDQ and tf2onnx from int8 TFLite)."""
+    _setup_logging()
+    with _errors_to_exit_codes():
+        from pipeline.convert import ConvertOptions, convert as run_convert
+
+        targets = [t.strip() for t in to.split(",") if t.strip()]
+        report = run_convert(run, ConvertOptions(targets=targets, opset=opset, pruned=pruned,
+                                                 calibration_samples=calibration_samples,
+                                                 int8_onnx=int8_onnx))
+        _echo_artifacts(report, None)
+
+
+def _echo_artifacts(report: dict, modes) -> None:
+    for name, row in report["artifacts"].items():
+        if modes is None or row.get("mode") in modes:
+            typer.echo(f"{name:32s} {row['size_bytes'] / 1024:9.1f} KiB  sha256 {row['sha256'][:12]}")
 
 
 @app.command("models")

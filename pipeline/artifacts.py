@@ -1,0 +1,43 @@
+"""Writing an artifact and its sidecar: what the device needs to feed it and to trust it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.artifact import sidecar_path
+from pipeline import __version__
+from pipeline.fsutil import sha256_file, write_bytes, write_json
+from pipeline.rundir import environment
+
+
+def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
+                   source: Path, calibration_indices=None, options: dict[str, Any] | None = None,
+                   io_overrides: dict[str, list[dict]] | None = None) -> dict[str, Any]:
+    """Write ``content`` atomically, then its sidecar JSON; return the sidecar."""
+    write_bytes(path, content)
+    from edge_runtime.runner import load
+
+    runner = load(path)  # no sidecar yet: reads the tensors as the device will see them
+    sidecar = {
+        "artifact": path.name,
+        "format": fmt,
+        "mode": mode,
+        "task": context.task,
+        "size_bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "inputs": io_overrides.get("inputs") if io_overrides else [t.as_dict() for t in runner.inputs],
+        "outputs": io_overrides.get("outputs") if io_overrides else [t.as_dict() for t in runner.outputs],
+        "preprocessing": context.preprocessing,
+        "class_names": context.preprocessing.get("class_names", []),
+        "pipeline_version": __version__,
+        "versions": environment()["versions"],
+        "source_model": {"path": os.path.relpath(source, context.run_dir),
+                         "sha256": sha256_file(source)},
+        "calibration": None if calibration_indices is None else {
+            "split": "train", "seed": context.seed, "count": len(calibration_indices),
+            "indices": [int(i) for i in calibration_indices]},
+        "options": options or {},
+    }
+    write_json(sidecar_path(path), sidecar)
+    return sidecar

@@ -1,0 +1,83 @@
+"""What every stage after training reads from a run directory: its model and its data."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import rundir
+from pipeline.errors import DataError, RunDirError
+from pipeline.fsutil import read_json
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+
+    @classmethod
+    def open(cls, run: str | Path | None) -> "RunContext":
+        run_dir = rundir.resolve_run(run)
+        if not (run_dir / "train.json").exists() or not (run_dir / "model.keras").exists():
+            raise RunDirError(f"{run_dir} has no trained model (model.keras, train.json): "
+                              f"run `pipeline train` first")
+        return cls(run_dir)
+
+    @functools.cached_property
+    def train_info(self) -> dict:
+        try:
+            return read_json(self.run_dir / "train.json")
+        except (ValueError, OSError) as exc:
+            raise RunDirError(f"{self.run_dir / 'train.json'} is unreadable: {exc}") from None
+
+    @property
+    def task(self) -> str:
+        return self.train_info.get("task", "classifier")
+
+    @property
+    def seed(self) -> int:
+        return int(self.train_info["config"]["seed"])
+
+    @property
+    def preprocessing(self) -> dict:
+        return self.train_info["data"]["preprocessing"]
+
+    @functools.cached_property
+    def dataset(self):
+        """The training data set, reloaded exactly and checked against its recorded hash."""
+        from pipeline.data import load_dataset
+
+        config = self.train_info["config"]
+        dataset = load_dataset(config["dataset"], seed=config["seed"],
+                               image_size=config.get("image_size"),
+                               val_fraction=config.get("val_fraction", 0.1),
+                               test_fraction=config.get("test_fraction", 0.2))
+        recorded = self.train_info["data"]["sha256"]
+        if dataset.sha256() != recorded:
+            raise DataError(f"data set '{config['dataset']}' changed since this run was trained "
+                            f"(sha256 {dataset.sha256()[:12]}…, recorded {recorded[:12]}…): "
+                            f"retrain or restore the original data")
+        return dataset
+
+    def model_path(self, pruned: bool = False) -> Path:
+        path = self.run_dir / ("model_pruned.keras" if pruned else "model.keras")
+        if not path.exists():
+            raise RunDirError(f"{path} does not exist: run `pipeline prune` first" if pruned
+                              else f"{path} does not exist")
+        return path
+
+    def load_model(self, pruned: bool = False):
+        from pipeline.modelio import float32_copy, load_model
+
+        return float32_copy(load_model(self.model_path(pruned)))
+
+    def calibration(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` training samples drawn with the run's seed: ``(indices, model-ready x)``."""
+        x_train, _ = self.dataset.split("train")
+        if count <= 0:
+            return np.zeros(0, dtype=np.int64), x_train[:0]
+        count = min(count, len(x_train))
+        rng = np.random.default_rng(self.seed)
+        indices = np.sort(rng.choice(len(x_train), size=count, replace=False))
+        return indices, x_train[indices]

@@ -1,0 +1,133 @@
+"""``pipeline convert``: float32 TFLite and ONNX, and int8 ONNX two ways."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_runtime.artifact import read_sidecar
+from pipeline import __version__, rundir
+from pipeline.artifacts import write_artifact
+from pipeline.context import RunContext
+from pipeline.errors import UsageError, unknown_name
+from pipeline.fsutil import read_json, write_json
+from pipeline.onnx_export import DEFAULT_OPSET, check_opset
+
+TARGETS = ("tflite", "onnx")
+
+
+@dataclass
+class ConvertOptions:
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    opset: int = DEFAULT_OPSET
+    pruned: bool = False
+    calibration_samples: int = 300
+    int8_onnx: bool = True
+
+    def validate(self) -> None:
+        if not self.targets:
+            raise UsageError("--to needs at least one of: tflite, onnx")
+        for target in self.targets:
+            if target not in TARGETS:
+                raise unknown_name("conversion target", target, TARGETS)
+        check_opset(self.opset)
+
+
+def convert(run: str | Path | None, options: ConvertOptions) -> dict:
+    options.validate()
+    context = RunContext.open(run)
+    with rundir.locked(context.run_dir):
+        return _convert_locked(context, options)
+
+
+def _prefix(pruned: bool) -> str:
+    return "model_pruned_" if pruned else "model_"
+
+
+def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
+    from pipeline.backend import import_keras
+
+    import_keras()
+    source = context.model_path(options.pruned)
+    model = context.load_model(options.pruned)
+    report_path = context.run_dir / "convert.json"
+    report = read_json(report_path) if report_path.exists() else {"artifacts": {}}
+    prefix = _prefix(options.pruned)
+    written: list[Path] = []
+
+    def record(path: Path, sidecar: dict, started: float, **extra) -> None:
+        report["artifacts"][path.name] = {
+            "format": sidecar["format"], "mode": sidecar["mode"], "size_bytes": sidecar["size_bytes"],
+            "sha256": sidecar["sha256"], "convert_seconds": round(time.perf_counter() - started, 3),
+            **extra}
+        written.append(path)
+
+    if "tflite" in options.targets:
+        from pipeline.tflite import to_tflite
+
+        started = time.perf_counter()
+        path = context.run_dir / f"{prefix}float32.tflite"
+        sidecar = write_artifact(path, to_tflite(model, "float32"), fmt="tflite", mode="float32",
+                                 context=context, source=source)
+        record(path, sidecar, started)
+    if "onnx" in options.targets:
+        _convert_onnx(context, options, model, source, prefix, record)
+    report["opset"] = options.opset
+    write_json(report_path, report)
+    rundir.update_manifest(context.run_dir, "convert", artifacts=[*written, report_path])
+    return report
+
+
+def _convert_onnx(context, options, model, source, prefix, record) -> None:
+    from pipeline import onnx_export
+
+    metadata = {"version": __version__, "preprocessing": context.preprocessing,
+                "class_names": context.preprocessing.get("class_names", []),
+                "source_sha256": read_json(context.run_dir / "manifest.json")
+                .get("artifacts", {}).get(source.name, "")}
+    started = time.perf_counter()
+    float_proto = onnx_export.keras_to_onnx(model, opset=options.opset)
+    path = context.run_dir / f"{prefix}float32.onnx"
+    sidecar = write_artifact(path, onnx_export.with_metadata(float_proto, {**metadata, "mode": "float32"}),
+                             fmt="onnx", mode="float32", context=context, source=source,
+                             options={"opset": options.opset})
+    record(path, sidecar, started)
+    if not options.int8_onnx:
+        return
+    started = time.perf_counter()
+    indices, samples = context.calibration(options.calibration_samples)
+    qdq = onnx_export.quantize_qdq(float_proto, samples)
+    path = context.run_dir / f"{prefix}int8.onnx"
+    sidecar = write_artifact(
+        path, onnx_export.with_metadata(qdq, {**metadata, "mode": "int8",
+                                              "calibration_indices": [int(i) for i in indices]}),
+        fmt="onnx", mode="int8", context=context, source=source, calibration_indices=indices,
+        options={"opset": options.opset, "method": "onnxruntime-qdq-per-channel"})
+    record(path, sidecar, started, method="onnxruntime-qdq-per-channel")
+    int8_tflite = context.run_dir / f"{prefix}int8.tflite"
+    if not int8_tflite.exists():
+        return  # `pipeline quantize --int8` makes it; its ONNX twin follows on the next convert
+    started = time.perf_counter()
+    tflite_sidecar = read_sidecar(int8_tflite) or {}
+    proto = onnx_export.tflite_to_onnx(int8_tflite, opset=options.opset)
+    path = context.run_dir / f"{prefix}int8_tflite.onnx"
+    calibration = (tflite_sidecar.get("calibration") or {}).get("indices")
+    content = onnx_export.with_metadata(proto, {**metadata, "mode": "int8",
+                                                "calibration_indices": calibration or []})
+    io = _renamed_io(tflite_sidecar, proto)
+    sidecar = write_artifact(path, content, fmt="onnx", mode="int8", context=context, source=source,
+                             calibration_indices=calibration, io_overrides=io,
+                             options={"opset": options.opset, "method": "tf2onnx-from-tflite",
+                                      "tflite": int8_tflite.name})
+    record(path, sidecar, started, method="tf2onnx-from-tflite")
+
+
+def _renamed_io(tflite_sidecar: dict, proto) -> dict | None:
+    """The int8 TFLite's I/O quantization, under the ONNX graph's tensor names."""
+    if not tflite_sidecar:
+        return None
+    io = {}
+    for key, tensors in (("inputs", proto.graph.input), ("outputs", proto.graph.output)):
+        io[key] = [{**recorded, "name": tensor.name}
+                   for recorded, tensor in zip(tflite_sidecar.get(key, []), tensors)]
+    return io

@@ -1,0 +1,92 @@
+"""Keras → ONNX through tf2onnx (``from_function``; ``from_keras`` is broken on Keras 3),
+ONNX Runtime static QDQ quantization, and tf2onnx's conversion of an int8 TFLite model."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ConversionError
+
+DEFAULT_OPSET = 17
+MAX_OPSET = 18
+
+
+def check_opset(opset: int) -> None:
+    if not 9 <= opset <= MAX_OPSET:
+        raise ConversionError(f"--opset must lie in 9..{MAX_OPSET} (tf2onnx 1.17), got {opset}")
+
+
+def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True):
+    """A float32 ONNX ModelProto with one input named ``input``."""
+    import tensorflow as tf
+    import tf2onnx
+
+    check_opset(opset)
+    shape = [None if dynamic_batch else 1, *model.input_shape[1:]]
+    signature = [tf.TensorSpec(shape, tf.float32, name="input")]
+    function = tf.function(lambda x: model(x, training=False))
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"tf2onnx could not convert the model: {_first_line(exc)}") from None
+    return proto
+
+
+def tflite_to_onnx(tflite_path: Path, *, opset: int = DEFAULT_OPSET):
+    """tf2onnx's conversion of a (quantized) TFLite model: matches LiteRT bit for bit."""
+    import tf2onnx
+
+    check_opset(opset)
+    try:
+        proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"tf2onnx could not convert {tflite_path.name}: {_first_line(exc)}") from None
+    return proto
+
+
+def quantize_qdq(float_proto, calibration: np.ndarray):
+    """ONNX Runtime static quantization: QDQ format, per-channel int8 weights, int8 activations."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration is None or len(calibration) == 0:
+        raise ConversionError("int8 ONNX needs calibration samples: pass --calibration-samples N")
+    input_name = float_proto.graph.input[0].name
+
+    class Samples(CalibrationDataReader):
+        def __init__(self):
+            self._feeds = iter({input_name: sample[None].astype(np.float32)} for sample in calibration)
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path, prepared, quantized = (Path(tmp) / n for n in ("f.onnx", "p.onnx", "q.onnx"))
+        onnx.save(float_proto, float_path)
+        quant_pre_process(str(float_path), str(prepared))
+        quantize_static(str(prepared), str(quantized), Samples(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8)
+        return onnx.load(quantized)
+
+
+def with_metadata(proto, metadata: dict[str, Any]) -> bytes:
+    """Serialize with the pipeline's metadata in ONNX ``metadata_props`` (JSON values)."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = f"pipeline.{key}"
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    proto.producer_name = "keras-edge-pipeline"
+    return proto.SerializeToString()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

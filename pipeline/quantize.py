@@ -1,0 +1,86 @@
+"""``pipeline quantize``: post-training quantization to TFLite (int8, float16, dynamic, int16x8)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import rundir
+from pipeline.artifacts import write_artifact
+from pipeline.context import RunContext
+from pipeline.errors import UsageError
+from pipeline.formats import quant_mode
+from pipeline.fsutil import read_json, write_json
+
+COMPAT = ("tflite-runtime",)
+
+
+@dataclass
+class QuantizeOptions:
+    modes: list[str] = field(default_factory=lambda: ["int8"])
+    pruned: bool = False
+    calibration_samples: int = 300
+    float_io: bool = False
+    dynamic_batch: bool = False
+    compat: str | None = None
+
+    def validate(self) -> None:
+        if not self.modes:
+            raise UsageError("choose at least one mode: --int8, --float16, --dynamic or --int16x8")
+        for mode in self.modes:
+            quant_mode(mode)
+        if self.compat is not None and self.compat not in COMPAT:
+            from pipeline.errors import unknown_name
+
+            raise unknown_name("--compat target", self.compat, COMPAT)
+        if self.calibration_samples < 0:
+            raise UsageError("--calibration-samples must be 0 or more")
+
+
+def artifact_name(mode: str, pruned: bool) -> str:
+    name = quant_mode(mode).artifact
+    return name.replace("model_", "model_pruned_", 1) if pruned else name
+
+
+def quantize(run: str | Path | None, options: QuantizeOptions) -> dict:
+    """Write one TFLite artifact (+ sidecar) per mode and ``quantize.json``; return its content."""
+    options.validate()
+    context = RunContext.open(run)
+    with rundir.locked(context.run_dir):
+        return _quantize_locked(context, options)
+
+
+def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
+    from pipeline.backend import import_keras
+    from pipeline.tflite import to_tflite
+
+    import_keras()
+    source = context.model_path(options.pruned)
+    model = context.load_model(options.pruned)
+    needs_calibration = any(quant_mode(m).needs_calibration for m in options.modes)
+    indices, samples = context.calibration(options.calibration_samples if needs_calibration else 0)
+    report_path = context.run_dir / "quantize.json"
+    report = read_json(report_path) if report_path.exists() else {"artifacts": {}}
+    written = []
+    for mode in options.modes:
+        spec = quant_mode(mode)
+        started = time.perf_counter()
+        flatbuffer = to_tflite(model, mode, calibration=samples if spec.needs_calibration else None,
+                               float_io=options.float_io, dynamic_batch=options.dynamic_batch,
+                               compat=options.compat)
+        path = context.run_dir / artifact_name(mode, options.pruned)
+        sidecar = write_artifact(
+            path, flatbuffer, fmt="tflite", mode=mode, context=context, source=source,
+            calibration_indices=indices if spec.needs_calibration else None,
+            options={"float_io": options.float_io, "dynamic_batch": options.dynamic_batch,
+                     "compat": options.compat, "pruned": options.pruned})
+        report["artifacts"][path.name] = {
+            "mode": mode, "format": "tflite", "size_bytes": sidecar["size_bytes"],
+            "sha256": sidecar["sha256"], "convert_seconds": round(time.perf_counter() - started, 3),
+            "calibration_samples": len(indices) if spec.needs_calibration else 0,
+            "pruned": options.pruned,
+        }
+        written.append(path)
+    write_json(report_path, report)
+    rundir.update_manifest(context.run_dir, "quantize", artifacts=[*written, report_path])
+    return report
