@@ -14,7 +14,11 @@ from pipeline.rundir import environment
 def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
                    source: Path, calibration_indices=None, options: dict[str, Any] | None = None,
                    io_overrides: dict[str, list[dict]] | None = None) -> dict[str, Any]:
-    """Write ``content`` atomically, then its sidecar JSON; return the sidecar."""
+    """Write ``content`` atomically, then its sidecar JSON; return the sidecar.
+
+    The old sidecar goes first: it never describes a file it was not written for.
+    """
+    sidecar_path(path).unlink(missing_ok=True)
     write_bytes(path, content)
     from edge_runtime.runner import load
 

@@ -92,6 +92,33 @@ def train(
 
 
 @app.command()
+def prune(
+    sparsity: Annotated[float, typer.Option(help="Fraction of weights (or channels with --structured) to remove.")] = 0.8,
+    structured: Annotated[bool, typer.Option(
+        help="Remove whole Conv filters / Dense units by L1 norm and rebuild a smaller model.")] = False,
+    fine_tune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs while/after pruning.")] = 8,
+    learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate (cosine decay).")] = 1e-3,
+    skip: Annotated[Optional[str], typer.Option(help="Comma-separated layer names to leave dense.")] = None,
+    run: RunOption = None,
+) -> None:
+    """Magnitude pruning (Keras 3 native) → model_pruned.keras and prune.json."""
+    _setup_logging()
+    with _errors_to_exit_codes():
+        from pipeline.prune import PruneOptions, prune as run_prune
+
+        report = run_prune(run, PruneOptions(
+            sparsity=sparsity, structured=structured, fine_tune_epochs=fine_tune_epochs,
+            learning_rate=learning_rate, skip_layers=[s.strip() for s in (skip or "").split(",") if s.strip()]))
+        before, after = report["before"], report["after"]
+        typer.echo(f"{report['method']}: sparsity {after['sparsity']:.2%}, params "
+                   f"{before['params']} → {after['params']} ({after['nonzero_params']} non-zero), "
+                   f"gzip {before['float32_tflite_gzip_bytes'] / 1024:.0f} → "
+                   f"{after['float32_tflite_gzip_bytes'] / 1024:.0f} KiB")
+        if before["accuracy"] is not None:
+            typer.echo(f"accuracy {before['accuracy']:.4f} → {after['accuracy']:.4f}")
+
+
+@app.command()
 def quantize(
     int8: Annotated[bool, typer.Option("--int8", help="Full integer (int8 weights and activations).")] = False,
     float16: Annotated[bool, typer.Option("--float16", help="float16 weights.")] = False,

@@ -29,8 +29,8 @@ PRUNABLE_WEIGHTS = ("kernel", "depthwise_kernel", "recurrent_kernel")
 class PruneOptions:
     sparsity: float = 0.8
     structured: bool = False
-    fine_tune_epochs: int = 5
-    learning_rate: float = 5e-4
+    fine_tune_epochs: int = 8
+    learning_rate: float = 1e-3
     batch_size: int = 32
     skip_layers: list[str] = field(default_factory=list)
 
