@@ -91,6 +91,25 @@ def train(
                    f"{result.metrics['train_seconds']:.1f}s → {result.run_dir}")
 
 
+@app.command("import")
+def import_model(
+    model: Annotated[Path, typer.Argument(help="Your model: .keras, Keras 2 .h5 or a SavedModel directory.")],
+    dataset: Annotated[str, typer.Option(help="The data set it was trained for (see `pipeline datasets`).")] = "digits",
+    seed: Annotated[int, typer.Option(help="Seed for the splits.")] = 0,
+    image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
+    unsafe: Annotated[bool, typer.Option(help="Allow code inside the model file (Lambda layers) to run.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory to create.")] = None,
+) -> None:
+    """Start a run from a model you already have; later stages then work on it."""
+    _setup_logging()
+    with _errors_to_exit_codes():
+        from pipeline.adopt import adopt
+
+        run_dir, metrics = adopt(model, dataset=dataset, seed=seed, image_size=image_size,
+                                 unsafe=unsafe, out=out)
+        typer.echo(f"test accuracy {metrics['test_accuracy']:.4f} → {run_dir}")
+
+
 @app.command()
 def prune(
     sparsity: Annotated[float, typer.Option(help="Fraction of weights (or channels with --structured) to remove.")] = 0.8,

@@ -42,10 +42,38 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
         if "safe_mode" in message or "Lambda" in message or "unsafe" in message.lower():
             raise ModelError(f"{path} contains code (for example a Lambda layer) that only runs "
                              f"if you trust the file: pass --unsafe to load it") from None
+        if "groups" in message and path.suffix in (".h5", ".hdf5"):
+            return _load_legacy_h5(keras, path)
         raise ModelError(f"cannot load {path}: {_first_line(message)}") from None
+    except TypeError as exc:
+        if "groups" in str(exc) and path.suffix in (".h5", ".hdf5"):
+            return _load_legacy_h5(keras, path)
+        raise ModelError(f"cannot load {path}: {_first_line(str(exc))}") from None
     except Exception as exc:  # noqa: BLE001 - h5py/zip/json failures all mean a bad file
         raise ModelError(f"cannot load {path} (corrupt or truncated?): "
                          f"{_first_line(str(exc)) or type(exc).__name__}") from None
+
+
+def _load_legacy_h5(keras, path: Path):
+    """A Keras 2 ``.h5`` whose config Keras 3 rejects (DepthwiseConv2D saved with ``groups``):
+    load it through a tolerant stand-in class, then clone onto Keras' own layers."""
+
+    class TolerantDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+        def __init__(self, *args, groups=1, **kwargs):
+            if groups != 1:
+                raise ModelError(f"{path}: DepthwiseConv2D with groups={groups} is not supported")
+            super().__init__(*args, **kwargs)
+
+    legacy = keras.models.load_model(path, compile=False,
+                                     custom_objects={"DepthwiseConv2D": TolerantDepthwiseConv2D})
+
+    def clone(layer):
+        cls = keras.layers.DepthwiseConv2D if isinstance(layer, TolerantDepthwiseConv2D) else type(layer)
+        return cls.from_config(layer.get_config())
+
+    model = keras.models.clone_model(legacy, clone_function=clone)
+    model.set_weights(legacy.get_weights())
+    return model
 
 
 def _load_saved_model(path: Path):
