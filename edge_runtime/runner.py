@@ -132,8 +132,8 @@ class TFLiteRunner(Runner):
             return []
 
     def _has_variables(self) -> bool:
-        return any(name in ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
-                   for name in self.op_names())
+        # Resource variables, or sequence ops whose state tensors persist between invokes.
+        return any(name in _STATEFUL_OPS for name in self.op_names())
 
     def _predict_float(self, x: np.ndarray) -> np.ndarray:
         info = self.input
@@ -155,6 +155,11 @@ class TFLiteRunner(Runner):
         self.interpreter.set_tensor(self._input_details[0]["index"], feed)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output_details[0]["index"])
+
+
+_STATEFUL_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "UNIDIRECTIONAL_SEQUENCE_LSTM",
+                 "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_LSTM",
+                 "BIDIRECTIONAL_SEQUENCE_RNN"}
 
 
 class OnnxRunner(Runner):

@@ -1,0 +1,146 @@
+"""``edge-runtime info|predict|eval|bench MODEL``: the device-side command line (argparse only)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import EdgeRuntimeError, InputError
+
+
+def _threads(value: str) -> list[int | None]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()] or [None]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{value}'") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-runtime", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("info", "inputs, outputs, quantization, ops, size"),
+                            ("predict", "run an .npy/.npz of inputs and print the outputs"),
+                            ("eval", "accuracy on an .npz with x and y"),
+                            ("bench", "latency: p50/p90/p99, throughput, load time, peak RSS")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("model", type=Path)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        if name != "info":
+            sub.add_argument("--no-xnnpack", action="store_true", help="disable XNNPACK (LiteRT)")
+        if name in ("predict", "eval"):
+            sub.add_argument("inputs", type=Path, help=".npy (predict) or .npz with x, y")
+            sub.add_argument("--raw", action="store_true",
+                             help="inputs are raw (e.g. uint8 pixels): apply the sidecar's preprocessing")
+            sub.add_argument("--threads", type=int, default=None)
+        if name == "bench":
+            sub.add_argument("--threads", type=_threads, default=[None], help="e.g. 1,2,4")
+            sub.add_argument("--warmup", type=int, default=20)
+            sub.add_argument("--warmup-seconds", type=float, default=0.0)
+            sub.add_argument("--runs", type=int, default=100)
+            sub.add_argument("--min-seconds", type=float, default=1.0)
+            sub.add_argument("--sample", type=Path, help=".npy with one model-ready input")
+    return parser
+
+
+def _info(args) -> dict:
+    from edge_runtime.runner import load
+
+    runner = load(args.model)
+    result = {"model": str(args.model), "backend": runner.backend,
+              "size_bytes": args.model.stat().st_size,
+              "inputs": [t.as_dict() for t in runner.inputs],
+              "outputs": [t.as_dict() for t in runner.outputs],
+              "sidecar": bool(runner.sidecar)}
+    if runner.backend == "litert":
+        ops = runner.op_names()
+        result["ops"] = {op: ops.count(op) for op in dict.fromkeys(ops) if op != "DELEGATE"}
+        result["xnnpack_delegated"] = "DELEGATE" in ops
+        result["stateful"] = runner.stateful
+    return result
+
+
+def _load_array(path: Path, key: str | None = None) -> np.ndarray:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if key is None:
+        return data if isinstance(data, np.ndarray) else data[data.files[0]]
+    if key not in data:
+        raise InputError(f"{path} has no '{key}' array (found: {', '.join(data.files)})")
+    return data[key]
+
+
+def _predict(args) -> dict:
+    from edge_runtime.runner import load
+
+    runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack)
+    outputs = runner.predict(_load_array(args.inputs), raw=args.raw)
+    names = runner.sidecar.get("class_names") or []
+    top1 = outputs.reshape(len(outputs), -1).argmax(1)
+    return {"outputs": outputs.tolist(), "top1": top1.tolist(),
+            "labels": [names[i] for i in top1] if names and outputs.ndim == 2 else None}
+
+
+def _eval(args) -> dict:
+    from edge_runtime.runner import load
+
+    runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack)
+    x, y = _load_array(args.inputs, "x"), _load_array(args.inputs, "y").reshape(-1)
+    if len(x) != len(y):
+        raise InputError(f"{args.inputs}: {len(x)} inputs but {len(y)} labels")
+    outputs = runner.predict(x, raw=args.raw)
+    predicted = outputs.reshape(len(outputs), -1).argmax(1)
+    return {"model": str(args.model), "samples": int(len(y)),
+            "accuracy": float(np.mean(predicted == y)), "stateful_reset": runner.stateful}
+
+
+def _bench(args) -> dict:
+    from edge_runtime.bench import bench_file, device_description
+
+    sample = _load_array(args.sample) if args.sample else None
+    rows = bench_file(args.model, threads=args.threads, xnnpack=not args.no_xnnpack,
+                      sample=sample, warmup=args.warmup, warmup_seconds=args.warmup_seconds,
+                      runs=args.runs, min_seconds=args.min_seconds)
+    return {"device": device_description(), "results": rows}
+
+
+def _print_human(command: str, result: dict) -> None:
+    if command == "bench":
+        for row in result["results"]:
+            print(f"{row['artifact']} [{row['backend']}, threads {row['threads'] or 'default'}]: "
+                  f"p50 {row['p50_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms, "
+                  f"{row['throughput_per_s']:.0f}/s ({row['method']['runs']} runs)")
+    elif command == "eval":
+        print(f"accuracy {result['accuracy']:.4f} on {result['samples']} samples")
+    else:
+        print(json.dumps(result, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"info": _info, "predict": _predict, "eval": _eval, "bench": _bench}
+    try:
+        result = handlers[args.command](args)
+    except EdgeRuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_human(args.command, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def console() -> None:
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Third-party models and data from ../shared/data (skipped in a fresh clone without it)."""
+import csv
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared_data
+
+
+def test_mnist_idx_test_split():
+    from pipeline.data import load_dataset, read_idx
+
+    mnist = shared_data("mnist")
+    labels = read_idx(mnist / "t10k-labels-idx1-ubyte.gz")
+    assert labels.shape == (10000,) and list(labels[:5]) == [7, 2, 1, 0, 4]
+    dataset = load_dataset(f"idx:{mnist}")
+    assert len(dataset.y_train) + len(dataset.y_val) == 8000 and len(dataset.y_test) == 2000
+
+
+def _ic01(ic):
+    images, labels = [], []
+    with open(ic / "ic01" / "y_labels.csv", newline="") as fh:
+        for row in csv.reader(fh):
+            if row and row[0].endswith(".bin"):
+                images.append(np.fromfile(ic / "ic01" / row[0], dtype=np.uint8).reshape(32, 32, 3))
+                labels.append(int(row[2]))
+    return np.stack(images).astype(np.float32), np.array(labels)
+
+
+@pytest.mark.slow
+def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
+    from edge_runtime import load
+    from pipeline.adopt import adopt
+    from pipeline.quantize import QuantizeOptions, quantize
+
+    ic = shared_data("mlperf_tiny", "ic")
+    x, y = _ic01(ic)
+    first, second = np.arange(0, 200, 2), np.arange(1, 200, 2)
+    np.savez(tmp_path / "ic.npz", x_train=x[first], y_train=y[first], x_test=x[second], y_test=y[second])
+    run_dir, metrics = adopt(ic / "pretrainedResnet.h5", dataset=f"npz:{tmp_path / 'ic.npz'}",
+                             val_fraction=0.0, out=tmp_path / "run", runs_root=tmp_path)
+    quantize(run_dir, QuantizeOptions(modes=["int8"], calibration_samples=100))
+    ours = np.mean(load(run_dir / "model_int8.tflite").predict(x[second]).argmax(1) == y[second])
+    reference = np.mean(load(ic / "pretrainedResnet_quant.tflite").predict(x[second]).argmax(1) == y[second])
+    assert metrics["test_accuracy"] >= 0.8
+    assert ours >= reference - 0.01, (ours, reference)
+
+
+def test_stateful_lstm_resets_between_samples():
+    from edge_runtime import load
+    from pipeline.data import read_idx
+
+    lstm = shared_data("tflite_micro", "mnist_lstm")
+    mnist = shared_data("mnist")
+    images = read_idx(mnist / "t10k-images-idx3-ubyte.gz")[:500].astype(np.float32) / 255.0
+    labels = read_idx(mnist / "t10k-labels-idx1-ubyte.gz")[:500]
+    runner = load(lstm / "trained_lstm.tflite")
+    assert runner.stateful
+    accuracy = np.mean(runner.predict(images).argmax(1) == labels)
+    assert accuracy >= 0.97, accuracy
