@@ -187,6 +187,52 @@ def convert(
         _echo_artifacts(report, None)
 
 
+@app.command()
+def bench(
+    threads: Annotated[str, typer.Option(help="Thread counts to sweep, e.g. 1,2,4.")] = "1",
+    runs: Annotated[int, typer.Option(help="At least this many timed runs per artifact.")] = 100,
+    warmup: Annotated[int, typer.Option(help="Warm-up runs before timing.")] = 20,
+    min_seconds: Annotated[float, typer.Option(help="Keep timing for at least this long.")] = 0.5,
+    xnnpack: Annotated[bool, typer.Option(help="Use LiteRT's XNNPACK delegate.")] = True,
+    artifact: Annotated[Optional[str], typer.Option(help="Comma-separated artifact names (default: all).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="ssh://user@host[:port] to benchmark on a device.")] = None,
+    ssh_option: Annotated[Optional[list[str]], typer.Option(
+        help="Extra ssh option, e.g. -i=KEY or UserKnownHostsFile=FILE (repeatable).")] = None,
+    remote_dir: Annotated[str, typer.Option(
+        help="Where the device keeps its edge-runtime venv and jobs.")] = "~/.edge-runtime",
+    run: RunOption = None,
+) -> None:
+    """Latency of every artifact (p50/p90/p99 per backend and thread count) → bench.json."""
+    _setup_logging()
+    with _errors_to_exit_codes():
+        from pipeline.bench import BenchOptions, bench as run_bench
+        from pipeline.errors import UsageError
+
+        try:
+            thread_counts = [int(t) for t in threads.split(",") if t.strip()]
+        except ValueError:
+            raise UsageError(f"--threads takes comma-separated integers, got '{threads}'") from None
+        report = run_bench(run, BenchOptions(
+            threads=thread_counts, runs=runs, warmup=warmup, min_seconds=min_seconds, xnnpack=xnnpack,
+            artifacts=[a.strip() for a in artifact.split(",")] if artifact else None, device=device,
+            ssh_options=_ssh_options(ssh_option or []), remote_root=remote_dir))
+        where = report["device"].get("cpu_model") or report["device"].get("machine")
+        typer.echo(f"device: {report['device']['location']} ({where})")
+        for row in report["results"]:
+            typer.echo(f"{row['artifact']:32s} {row['backend']:12s} threads {row['threads']}: "
+                       f"p50 {row['p50_ms']:.3f} ms  p90 {row['p90_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms")
+
+
+def _ssh_options(values: list[str]) -> list[str]:
+    options = []
+    for value in values:
+        if value.startswith("-i="):
+            options += ["-i", value[3:]]
+        else:
+            options += ["-o", value]
+    return options
+
+
 def _echo_artifacts(report: dict, modes) -> None:
     for name, row in report["artifacts"].items():
         if modes is None or row.get("mode") in modes:

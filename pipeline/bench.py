@@ -1,0 +1,78 @@
+"""``pipeline bench``: latency of every artifact in the run, here or on a device over SSH."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import rundir
+from pipeline.context import RunContext
+from pipeline.errors import UsageError
+from pipeline.fsutil import write_json
+
+ARTIFACT_SUFFIXES = (".tflite", ".onnx")
+
+
+@dataclass
+class BenchOptions:
+    threads: list[int] = field(default_factory=lambda: [1])
+    warmup: int = 20
+    runs: int = 100
+    min_seconds: float = 0.5
+    xnnpack: bool = True
+    artifacts: list[str] | None = None
+    device: str | None = None
+    ssh_options: list[str] = field(default_factory=list)
+    remote_root: str = "~/.edge-runtime"
+
+    def validate(self) -> None:
+        if not self.threads or any(t < 1 for t in self.threads):
+            raise UsageError("--threads takes positive integers, e.g. 1,2,4")
+        if self.runs < 1 or self.warmup < 0 or self.min_seconds < 0:
+            raise UsageError("--runs must be at least 1; --warmup and --min-seconds at least 0")
+
+
+def run_artifacts(run_dir: Path, names: list[str] | None = None) -> list[Path]:
+    """The deployable artifacts of a run, in a stable order."""
+    found = sorted(p for p in run_dir.iterdir() if p.suffix in ARTIFACT_SUFFIXES and p.name.startswith("model"))
+    if names:
+        by_name = {p.name: p for p in found}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            from pipeline.errors import unknown_name
+
+            raise unknown_name("artifact", missing[0], by_name)
+        found = [by_name[n] for n in names]
+    return found
+
+
+def bench(run: str | Path | None, options: BenchOptions) -> dict:
+    options.validate()
+    context = RunContext.open(run)
+    artifacts = run_artifacts(context.run_dir, options.artifacts)
+    if not artifacts:
+        raise UsageError(f"{context.run_dir} has no .tflite or .onnx artifacts: run "
+                         f"`pipeline quantize` or `pipeline convert` first")
+    x_test, _ = context.dataset.split("test")
+    sample = x_test[0]
+    with rundir.locked(context.run_dir):
+        if options.device:
+            from pipeline.remote import bench_remote
+
+            report = bench_remote(options.device, artifacts, sample, options, options.remote_root)
+        else:
+            report = _bench_here(artifacts, sample, options)
+        path = write_json(context.run_dir / "bench.json", report)
+        rundir.update_manifest(context.run_dir, "bench", artifacts=[path])
+    return report
+
+
+def _bench_here(artifacts: list[Path], sample, options: BenchOptions) -> dict:
+    from edge_runtime.bench import bench_file, device_description
+
+    rows = []
+    for path in artifacts:
+        rows += bench_file(path, threads=options.threads, xnnpack=options.xnnpack, sample=sample,
+                           warmup=options.warmup, runs=options.runs, min_seconds=options.min_seconds)
+    return {"device": {"location": "local", **device_description()}, "results": rows,
+            "pid": os.getpid()}
