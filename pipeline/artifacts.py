@@ -12,7 +12,8 @@ from pipeline.rundir import environment
 
 
 def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
-                   source: Path, calibration_indices=None, options: dict[str, Any] | None = None,
+                   source: Path, calibration_indices=None, calibration_source: dict | None = None,
+                   options: dict[str, Any] | None = None,
                    io_overrides: dict[str, list[dict]] | None = None) -> dict[str, Any]:
     """Write ``content`` atomically, then its sidecar JSON; return the sidecar.
 
@@ -39,8 +40,8 @@ def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
         "source_model": {"path": os.path.relpath(source, context.run_dir),
                          "sha256": sha256_file(source)},
         "calibration": None if calibration_indices is None else {
-            "split": "train", "seed": context.seed, "count": len(calibration_indices),
-            "indices": [int(i) for i in calibration_indices]},
+            **(calibration_source or {"split": "train", "seed": context.seed}),
+            "count": len(calibration_indices), "indices": [int(i) for i in calibration_indices]},
         "options": options or {},
     }
     write_json(sidecar_path(path), sidecar)

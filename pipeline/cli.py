@@ -150,6 +150,8 @@ def quantize(
     dynamic_batch: Annotated[bool, typer.Option(help="Keep the batch dimension dynamic (default: 1).")] = False,
     compat: Annotated[Optional[str], typer.Option(
         help="'tflite-runtime': op versions that tflite-runtime 2.14 can load.")] = None,
+    calibration_data: Annotated[Optional[str], typer.Option(
+        help="Calibrate on raw samples from this .npy/.npz ('x') instead of the training split.")] = None,
     run: RunOption = None,
 ) -> None:
     """Post-training quantization to TFLite, builtin ops only (default: --int8)."""
@@ -161,7 +163,8 @@ def quantize(
                                  ("int16x8", int16x8)) if on] or ["int8"]
         report = run_quantize(run, QuantizeOptions(
             modes=modes, pruned=pruned, calibration_samples=calibration_samples,
-            float_io=float_io, dynamic_batch=dynamic_batch, compat=compat))
+            float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
+            calibration_data=calibration_data))
         _echo_artifacts(report, modes)
 
 
@@ -185,6 +188,58 @@ def convert(
                                                  calibration_samples=calibration_samples,
                                                  int8_onnx=int8_onnx))
         _echo_artifacts(report, None)
+
+
+@app.command()
+def verify(
+    artifact: Annotated[Optional[str], typer.Option(help="Comma-separated artifacts (default: all in the run).")] = None,
+    gate: Annotated[Optional[list[str]], typer.Option(
+        help="Override a gate: KIND.METRIC=VALUE, e.g. quantized.metric_drop=0.02 (repeatable).")] = None,
+    explain: Annotated[bool, typer.Option(help="Name the layers that lose most to quantization.")] = False,
+    run: RunOption = None,
+) -> None:
+    """Accuracy parity of every artifact against Keras on the test split; failing gates exit 6."""
+    _setup_logging()
+    with _errors_to_exit_codes():
+        from pipeline.errors import ParityError
+        from pipeline.fsutil import read_json
+        from pipeline.rundir import resolve_run
+        from pipeline.verify import VerifyOptions, parse_gate, verify as run_verify
+
+        overrides: dict[str, dict[str, float]] = {}
+        for text in gate or []:
+            kind, metric, value = parse_gate(text)
+            overrides.setdefault(kind, {})[metric] = value
+        options = VerifyOptions(artifacts=[a.strip() for a in artifact.split(",")] if artifact else None,
+                                gates=overrides, explain=explain)
+        try:
+            report = run_verify(run, options)
+        except ParityError:
+            _print_verify_table(read_json(resolve_run(run) / "verify.json"))
+            raise
+        _print_verify_table(report)
+
+
+def _print_verify_table(report: dict) -> None:
+    metric = report["metric"]
+    typer.echo(f"{'artifact':28s} {'mode':8s} {metric:>10s} {'Δ':>8s} {'agree':>7s} {'max err':>9s} "
+               f"{'SQNR dB':>8s}  gates")
+    for row in report["artifacts"]:
+        agreement = "-" if row["top1_agreement"] is None else f"{row['top1_agreement']:.2%}"
+        gates = " ".join(f"{'✓' if g['passed'] else '✗'}{name}" for name, g in row["gates"].items())
+        typer.echo(f"{row['artifact']:28s} {row['mode']:8s} {row['metric_value']:10.4f} "
+                   f"{-row['metric_drop']:+8.4f} {agreement:>7s} {row['max_abs_error']:9.2e} "
+                   f"{row['sqnr_db']:8.1f}  {gates}")
+        for layer in (row.get("explain") or {}).get("worst_layers", []):
+            measure = ", ".join(f"{k} {v:.3g}" for k, v in layer.items()
+                                if k in ("rmse_over_scale", "sqnr_db") and v is not None)
+            typer.echo(f"    worst layer {layer['layer']} ({measure})")
+        for hint in (row.get("explain") or {}).get("hints", []):
+            typer.echo(f"    hint: {hint}")
+    for pair in report.get("cross_runtime", []):
+        typer.echo(f"{pair['tflite']} vs {pair['onnx']}: top-1 agreement {pair['top1_agreement']:.2%}, "
+                   f"max diff {pair['max_abs_difference']:.2e}")
+    typer.echo("verify: " + ("passed" if report["passed"] else "FAILED"))
 
 
 @app.command()

@@ -23,6 +23,7 @@ class QuantizeOptions:
     float_io: bool = False
     dynamic_batch: bool = False
     compat: str | None = None
+    calibration_data: str | None = None  # .npy/.npz (key "x") of raw samples, instead of train
 
     def validate(self) -> None:
         if not self.modes:
@@ -58,7 +59,12 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     source = context.model_path(options.pruned)
     model = context.load_model(options.pruned)
     needs_calibration = any(quant_mode(m).needs_calibration for m in options.modes)
-    indices, samples = context.calibration(options.calibration_samples if needs_calibration else 0)
+    calibration_source = None
+    if needs_calibration and options.calibration_data:
+        calibration_source, indices, samples = calibration_from_file(context, options.calibration_data,
+                                                         options.calibration_samples)
+    else:
+        indices, samples = context.calibration(options.calibration_samples if needs_calibration else 0)
     report_path = context.run_dir / "quantize.json"
     report = read_json(report_path) if report_path.exists() else {"artifacts": {}}
     written = []
@@ -72,6 +78,7 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
         sidecar = write_artifact(
             path, flatbuffer, fmt="tflite", mode=mode, context=context, source=source,
             calibration_indices=indices if spec.needs_calibration else None,
+            calibration_source=calibration_source,
             options={"float_io": options.float_io, "dynamic_batch": options.dynamic_batch,
                      "compat": options.compat, "pruned": options.pruned})
         report["artifacts"][path.name] = {
@@ -84,3 +91,31 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "quantize", artifacts=[*written, report_path])
     return report
+
+
+def calibration_from_file(context: RunContext, path: str, count: int):
+    """Calibration samples from the user's file: raw samples, preprocessed like the data set."""
+    import numpy as np
+
+    from edge_runtime.preprocessing import apply_preprocessing
+    from pipeline.errors import DataError
+    from pipeline.fsutil import sha256_file
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"calibration file {file} does not exist")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        raw = loaded if isinstance(loaded, np.ndarray) else loaded["x"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"cannot read calibration samples from {file} (an .npy, or an .npz with "
+                        f"'x'): {exc}") from None
+    expected = tuple(context.preprocessing["input_shape"])
+    if raw.shape[1:] != expected:
+        raise DataError(f"calibration samples in {file} have shape {raw.shape[1:]}, the model "
+                        f"expects {expected}")
+    indices = np.arange(min(count, len(raw)) if count else len(raw))
+    samples = apply_preprocessing(raw[indices], context.preprocessing)
+    if not np.all(np.isfinite(samples)):
+        raise DataError(f"calibration samples in {file} hold NaN or inf values")
+    return {"file": str(file), "sha256": sha256_file(file)}, indices, samples

@@ -18,6 +18,17 @@ def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = 
     Batch-1 input by default: fewer ops on device. ``compat="tflite-runtime"`` emits op
     versions that tflite-runtime 2.14 can load.
     """
+    converter = make_converter(model, mode, calibration=calibration, float_io=float_io,
+                               dynamic_batch=dynamic_batch, compat=compat)
+    try:
+        return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+        raise _conversion_error(exc, mode) from None
+
+
+def make_converter(model, mode: str, *, calibration=None, float_io: bool = False,
+                   dynamic_batch: bool = False, compat: str | None = None):
+    """The configured ``TFLiteConverter`` (also what the quantization debugger re-runs)."""
     import tensorflow as tf
 
     spec = quant_mode(mode)
@@ -30,10 +41,7 @@ def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = 
     # No trackable object: the converter then freezes the variables into constants.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
     _configure(converter, spec.name, calibration, float_io, compat)
-    try:
-        return converter.convert()
-    except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
-        raise _conversion_error(exc, mode) from None
+    return converter
 
 
 def _configure(converter, mode: str, calibration, float_io: bool, compat: str | None) -> None:

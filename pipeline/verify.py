@@ -1,0 +1,218 @@
+"""``pipeline verify``: accuracy parity of every artifact against its Keras source, on the
+test split, through the same runtime the device uses; gates that fail the command."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.artifact import read_sidecar
+from pipeline import rundir
+from pipeline.context import RunContext
+from pipeline.errors import ParityError, UsageError
+from pipeline.fsutil import write_json
+
+# Default gates per artifact kind: (metric, comparison, threshold).
+DEFAULT_GATES: dict[str, dict[str, tuple[str, float]]] = {
+    "float32": {"max_abs_error": ("<=", 1e-4), "top1_agreement": (">=", 1.0)},
+    "float16": {"max_abs_error": ("<=", 1e-2)},
+    "quantized": {"metric_drop": ("<=", 0.01), "top1_agreement": (">=", 0.98)},
+}
+GATE_KIND = {"float32": "float32", "float16": "float16", "dynamic": "quantized",
+             "int8": "quantized", "int16x8": "quantized"}
+
+
+@dataclass
+class VerifyOptions:
+    artifacts: list[str] | None = None            # names in the run, or paths
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> metric -> threshold
+    explain: bool = False
+    explain_top: int = 3
+
+    def resolved_gates(self) -> dict[str, dict[str, tuple[str, float]]]:
+        gates = {kind: dict(rules) for kind, rules in DEFAULT_GATES.items()}
+        for kind, overrides in self.gates.items():
+            if kind not in gates:
+                from pipeline.errors import unknown_name
+
+                raise unknown_name("gate kind", kind, gates)
+            for metric, threshold in overrides.items():
+                known = {"max_abs_error": "<=", "mean_abs_error": "<=", "metric_drop": "<=",
+                         "top1_agreement": ">=", "sqnr_db": ">="}
+                if metric not in known:
+                    from pipeline.errors import unknown_name
+
+                    raise unknown_name("gate metric", metric, known)
+                gates[kind][metric] = (known[metric], float(threshold))
+        return gates
+
+
+def parse_gate(text: str) -> tuple[str, str, float]:
+    """``quantized.metric_drop=0.02`` → ("quantized", "metric_drop", 0.02)."""
+    key, _, value = text.partition("=")
+    kind, _, metric = key.partition(".")
+    try:
+        return kind.strip(), metric.strip(), float(value)
+    except ValueError:
+        raise UsageError(f"--gate takes KIND.METRIC=NUMBER (e.g. quantized.metric_drop=0.02), "
+                         f"got '{text}'") from None
+
+
+def verify(run: str | Path | None, options: VerifyOptions) -> dict:
+    context = RunContext.open(run)
+    gates = options.resolved_gates()
+    with rundir.locked(context.run_dir):
+        report = _verify_locked(context, options, gates)
+        path = write_json(context.run_dir / "verify.json", report)
+        rundir.update_manifest(context.run_dir, "verify", artifacts=[path])
+    if not report["passed"]:
+        failures = [f"{a['artifact']} ({', '.join(g for g, r in a['gates'].items() if not r['passed'])})"
+                    for a in report["artifacts"] if not a["passed"]]
+        raise ParityError(f"{len(failures)} artifact(s) failed verification: {'; '.join(failures)}"
+                          f" — see {path}")
+    return report
+
+
+def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
+    from pipeline.backend import import_keras
+
+    import_keras()
+    paths = _artifact_paths(context, options.artifacts)
+    if not paths:
+        raise UsageError(f"{context.run_dir} has no artifacts to verify: run `pipeline quantize` "
+                         f"or `pipeline convert` first")
+    x_test, y_test = context.dataset.split("test")
+    references: dict[str, np.ndarray] = {}
+    outputs: dict[str, np.ndarray] = {}
+    rows = []
+    for path in paths:
+        sidecar = read_sidecar(path) or {}
+        source = sidecar.get("source_model", {}).get("path", "model.keras")
+        if source not in references:
+            references[source] = _keras_predict(context, source, x_test)
+        outputs[path.name] = _artifact_predict(path, x_test)
+        row = _compare(path, sidecar, references[source], outputs[path.name], x_test, y_test,
+                       context.task)
+        row["source_model"] = source
+        row["gates"] = _apply_gates(row, gates[row["gate_kind"]])
+        row["passed"] = all(g["passed"] for g in row["gates"].values())
+        rows.append(row)
+    if options.explain or not all(r["passed"] for r in rows):
+        for row, path in zip(rows, paths):
+            if row["gate_kind"] == "quantized" and (options.explain or not row["passed"]):
+                row["explain"] = _explain(context, path, x_test, options.explain_top)
+    keras_metrics = {source: _task_metric(ref, y_test, x_test, context.task)
+                     for source, ref in references.items()}
+    return {
+        "passed": all(r["passed"] for r in rows),
+        "task": context.task,
+        "metric": "accuracy" if context.task == "classifier" else "reconstruction_mse",
+        "test_samples": int(len(y_test)),
+        "keras": keras_metrics,
+        "gates": {kind: {m: {"op": op, "threshold": t} for m, (op, t) in rules.items()}
+                  for kind, rules in gates.items()},
+        "artifacts": rows,
+        "cross_runtime": _cross_runtime(outputs),
+    }
+
+
+def _artifact_paths(context: RunContext, names: list[str] | None) -> list[Path]:
+    from pipeline.bench import run_artifacts
+
+    if not names:
+        return run_artifacts(context.run_dir)
+    paths = []
+    for name in names:
+        path = Path(name) if Path(name).exists() else context.run_dir / name
+        if not path.exists():
+            raise UsageError(f"artifact {name} not found in {context.run_dir}")
+        paths.append(path)
+    return paths
+
+
+def _keras_predict(context: RunContext, source: str, x_test: np.ndarray) -> np.ndarray:
+    from pipeline.modelio import float32_copy, load_model
+
+    model = float32_copy(load_model(context.run_dir / source))
+    return model.predict(x_test, batch_size=256, verbose=0)
+
+
+def _artifact_predict(path: Path, x_test: np.ndarray) -> np.ndarray:
+    from edge_runtime import load
+
+    return load(path).predict(x_test)
+
+
+def _task_metric(predictions, y_test, x_test, task: str) -> float:
+    if task == "classifier":
+        return float(np.mean(predictions.argmax(-1) == y_test))
+    return float(np.mean((predictions - x_test) ** 2))
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    noise = float(np.sum((reference.astype(np.float64) - test) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
+
+
+def _compare(path: Path, sidecar: dict, reference, output, x_test, y_test, task: str) -> dict[str, Any]:
+    mode = sidecar.get("mode") or ("int8" if "int8" in path.name else "float32")
+    keras_metric = _task_metric(reference, y_test, x_test, task)
+    metric_value = _task_metric(output, y_test, x_test, task)
+    if task == "classifier":
+        metric_drop = keras_metric - metric_value
+        agreement = float(np.mean(output.argmax(-1) == reference.argmax(-1)))
+        per_class = {str(c): float(np.mean(output.argmax(-1)[y_test == c] == c))
+                     for c in np.unique(y_test)}
+    else:  # reconstruction error: a rise is the loss
+        metric_drop, agreement, per_class = metric_value - keras_metric, None, {}
+    error = np.abs(output.astype(np.float64) - reference)
+    return {
+        "artifact": path.name, "format": path.suffix.lstrip("."), "mode": mode,
+        "gate_kind": GATE_KIND.get(mode, "quantized"),
+        "metric": "accuracy" if task == "classifier" else "reconstruction_mse",
+        "metric_value": metric_value, "keras_metric_value": keras_metric,
+        "metric_drop": float(metric_drop), "top1_agreement": agreement,
+        "max_abs_error": float(error.max()), "mean_abs_error": float(error.mean()),
+        "sqnr_db": sqnr_db(reference, output), "size_bytes": path.stat().st_size,
+        "per_class_accuracy": per_class,
+    }
+
+
+def _apply_gates(row: dict, rules: dict[str, tuple[str, float]]) -> dict[str, dict]:
+    results = {}
+    for metric, (op, threshold) in rules.items():
+        value = row[metric]
+        if value is None:  # e.g. top-1 agreement of an autoencoder
+            results[metric] = {"op": op, "threshold": threshold, "value": None, "passed": True}
+            continue
+        passed = value <= threshold + 1e-12 if op == "<=" else value >= threshold - 1e-12
+        results[metric] = {"op": op, "threshold": threshold, "value": value, "passed": bool(passed)}
+    return results
+
+
+_PAIRS = (("model_float32.tflite", "model_float32.onnx"), ("model_int8.tflite", "model_int8.onnx"),
+          ("model_int8.tflite", "model_int8_tflite.onnx"))
+
+
+def _cross_runtime(outputs: dict[str, np.ndarray]) -> list[dict]:
+    rows = []
+    for prefix in ("model_", "model_pruned_"):
+        for left, right in _PAIRS:
+            left, right = left.replace("model_", prefix, 1), right.replace("model_", prefix, 1)
+            if left in outputs and right in outputs:
+                a, b = outputs[left], outputs[right]
+                rows.append({"tflite": left, "onnx": right,
+                             "top1_agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))),
+                             "max_abs_difference": float(np.abs(a - b).max())})
+    return rows
+
+
+def _explain(context: RunContext, path: Path, x_test: np.ndarray, top: int) -> dict:
+    from pipeline.explain import explain_onnx, explain_tflite
+
+    if path.suffix == ".tflite":
+        return explain_tflite(context, path, x_test, top)
+    return explain_onnx(context, path, x_test, top)
