@@ -35,4 +35,9 @@ def import_keras(backend: str | None = None):
     quiet_tensorflow_logs()
     import keras
 
+    if wanted == "tensorflow":
+        import tensorflow as tf
+
+        # Same seed and inputs, same weights and artifacts, in every process of a run.
+        tf.config.experimental.enable_op_determinism()
     return keras

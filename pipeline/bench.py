@@ -24,6 +24,7 @@ class BenchOptions:
     device: str | None = None
     ssh_options: list[str] = field(default_factory=list)
     remote_root: str = "~/.edge-runtime"
+    output: str = "bench.json"
 
     def validate(self) -> None:
         if not self.threads or any(t < 1 for t in self.threads):
@@ -62,7 +63,7 @@ def bench(run: str | Path | None, options: BenchOptions) -> dict:
             report = bench_remote(options.device, artifacts, sample, options, options.remote_root)
         else:
             report = _bench_here(artifacts, sample, options)
-        path = write_json(context.run_dir / "bench.json", report)
+        path = write_json(context.run_dir / options.output, report)
         rundir.update_manifest(context.run_dir, "bench", artifacts=[path])
     return report
 

@@ -288,6 +288,47 @@ def _ssh_options(values: list[str]) -> list[str]:
     return options
 
 
+@app.command("run")
+def run_all(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML or TOML config (default: built-in defaults).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. train.epochs=5 (repeatable).")] = None,
+    force: Annotated[Optional[list[str]], typer.Option(help="Rerun this stage even if cached (repeatable).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/pipeline-<model>-<dataset>).")] = None,
+) -> None:
+    """The whole pipeline from one config: train → prune → quantize → convert → verify → bench → report."""
+    _setup_logging(quiet=True)
+    with _errors_to_exit_codes():
+        from pipeline.config import load_config
+        from pipeline.runner import run as run_pipeline
+
+        resolved = load_config(config, set_ or [])
+        result = run_pipeline(resolved, out=out, force=force or [], progress=_progress)
+        typer.echo(f"recommended: {result.recommended or 'none meets the constraints'}")
+        typer.echo(f"report: {result.report}")
+
+
+def _progress(stage: str, status: str, seconds: float) -> None:
+    if status == "start":
+        typer.echo(f"▶ {stage} …", err=True)
+    else:
+        mark = "✓" if status == "ran" else "•"
+        typer.echo(f"{mark} {stage:9s} {seconds:6.1f}s{'' if status == 'ran' else '  (cached)'}", err=True)
+
+
+@app.command()
+def report(run_dir: Annotated[Optional[Path], typer.Argument(help="Run directory (default: runs/latest).")] = None) -> None:
+    """Rebuild report.md / report.html of a run from its JSON files."""
+    with _errors_to_exit_codes():
+        from pipeline.report import build_report
+        from pipeline.rundir import resolve_run
+
+        run_path = resolve_run(run_dir)
+        summary = build_report(run_path)
+        typer.echo(f"recommended: {summary['recommended'] or 'none meets the constraints'}")
+        typer.echo(f"report: {run_path / 'report.html'}")
+
+
 def _echo_artifacts(report: dict, modes) -> None:
     for name, row in report["artifacts"].items():
         if modes is None or row.get("mode") in modes:

@@ -125,9 +125,9 @@ def update_manifest(run_dir: Path, stage: str, *, stage_info: dict[str, Any] | N
 
 
 @contextlib.contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
+def locked(run_dir: Path, name: str = ".lock") -> Iterator[None]:
     """Hold an exclusive lock on the run directory for the length of one command."""
-    lock_path = run_dir / ".lock"
+    lock_path = run_dir / name
     try:
         fh = open(lock_path, "a+")
     except OSError as exc:

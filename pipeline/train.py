@@ -159,13 +159,7 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
 def _import_keras_for(config: TrainConfig):
     from pipeline.backend import import_keras
 
-    keras = import_keras()
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        # Same seed, same weights: deterministic kernels on CPU (and GPU where they exist).
-        tf.config.experimental.enable_op_determinism()
-    return keras
+    return import_keras()  # with TensorFlow, also turns on deterministic kernels
 
 
 def _model_label(model: str) -> str:

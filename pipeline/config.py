@@ -1,0 +1,234 @@
+"""The ``pipeline run`` configuration: one typed tree, read from YAML or TOML, every field
+settable with ``--set section.field=value``, validated with field-located errors."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from pipeline.errors import UsageError
+
+
+class ConfigError(UsageError):
+    """A config field that is unknown or of the wrong type; the message names the field."""
+
+
+@dataclass
+class DataSection:
+    dataset: str = "digits"
+    seed: int = 0
+    image_size: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+
+@dataclass
+class TrainSection:
+    model: str = "mnist_cnn"
+    epochs: int = 15
+    batch_size: int = 32
+    optimizer: str = "rmsprop"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    early_stopping: int = 0
+    class_weight: str | None = None
+    augment: bool = False
+    mixed_precision: bool = False
+    distribute: str = "none"
+
+
+@dataclass
+class PruneSection:
+    sparsity: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    structured: bool = True
+    fine_tune_epochs: int = 8
+    learning_rate: float = 1e-3
+
+
+@dataclass
+class QuantizeSection:
+    modes: list[str] = field(default_factory=lambda: ["int8", "float16", "dynamic"])
+    calibration_samples: int = 300
+    float_io: bool = False
+
+
+@dataclass
+class ConvertSection:
+    targets: list[str] = field(default_factory=lambda: ["tflite", "onnx"])
+    opset: int = 17
+
+
+@dataclass
+class VerifySection:
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class BenchSection:
+    threads: list[int] = field(default_factory=lambda: [1])
+    runs: int = 100
+    warmup: int = 20
+    min_seconds: float = 0.3
+    devices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConstraintsSection:
+    max_accuracy_drop: float | None = 0.01
+    max_latency_ms: float | None = None
+    max_size_kb: float | None = None
+
+
+@dataclass
+class Config:
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    prune: PruneSection = field(default_factory=PruneSection)
+    quantize: QuantizeSection = field(default_factory=QuantizeSection)
+    convert: ConvertSection = field(default_factory=ConvertSection)
+    verify: VerifySection = field(default_factory=VerifySection)
+    bench: BenchSection = field(default_factory=BenchSection)
+    constraints: ConstraintsSection = field(default_factory=ConstraintsSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self, name))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the file (YAML or TOML), then ``--set`` overrides; checked field by field."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read(Path(path))
+    config = _build(Config, raw, "")
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes SECTION.FIELD=VALUE, got '{text}'")
+        _set(config, key.strip(), _parse_value(value.strip()))
+    _check_values(config)
+    return config
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: expected a .yaml, .yml or .toml config")
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - YAML and TOML parsers each have their own
+        raise ConfigError(f"{path} is not valid {path.suffix.lstrip('.').upper()}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _build(cls, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        location = f"{where}.{key}" if where else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            raise ConfigError(f"{location}: unknown field{hint}")
+        values[key] = _coerce(hints[key], value, location)
+    return cls(**values)
+
+
+def _coerce(kind, value, location: str):
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, location)
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is list:
+        items = value if isinstance(value, list) else [value]  # a scalar is a one-item sweep
+        return [_coerce(args[0], item, f"{location}[{i}]") for i, item in enumerate(items)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{location}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{location}.{k}") for k, v in value.items()}
+    if type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, location)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{location}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{location}: expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{location}: expected a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{location}: expected a string, got {value!r}")
+    return value
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values are JSON where they parse (numbers, lists, true/null), else strings."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _set(config: Config, key: str, value: Any) -> None:
+    section_name, _, field_name = key.partition(".")
+    sections = [f.name for f in dataclasses.fields(Config)]
+    if section_name not in sections or not field_name:
+        close = difflib.get_close_matches(section_name, sections, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"--set {key}: unknown section{hint}; use SECTION.FIELD=VALUE")
+    section = getattr(config, section_name)
+    updated = _build(type(section), {field_name: value}, section_name)
+    setattr(section, field_name, getattr(updated, field_name))
+
+
+def _check_values(config: Config) -> None:
+    from pipeline.convert import TARGETS
+    from pipeline.formats import QUANT_MODES
+    from pipeline.train import DISTRIBUTE, LR_SCHEDULES, OPTIMIZERS
+
+    checks = [("train.optimizer", config.train.optimizer, OPTIMIZERS),
+              ("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES),
+              ("train.distribute", config.train.distribute, DISTRIBUTE)]
+    checks += [(f"quantize.modes[{i}]", m, tuple(QUANT_MODES)) for i, m in enumerate(config.quantize.modes)]
+    checks += [(f"convert.targets[{i}]", t, TARGETS) for i, t in enumerate(config.convert.targets)]
+    for location, value, allowed in checks:
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{location}: unknown value '{value}'{hint}; known: {', '.join(allowed)}")
+    for i, sparsity in enumerate(config.prune.sparsity):
+        if not 0.0 <= sparsity < 1.0:
+            raise ConfigError(f"prune.sparsity[{i}]: must lie in [0, 1), got {sparsity}")
+    if not config.prune.sparsity:
+        raise ConfigError("prune.sparsity: give at least one value (0 means no pruning)")
+    if config.train.epochs < 1:
+        raise ConfigError(f"train.epochs: must be at least 1, got {config.train.epochs}")

@@ -1,0 +1,263 @@
+"""``report.md`` and a self-contained ``report.html``: what pruning and quantization did to
+accuracy, size and latency, the Pareto front, the recommended artifact, plots, gates,
+environment and manifest. ``pipeline report [RUN]`` rebuilds it from the run's JSON files."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.fsutil import read_json, write_bytes, write_json
+
+
+def _variants(run_dir: Path) -> list[Path]:
+    found = [run_dir] + sorted(p for p in (run_dir / "variants").glob("*") if p.is_dir())
+    return [v for v in found if (v / "verify.json").exists()]
+
+
+def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
+    """One row per artifact per variant, with accuracy, Δ against the unpruned Keras model,
+    agreement, size and latency (the first thread count benched)."""
+    base_accuracy = read_json(run_dir / "train.json").get("test_accuracy")
+    rows = []
+    for variant in _variants(run_dir):
+        verify = read_json(variant / "verify.json")
+        bench = read_json(variant / "bench.json") if (variant / "bench.json").exists() else {"results": []}
+        latency = {}
+        for result in bench["results"]:
+            latency.setdefault(result["artifact"], result)
+        for artifact in verify["artifacts"]:
+            timing = latency.get(artifact["artifact"], {})
+            value = artifact["metric_value"]
+            rows.append({
+                "variant": "base" if variant == run_dir else variant.name,
+                "dir": str(variant.relative_to(run_dir)) if variant != run_dir else ".",
+                "artifact": artifact["artifact"], "mode": artifact["mode"], "format": artifact["format"],
+                "passed": artifact["passed"], "size_kb": artifact["size_bytes"] / 1024,
+                "metric": artifact["metric"], "value": value,
+                "delta": (value - base_accuracy) if base_accuracy is not None and
+                         artifact["metric"] == "accuracy" else -artifact["metric_drop"],
+                "agreement": artifact["top1_agreement"],
+                "p50_ms": timing.get("p50_ms"), "p90_ms": timing.get("p90_ms"),
+                "threads": timing.get("threads"),
+                "failed_gates": [g for g, r in artifact["gates"].items() if not r["passed"]],
+            })
+    reference = next((r for r in rows if r["variant"] == "base" and r["artifact"] == "model_float32.tflite"
+                      and r["p50_ms"]), None)
+    for row in rows:
+        row["speedup"] = (reference["p50_ms"] / row["p50_ms"]
+                          if reference and row["p50_ms"] else None)
+    return rows, base_accuracy
+
+
+def pareto(rows: list[dict]) -> None:
+    """Mark rows not dominated in (accuracy ↑, p50 ↓, size ↓)."""
+    for row in rows:
+        row["pareto"] = row["p50_ms"] is not None and not any(
+            other is not row and other["p50_ms"] is not None
+            and other["value"] >= row["value"] and other["p50_ms"] <= row["p50_ms"]
+            and other["size_kb"] <= row["size_kb"]
+            and (other["value"] > row["value"] or other["p50_ms"] < row["p50_ms"]
+                 or other["size_kb"] < row["size_kb"])
+            for other in rows)
+
+
+def recommend(rows: list[dict], constraints: dict) -> dict | None:
+    """The fastest passing Pareto artifact within the user's constraints (then the smallest)."""
+    def fits(row):
+        drop = constraints.get("max_accuracy_drop")
+        latency, size = constraints.get("max_latency_ms"), constraints.get("max_size_kb")
+        return (row["passed"] and row["pareto"]
+                and (drop is None or row["metric"] != "accuracy" or -row["delta"] <= drop + 1e-12)
+                and (latency is None or row["p50_ms"] <= latency)
+                and (size is None or row["size_kb"] <= size))
+    candidates = [r for r in rows if fits(r)]
+    return min(candidates, key=lambda r: (r["p50_ms"], r["size_kb"])) if candidates else None
+
+
+def build_report(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    rows, base_accuracy = collect_rows(run_dir)
+    pareto(rows)
+    config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
+    constraints = config.get("constraints", {"max_accuracy_drop": 0.01})
+    chosen = recommend(rows, constraints)
+    for row in rows:
+        row["recommended"] = row is chosen
+    train = read_json(run_dir / "train.json")
+    manifest = read_json(run_dir / "manifest.json")
+    plots = _plots(run_dir, rows, train, chosen)
+    summary = {"recommended": f"{chosen['dir']}/{chosen['artifact']}" if chosen else None,
+               "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
+               "passed": all(r["passed"] for r in rows)}
+    write_json(run_dir / "report.json", summary)
+    write_bytes(run_dir / "report.md", _markdown(run_dir, summary, train, manifest, plots).encode())
+    write_bytes(run_dir / "report.html", _html(run_dir, summary, train, manifest, plots).encode())
+    return summary
+
+
+# -- plots ---------------------------------------------------------------------------------
+
+def _plots(run_dir: Path, rows, train: dict, chosen) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = {}
+    timed = [r for r in rows if r["p50_ms"] is not None]
+    if timed:
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        for row in timed:
+            axis.scatter(row["p50_ms"], row["value"] * 100, s=30 + row["size_kb"] / 4,
+                         c="tab:green" if row["pareto"] else "tab:gray", alpha=0.8,
+                         edgecolors="black" if row["recommended"] else "none")
+            axis.annotate(f"{row['variant']}/{row['artifact'].removeprefix('model_')}",
+                          (row["p50_ms"], row["value"] * 100), fontsize=7, xytext=(4, 2),
+                          textcoords="offset points")
+        front = sorted((r for r in timed if r["pareto"]), key=lambda r: r["p50_ms"])
+        axis.step([r["p50_ms"] for r in front], [r["value"] * 100 for r in front], where="post",
+                  color="tab:green", label="Pareto front (accuracy, latency, size)")
+        axis.set_xlabel("p50 latency (ms, batch 1)")
+        axis.set_ylabel("test accuracy (%)" if timed[0]["metric"] == "accuracy" else timed[0]["metric"])
+        axis.set_title("Accuracy vs latency (marker area ~ size)")
+        axis.legend(fontsize=8)
+        plots["accuracy_latency.png"] = _png(figure)
+    figure, axis = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    labels = [f"{r['variant']}/{r['artifact']}" for r in rows]
+    axis.barh(labels, [r["size_kb"] for r in rows], color=["tab:green" if r["pareto"] else "tab:blue" for r in rows])
+    axis.set_xlabel("size (KiB)")
+    axis.tick_params(axis="y", labelsize=7)
+    axis.set_title("Artifact sizes")
+    plots["sizes.png"] = _png(figure)
+    history = train.get("history") or {}
+    if history.get("loss"):
+        figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for key in ("loss", "val_loss"):
+            if key in history:
+                axes[0].plot(range(1, len(history[key]) + 1), history[key], label=key)
+        for key in ("accuracy", "val_accuracy"):
+            if key in history:
+                axes[1].plot(range(1, len(history[key]) + 1), history[key], label=key)
+        for axis, title in zip(axes, ("loss", "accuracy")):
+            axis.set_xlabel("epoch")
+            axis.set_title(title)
+            axis.legend(fontsize=8)
+        plots["training_curves.png"] = _png(figure)
+    if chosen and chosen["metric"] == "accuracy":
+        matrix = _confusion(run_dir, chosen)
+        if matrix is not None:
+            figure, axis = plt.subplots(figsize=(5, 4.5))
+            image = axis.imshow(matrix, cmap="Blues")
+            for (i, j), count in np.ndenumerate(matrix):
+                if count:
+                    axis.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                              color="white" if count > matrix.max() / 2 else "black")
+            axis.set_xlabel("predicted")
+            axis.set_ylabel("true")
+            axis.set_title(f"Confusion matrix: {chosen['artifact']}")
+            figure.colorbar(image)
+            plots["confusion_matrix.png"] = _png(figure)
+    for name, data in plots.items():
+        write_bytes(run_dir / "report" / name, data)
+    plt.close("all")
+    return plots
+
+
+def _confusion(run_dir: Path, chosen: dict):
+    from edge_runtime import load
+    from pipeline.context import RunContext
+
+    variant = run_dir / chosen["dir"]
+    context = RunContext(variant)
+    x_test, y_test = context.dataset.split("test")
+    predicted = load(variant / chosen["artifact"]).predict(x_test).argmax(-1)
+    classes = context.dataset.num_classes
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (y_test, predicted), 1)
+    return matrix
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+# -- text ----------------------------------------------------------------------------------
+
+_COLUMNS = ("Variant", "Format", "Status", "Size", "Accuracy", "Δ", "Agreement", "p50 ms", "p90 ms",
+            "Speed-up", "Pareto")
+
+
+def _cells(row: dict) -> list[str]:
+    def number(value, fmt):
+        return "–" if value is None else format(value, fmt)
+    status = "✓" if row["passed"] else "✗ " + ", ".join(row["failed_gates"])
+    name = row["artifact"] + (" ★ recommended" if row["recommended"] else "")
+    value = f"{row['value'] * 100:.2f}%" if row["metric"] == "accuracy" else f"{row['value']:.5f}"
+    delta = f"{row['delta'] * 100:+.2f} pt" if row["metric"] == "accuracy" else f"{row['delta']:+.5f}"
+    agreement = "–" if row["agreement"] is None else f"{row['agreement'] * 100:.2f}%"
+    return [row["variant"], name, status, f"{row['size_kb']:.1f} KiB", value, delta, agreement,
+            number(row["p50_ms"], ".3f"), number(row["p90_ms"], ".3f"),
+            "–" if row["speedup"] is None else f"{row['speedup']:.2f}x", "●" if row["pareto"] else ""]
+
+
+def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
+    lines = [f"# Pipeline report: {train.get('model')} on {train['data']['name']}", ""]
+    lines.append(f"Keras test accuracy: {summary['keras_accuracy']}" if summary["keras_accuracy"] is not None
+                 else "Task: reconstruction")
+    lines.append(f"Recommended artifact: **{summary['recommended'] or 'none meets the constraints'}** "
+                 f"(constraints: {summary['constraints']})")
+    lines += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
+    lines += ["", "Δ is against the unpruned Keras model; speed-up against the base float32 TFLite "
+              "model; latency is batch 1, p50 of timed set+invoke+get calls (time.perf_counter_ns).", ""]
+    lines += [f"![{name}](report/{name})" for name in plots]
+    lines += ["", "## Environment", "", "```", *[f"{k}: {v}" for k, v in manifest.get("versions", {}).items()],
+              f"platform: {manifest.get('platform')}", "```", "", "## Manifest (sha256)", "", "```",
+              *[f"{k}  {v}" for k, v in manifest.get("artifacts", {}).items()], "```", ""]
+    return "\n".join(lines)
+
+
+def _html(run_dir: Path, summary, train, manifest, plots) -> str:
+    escape = html.escape
+    rows_html = "".join(
+        "<tr class='{}'>".format("fail" if not r["passed"] else ("best" if r["recommended"] else ""))
+        + "".join(f"<td>{escape(c)}</td>" for c in _cells(r)) + "</tr>" for r in summary["rows"])
+    images = "".join(
+        f"<figure><img alt='{escape(name)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+        f"<figcaption>{escape(name.removesuffix('.png').replace('_', ' '))}</figcaption></figure>"
+        for name, data in plots.items())
+    versions = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>"
+                       for k, v in manifest.get("versions", {}).items())
+    hashes = "".join(f"<tr><td>{escape(k)}</td><td><code>{escape(v)}</code></td></tr>"
+                     for k, v in manifest.get("artifacts", {}).items())
+    accuracy = summary["keras_accuracy"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Pipeline report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }}
+th {{ background: #f0f0f0; }} tr.fail {{ background: #fde8e8; }} tr.best {{ background: #e6f6e6; font-weight: 600; }}
+figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
+.summary {{ font-size: 1.05rem; }}
+</style></head><body>
+<h1>Pipeline report: {escape(str(train.get('model')))} on {escape(train['data']['name'])}</h1>
+<p class="summary">Keras test accuracy: <b>{'' if accuracy is None else f'{accuracy * 100:.2f}%'}</b>.
+Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the constraints')}</b>
+(constraints: {escape(str(summary['constraints']))}). Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
+<table><thead><tr>{''.join(f'<th>{c}</th>' for c in _COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>
+<p>Δ: against the unpruned Keras model. Speed-up: against the base float32 TFLite model. Latency: batch 1,
+p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up.</p>
+{images}
+<h2>Environment</h2><table>{versions}<tr><td>platform</td><td>{escape(str(manifest.get('platform')))}</td></tr></table>
+<h2>Manifest</h2><table>{hashes}</table>
+</body></html>
+"""

@@ -1,0 +1,305 @@
+"""``pipeline run``: every stage from one config, cached and resumable, then the report.
+
+Each stage's inputs (its config section, the hashes of the artifacts it reads, the code
+version) are hashed; a stage whose inputs and outputs are unchanged is skipped. Progress is
+recorded in ``pipeline_state.json`` after every stage (atomically), so a run killed at any
+point resumes from the last finished stage. Sweeps: every ``prune.sparsity`` value is a
+variant (``variants/pruned-NN/``), each quantized to every mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline import rundir
+from pipeline.config import Config
+from pipeline.errors import ParityError, UsageError
+from pipeline.fsutil import read_json, sha256_file, write_json
+
+STAGES = ("train", "prune", "quantize", "convert", "verify", "bench", "report")
+STATE = "pipeline_state.json"
+Progress = Callable[[str, str, float], None]
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str      # "ran" or "cached"
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: Path
+    passed: bool
+    recommended: str | None
+    stages: list[StageRecord] = field(default_factory=list)
+
+
+def code_version() -> str:
+    """A hash of the project's own source: a code change invalidates cached stages."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in ("pipeline", "models", "edge_runtime"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def default_out(config: Config) -> Path:
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in config.data.dataset)[:40]
+    return rundir.DEFAULT_RUNS_ROOT / f"pipeline-{Path(config.train.model).stem}-{name}"
+
+
+class _Stages:
+    """Runs or skips stages, and keeps ``pipeline_state.json`` in step."""
+
+    def __init__(self, run_dir: Path, force: set[str], progress: Progress | None):
+        self.run_dir, self.force, self.progress = run_dir, force, progress
+        self.path = run_dir / STATE
+        self.state = read_json(self.path) if self.path.exists() else {"stages": {}}
+        self.code = code_version()
+        self.records: dict[str, StageRecord] = {}
+        self.started: set[str] = set()
+
+    def run(self, stage: str, key: str, inputs: dict[str, Any], work: Callable[[], list[Path]],
+            result: Callable[[], Any] | None = None) -> bool:
+        """Run ``work`` unless its inputs are unchanged and its outputs intact; True if it ran."""
+        digest = hashlib.sha256(json.dumps({"inputs": inputs, "code": self.code},
+                                           sort_keys=True, default=str).encode()).hexdigest()
+        recorded = self.state["stages"].get(key)
+        started = time.perf_counter()
+        if stage not in self.force and recorded and recorded["inputs"] == digest and all(
+                (self.run_dir / rel).exists() and sha256_file(self.run_dir / rel) == sha
+                for rel, sha in recorded["outputs"].items()):
+            self._record(stage, "cached", started)
+            return False
+        if self.progress and stage not in self.started:
+            self.started.add(stage)
+            self.progress(stage, "start", 0.0)
+        outputs = work()
+        self.state["stages"][key] = {
+            "inputs": digest,
+            "outputs": {str(p.relative_to(self.run_dir)): sha256_file(p) for p in outputs if p.exists()},
+            "finished": time.time(),
+        }
+        write_json(self.path, self.state)
+        self._record(stage, "ran", started)
+        return True
+
+    def _record(self, stage: str, status: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        previous = self.records.get(stage)
+        if previous:  # several variants: one line per stage, summed
+            previous.seconds += seconds
+            previous.status = "ran" if "ran" in (previous.status, status) else "cached"
+        else:
+            self.records[stage] = StageRecord(stage, status, seconds)
+
+    def finish(self, stage: str) -> None:
+        if self.progress and stage in self.records:
+            record = self.records[stage]
+            self.progress(stage, record.status, record.seconds)
+
+
+def _hashes(paths: list[Path]) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in paths if p.exists()}
+
+
+def _data_fingerprint(dataset: str) -> str | None:
+    """The content hash of a data set given by path (the name alone says nothing of it)."""
+    _, _, path = dataset.partition(":")
+    if not path:
+        return None
+    target = Path(path)
+    files = sorted(target.rglob("*")) if target.is_dir() else [target]
+    digest = hashlib.sha256()
+    for file in files:
+        if file.is_file():
+            digest.update(file.name.encode() + sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def run(config: Config, *, out: str | Path | None = None, force: list[str] = (),
+        progress: Progress | None = None) -> RunResult:
+    """Train → prune → quantize → convert → verify → bench → report, cached per stage."""
+    unknown = [s for s in force if s not in STAGES]
+    if unknown:
+        from pipeline.errors import unknown_name
+
+        raise unknown_name("stage", unknown[0], STAGES)
+    run_dir = rundir.new_run_dir(config.train.model, config.data.dataset, out or default_out(config))
+    write_json(run_dir / "config.json", config.to_dict())  # the resolved config
+    with rundir.locked(run_dir, name=".run.lock"):  # stages lock .lock themselves
+        return _run_locked(config, run_dir, _Stages(run_dir, set(force), progress))
+
+
+def _run_locked(config: Config, run_dir: Path, stages: _Stages) -> RunResult:
+    _train(config, run_dir, stages)
+    rundir.point_latest(run_dir)
+    variants = _variants(config, run_dir, stages)
+    failures = []
+    for stage in ("quantize", "convert", "verify", "bench"):
+        for variant, pruned in variants:
+            failure = _STAGE_FUNCTIONS[stage](config, run_dir, variant, pruned, stages)
+            if failure:
+                failures.append(failure)
+        stages.finish(stage)
+    report_inputs = {"config": config.to_dict(), "variants": [
+        _hashes(sorted(p for p in v.glob("*.json") if p.name not in (STATE, "report.json")))
+        for v, _ in variants]}
+    from pipeline.report import build_report
+
+    summary: dict[str, Any] = {}
+
+    def make_report() -> list[Path]:
+        summary.update(build_report(run_dir))
+        return [run_dir / "report.md", run_dir / "report.html", run_dir / "report.json"]
+
+    stages.run("report", "report", report_inputs, make_report)
+    stages.finish("report")
+    if not summary:
+        summary.update(read_json(run_dir / "report.json"))
+    result = RunResult(run_dir, run_dir / "report.html", not failures,
+                       summary.get("recommended"), list(stages.records.values()))
+    if failures:
+        raise ParityError(f"{'; '.join(failures)} — report: {run_dir / 'report.html'}")
+    return result
+
+
+def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
+    from pipeline.train import TrainConfig, train
+
+    inputs = {"data": config.section("data"), "train": config.section("train"),
+              "data_files": _data_fingerprint(config.data.dataset)}
+
+    def work() -> list[Path]:
+        train_config = TrainConfig(**config.section("train"), **config.section("data"))
+        train(train_config, out=run_dir, verbose=0)
+        return [run_dir / "model.keras", run_dir / "train.json"]
+
+    stages.run("train", "train", inputs, work)
+    stages.finish("train")
+
+
+def _variants(config: Config, run_dir: Path, stages: _Stages) -> list[tuple[Path, bool]]:
+    from pipeline.prune import PruneOptions, prune
+
+    variants: list[tuple[Path, bool]] = []
+    for sparsity in config.prune.sparsity:
+        if sparsity == 0:
+            variants.append((run_dir, False))
+            continue
+        variant = run_dir / "variants" / f"pruned-{round(sparsity * 100):02d}"
+        options = PruneOptions(sparsity=sparsity, structured=config.prune.structured,
+                               fine_tune_epochs=config.prune.fine_tune_epochs,
+                               learning_rate=config.prune.learning_rate)
+        inputs = {"prune": {**config.section("prune"), "sparsity": sparsity},
+                  "model": sha256_file(run_dir / "model.keras")}
+
+        def work(variant=variant, options=options) -> list[Path]:
+            variant.mkdir(parents=True, exist_ok=True)
+            for name in ("model.keras", "train.json"):
+                shutil.copy2(run_dir / name, variant / name)
+            prune(variant, options)
+            return [variant / "model_pruned.keras", variant / "prune.json"]
+
+        stages.run("prune", f"prune@{variant.name}", inputs, work)
+        variants.append((variant, True))
+    stages.finish("prune")
+    return variants
+
+
+def _source(variant: Path, pruned: bool) -> Path:
+    return variant / ("model_pruned.keras" if pruned else "model.keras")
+
+
+def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
+    from pipeline.quantize import QuantizeOptions, artifact_name, quantize
+
+    options = QuantizeOptions(modes=config.quantize.modes, pruned=pruned,
+                              calibration_samples=config.quantize.calibration_samples,
+                              float_io=config.quantize.float_io)
+    inputs = {"quantize": config.section("quantize"), "model": sha256_file(_source(variant, pruned))}
+
+    def work() -> list[Path]:
+        quantize(variant, options)
+        artifacts = [variant / artifact_name(m, pruned) for m in config.quantize.modes]
+        return [*artifacts, *(a.with_name(a.name + ".json") for a in artifacts)]
+
+    stages.run("quantize", f"quantize@{variant.name}", inputs, work)
+    return None
+
+
+def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
+    from pipeline.convert import ConvertOptions, convert
+
+    options = ConvertOptions(targets=config.convert.targets, opset=config.convert.opset,
+                             pruned=pruned, calibration_samples=config.quantize.calibration_samples)
+    prefix = "model_pruned_" if pruned else "model_"
+    inputs = {"convert": config.section("convert"), "model": sha256_file(_source(variant, pruned)),
+              "int8": sha256_file(variant / f"{prefix}int8.tflite")
+              if (variant / f"{prefix}int8.tflite").exists() else None}
+
+    def work() -> list[Path]:
+        report = convert(variant, options)
+        return [variant / name for name in report["artifacts"]] + [variant / "convert.json"]
+
+    stages.run("convert", f"convert@{variant.name}", inputs, work)
+    return None
+
+
+def _artifact_hashes(variant: Path) -> dict[str, str]:
+    from pipeline.bench import run_artifacts
+
+    return _hashes(run_artifacts(variant))
+
+
+def _verify(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
+    from pipeline.verify import VerifyOptions, verify
+
+    inputs = {"verify": config.section("verify"), "artifacts": _artifact_hashes(variant)}
+
+    def work() -> list[Path]:
+        try:
+            verify(variant, VerifyOptions(gates=config.verify.gates))
+        except ParityError:
+            pass  # recorded in verify.json; the run reports it and exits non-zero at the end
+        return [variant / "verify.json"]
+
+    stages.run("verify", f"verify@{variant.name}", inputs, work)
+    report = read_json(variant / "verify.json")
+    if not report["passed"]:
+        failed = [a["artifact"] for a in report["artifacts"] if not a["passed"]]
+        return f"{variant.name}: {', '.join(failed)} failed verification"
+    return None
+
+
+def _bench(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
+    from pipeline.bench import BenchOptions, bench
+
+    section = config.bench
+    inputs = {"bench": config.section("bench"), "artifacts": _artifact_hashes(variant)}
+
+    def work() -> list[Path]:
+        outputs = []
+        for index, device in enumerate([None, *section.devices]):
+            name = "bench.json" if device is None else f"bench_device{index}.json"
+            bench(variant, BenchOptions(threads=section.threads, runs=section.runs,
+                                        warmup=section.warmup, min_seconds=section.min_seconds,
+                                        device=device, output=name))
+            outputs.append(variant / name)
+        return outputs
+
+    stages.run("bench", f"bench@{variant.name}", inputs, work)
+    return None
+
+
+_STAGE_FUNCTIONS = {"quantize": _quantize, "convert": _convert, "verify": _verify, "bench": _bench}
