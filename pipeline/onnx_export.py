@@ -3,6 +3,7 @@ ONNX Runtime static QDQ quantization, and tf2onnx's conversion of an int8 TFLite
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,42 @@ def quantize_qdq(float_proto, calibration: np.ndarray):
         return onnx.load(quantized)
 
 
+_GENERATED = re.compile(r"^(.*?)__\d+$")
+
+
+def canonical_names(proto) -> None:
+    """Rename tf2onnx's counter-suffixed names (``scale__47``) in order of first use.
+
+    tf2onnx numbers the constants it creates in an order that depends on Python's string
+    hashing, so two conversions of one model differ byte-wise; after this they do not.
+    """
+    graph = proto.graph
+    tensor_map: dict[str, str] = {}
+    node_map: dict[str, str] = {}
+
+    def rename(name: str, table: dict[str, str]) -> str:
+        match = _GENERATED.match(name)
+        if not match:
+            return name
+        if name not in table:
+            table[name] = f"{match.group(1)}__c{len(table)}"
+        return table[name]
+
+    for node in graph.node:
+        node.name = rename(node.name, node_map)
+        for i, name in enumerate(node.input):
+            node.input[i] = rename(name, tensor_map)
+        for i, name in enumerate(node.output):
+            node.output[i] = rename(name, tensor_map)
+    for initializer in graph.initializer:
+        initializer.name = rename(initializer.name, tensor_map)
+    for info in (*graph.value_info, *graph.input, *graph.output):
+        info.name = rename(info.name, tensor_map)
+    ordered = sorted(graph.initializer, key=lambda t: t.name)
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+
+
 def with_metadata(proto, metadata: dict[str, Any]) -> bytes:
     """Serialize with the pipeline's metadata in ONNX ``metadata_props`` (JSON values)."""
     del proto.metadata_props[:]
@@ -83,7 +120,10 @@ def with_metadata(proto, metadata: dict[str, Any]) -> bytes:
         entry = proto.metadata_props.add()
         entry.key = f"pipeline.{key}"
         entry.value = value if isinstance(value, str) else json.dumps(value)
+    canonical_names(proto)
     proto.producer_name = "keras-edge-pipeline"
+    proto.doc_string = ""
+    proto.graph.doc_string = ""  # tf2onnx's differs from process to process
     return proto.SerializeToString()
 
 

@@ -217,6 +217,11 @@ def _variants(config: Config, run_dir: Path, stages: _Stages) -> list[tuple[Path
     return variants
 
 
+def _label(run_dir: Path, variant: Path) -> str:
+    """State key of a variant: independent of where the run directory lives."""
+    return "base" if variant == run_dir else variant.name
+
+
 def _source(variant: Path, pruned: bool) -> Path:
     return variant / ("model_pruned.keras" if pruned else "model.keras")
 
@@ -234,7 +239,7 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
         artifacts = [variant / artifact_name(m, pruned) for m in config.quantize.modes]
         return [*artifacts, *(a.with_name(a.name + ".json") for a in artifacts)]
 
-    stages.run("quantize", f"quantize@{variant.name}", inputs, work)
+    stages.run("quantize", f"quantize@{_label(run_dir, variant)}", inputs, work)
     return None
 
 
@@ -252,7 +257,7 @@ def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages:
         report = convert(variant, options)
         return [variant / name for name in report["artifacts"]] + [variant / "convert.json"]
 
-    stages.run("convert", f"convert@{variant.name}", inputs, work)
+    stages.run("convert", f"convert@{_label(run_dir, variant)}", inputs, work)
     return None
 
 
@@ -274,7 +279,7 @@ def _verify(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: 
             pass  # recorded in verify.json; the run reports it and exits non-zero at the end
         return [variant / "verify.json"]
 
-    stages.run("verify", f"verify@{variant.name}", inputs, work)
+    stages.run("verify", f"verify@{_label(run_dir, variant)}", inputs, work)
     report = read_json(variant / "verify.json")
     if not report["passed"]:
         failed = [a["artifact"] for a in report["artifacts"] if not a["passed"]]
@@ -298,7 +303,7 @@ def _bench(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _
             outputs.append(variant / name)
         return outputs
 
-    stages.run("bench", f"bench@{variant.name}", inputs, work)
+    stages.run("bench", f"bench@{_label(run_dir, variant)}", inputs, work)
     return None
 
 

@@ -1,0 +1,192 @@
+"""pipeline run: config validation, the whole pipeline, caching, --force, kill and resume,
+the report (rendered in headless Chromium)."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import load_config
+from pipeline.cli import app
+from pipeline.config import ConfigError
+
+SMALL = ["train.model=mlp", "train.epochs=2", "prune.sparsity=[0, 0.5]", 'quantize.modes=["int8", "float16"]',
+         "bench.runs=20", "bench.min_seconds=0"]
+
+
+def test_config_defaults_file_and_overrides(tmp_path):
+    config = load_config()
+    assert config.train.model == "mnist_cnn" and config.prune.sparsity == [0.0, 0.5]
+    toml = tmp_path / "c.toml"
+    toml.write_text('[train]\nepochs = 3\n[prune]\nsparsity = 0.8\n[quantize]\nmodes = ["int8"]\n')
+    config = load_config(toml, ["train.optimizer=adam", "bench.threads=[1, 2]"])
+    assert (config.train.epochs, config.prune.sparsity, config.train.optimizer) == (3, [0.8], "adam")
+    assert config.bench.threads == [1, 2]
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("data:\n  dataset: digits\nconstraints:\n  max_latency_ms: 2\n")
+    assert load_config(yaml_file).constraints.max_latency_ms == 2.0
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("[train]\nepochz = 3\n", [], "train.epochz: unknown field (did you mean 'epochs'?)"),
+    ("[train]\nepochs = 'ten'\n", [], "train.epochs: expected an integer, got 'ten'"),
+    ("[prune]\nsparsity = [0.5, 'lots']\n", [], "prune.sparsity[1]: expected a number, got 'lots'"),
+    ("[quantize]\nmodes = ['int4']\n", [], "quantize.modes[0]: unknown value 'int4' (did you mean 'int8'?)"),
+    ("", ["trian.epochs=3"], "--set trian.epochs: unknown section (did you mean 'train'?)"),
+    ("", ["train.epochs"], "--set takes SECTION.FIELD=VALUE"),
+    ("[train\n", [], "is not valid TOML"),
+])
+def test_config_errors_name_the_field(tmp_path, text, overrides, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, overrides)
+    assert message in str(caught.value)
+
+
+def _artifact_hashes(run_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*")) if p.suffix in (".tflite", ".onnx")}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from pipeline import run
+
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    started = time.perf_counter()
+    result = run(load_config(overrides=SMALL), out=out)
+    return result, time.perf_counter() - started
+
+
+def test_whole_pipeline_with_sweep_and_report(small_run):
+    result, _ = small_run
+    run_dir = result.run_dir
+    assert result.passed and result.report == run_dir / "report.html"
+    report = json.loads((run_dir / "report.json").read_text())
+    variants = {row["variant"] for row in report["rows"]}
+    assert variants == {"base", "pruned-50"}
+    modes = {(row["variant"], row["mode"]) for row in report["rows"]}
+    assert {("base", "int8"), ("base", "float16"), ("pruned-50", "int8"), ("pruned-50", "float16")} <= modes
+    assert any(row["pareto"] for row in report["rows"])
+    assert report["recommended"] == result.recommended and result.recommended
+    for row in report["rows"]:
+        assert row["p50_ms"] > 0 and row["size_kb"] > 0
+    markdown = (run_dir / "report.md").read_text()
+    assert "| Variant | Format | Status | Size | Accuracy | Δ | Agreement | p50 ms | p90 ms | Speed-up |" in markdown
+    assert "★ recommended" in markdown
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4  # scatter, sizes, curves, confusion matrix
+    assert json.loads((run_dir / "config.json").read_text())["train"]["model"] == "mlp"
+
+
+def test_second_run_is_cached_and_force_reruns_one_stage(small_run):
+    from pipeline import run
+
+    result, first_seconds = small_run
+    before = _artifact_hashes(result.run_dir)
+    started = time.perf_counter()
+    again = run(load_config(overrides=SMALL), out=result.run_dir)
+    assert time.perf_counter() - started <= 0.1 * first_seconds
+    assert all(stage.status == "cached" for stage in again.stages)
+    forced = run(load_config(overrides=SMALL), out=result.run_dir, force=["quantize"])
+    statuses = {stage.name: stage.status for stage in forced.stages}
+    assert statuses["quantize"] == "ran" and statuses["train"] == "cached"
+    assert _artifact_hashes(result.run_dir) == before  # deterministic: same bytes again
+
+
+def test_changed_config_reruns_from_the_changed_stage(small_run, tmp_path):
+    from pipeline import run
+
+    result, _ = small_run
+    copy = tmp_path / "copy"
+    shutil.copytree(result.run_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    changed = run(load_config(overrides=[*SMALL, "bench.runs=25"]), out=copy)
+    statuses = {stage.name: stage.status for stage in changed.stages}
+    assert statuses["bench"] == "ran" and statuses["verify"] == "cached" and statuses["train"] == "cached"
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_killed_during_quantize_resumes_to_the_same_artifacts(small_run, tmp_path):
+    result, _ = small_run
+    sets = [item for s in SMALL for item in ("--set", s)]
+    process = _cli(*sets, "--out", str(tmp_path / "run"), cwd=tmp_path)
+    for line in process.stderr:
+        if line.startswith("▶ quantize"):
+            time.sleep(0.5)
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=300)
+    assert process.returncode == -signal.SIGKILL
+    state = json.loads((tmp_path / "run" / "pipeline_state.json").read_text())
+    assert "train" in state["stages"] and "verify@base" not in state["stages"]
+    for path in (tmp_path / "run").rglob("*"):  # nothing half-written survives
+        assert not path.name.endswith(".tmp"), path
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+    resumed = _cli(*sets, "--out", str(tmp_path / "run"), cwd=tmp_path)
+    stdout, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-2000:]
+    assert "• train" in stderr and "(cached)" in stderr and "report:" in stdout
+    assert _artifact_hashes(tmp_path / "run") == _artifact_hashes(result.run_dir)
+
+
+def test_cli_run_reports_where_the_report_is(small_run, tmp_path, monkeypatch):
+    result, _ = small_run
+    runner = CliRunner()
+    sets = [item for s in SMALL for item in ("--set", s)]
+    outcome = runner.invoke(app, ["run", *sets, "--out", str(result.run_dir)])
+    assert outcome.exit_code == 0, outcome.output
+    assert f"report: {result.run_dir / 'report.html'}" in outcome.output
+    rebuilt = runner.invoke(app, ["report", str(result.run_dir)])
+    assert rebuilt.exit_code == 0 and "recommended:" in rebuilt.output
+    bad = runner.invoke(app, ["run", "--set", "train.epochs=0"])
+    assert bad.exit_code == 2 and "train.epochs: must be at least 1" in bad.stderr
+
+
+def test_failing_gate_fails_the_run_after_writing_the_report(small_run, tmp_path):
+    from pipeline import run
+    from pipeline.errors import ParityError
+
+    result, _ = small_run
+    copy = tmp_path / "copy"
+    shutil.copytree(result.run_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    with pytest.raises(ParityError, match="failed verification"):
+        run(load_config(overrides=[*SMALL, 'verify.gates={"float16": {"max_abs_error": 1e-12}}']), out=copy)
+    report = json.loads((copy / "report.json").read_text())
+    assert report["passed"] is False
+    assert "✗ max_abs_error" in (copy / "report.md").read_text()
+
+
+def test_report_renders_in_headless_chromium(small_run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium not installed (CI installs Debian's chromium)")
+    result, _ = small_run
+    screenshot = tmp_path / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000",
+                    f"--screenshot={screenshot}", (result.run_dir / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    data = screenshot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1280, 2000)
+    from PIL import Image
+
+    pixels = Image.open(screenshot).convert("L")
+    assert len(set(pixels.getdata())) > 50  # text, table and plots drawn, not a blank page
