@@ -56,11 +56,11 @@ def measure(runner: Runner, *, sample: np.ndarray | None = None, warmup: int = 2
 
 
 def bench_file(path: str | Path, *, threads: list[int | None] = (None,), xnnpack: bool = True,
-               **options) -> list[dict[str, Any]]:
+               isolate: bool = False, **options) -> list[dict[str, Any]]:
     """One row per thread count for one artifact."""
     rows = []
     for count in threads:
-        runner = load(path, threads=count, xnnpack=xnnpack)
+        runner = load(path, threads=count, xnnpack=xnnpack, isolate=isolate)
         row = {"artifact": Path(path).name, "backend": runner.backend, "threads": count,
                "xnnpack": xnnpack if runner.backend == "litert" else None}
         row.update(measure(runner, **options))

@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("model", type=Path)
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.add_argument("--isolate", action="store_true",
+                         help="probe the model in a child process first (untrusted files)")
         if name != "info":
             sub.add_argument("--no-xnnpack", action="store_true", help="disable XNNPACK (LiteRT)")
         if name in ("predict", "eval"):
@@ -48,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 def _info(args) -> dict:
     from edge_runtime.runner import load
 
-    runner = load(args.model)
+    runner = load(args.model, isolate=args.isolate)
     result = {"model": str(args.model), "backend": runner.backend,
               "size_bytes": args.model.stat().st_size,
               "inputs": [t.as_dict() for t in runner.inputs],
@@ -77,7 +79,7 @@ def _load_array(path: Path, key: str | None = None) -> np.ndarray:
 def _predict(args) -> dict:
     from edge_runtime.runner import load
 
-    runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack)
+    runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack, isolate=args.isolate)
     outputs = runner.predict(_load_array(args.inputs), raw=args.raw)
     names = runner.sidecar.get("class_names") or []
     top1 = outputs.reshape(len(outputs), -1).argmax(1)
@@ -88,7 +90,7 @@ def _predict(args) -> dict:
 def _eval(args) -> dict:
     from edge_runtime.runner import load
 
-    runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack)
+    runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack, isolate=args.isolate)
     x, y = _load_array(args.inputs, "x"), _load_array(args.inputs, "y").reshape(-1)
     if len(x) != len(y):
         raise InputError(f"{args.inputs}: {len(x)} inputs but {len(y)} labels")
@@ -102,7 +104,7 @@ def _bench(args) -> dict:
     from edge_runtime.bench import bench_file, device_description
 
     sample = _load_array(args.sample) if args.sample else None
-    rows = bench_file(args.model, threads=args.threads, xnnpack=not args.no_xnnpack,
+    rows = bench_file(args.model, threads=args.threads, xnnpack=not args.no_xnnpack, isolate=args.isolate,
                       sample=sample, warmup=args.warmup, warmup_seconds=args.warmup_seconds,
                       runs=args.runs, min_seconds=args.min_seconds)
     return {"device": device_description(), "results": rows}

@@ -202,8 +202,12 @@ class OnnxRunner(Runner):
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool = True,
-         stateful: bool | None = None) -> Runner:
-    """Load a ``.tflite`` (LiteRT) or ``.onnx`` (ONNX Runtime) artifact, checked against its sidecar."""
+         stateful: bool | None = None, isolate: bool = False) -> Runner:
+    """Load a ``.tflite`` (LiteRT) or ``.onnx`` (ONNX Runtime) artifact, checked against its sidecar.
+
+    ``isolate=True`` first loads and runs the model once in a child process, so a file that
+    crashes the native runtime raises ``ArtifactError`` here instead of killing this process.
+    """
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"model file {path} does not exist")
@@ -213,11 +217,46 @@ def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool =
         raise ArtifactError(f"model file {path} is empty")
     sidecar = read_sidecar(path)
     check_artifact(path, sidecar)
+    if path.suffix not in (".tflite", ".onnx"):
+        raise ArtifactError(f"{path}: expected a .tflite or .onnx file")
+    if isolate:
+        probe_in_child(path, xnnpack=xnnpack)
     if path.suffix == ".tflite":
         return TFLiteRunner(path, sidecar, threads=threads, xnnpack=xnnpack, stateful=stateful)
     if path.suffix == ".onnx":
         return OnnxRunner(path, sidecar, threads=threads)
     raise ArtifactError(f"{path}: expected a .tflite or .onnx file")
+
+
+def probe_in_child(path: Path, *, xnnpack: bool = True) -> None:
+    """Load and invoke ``path`` once in a forked child; turn a native crash into an error."""
+    import signal
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        import faulthandler
+
+        faulthandler.disable()  # a crash here is expected and reported by the parent
+        os.close(read_end)
+        code, message = 0, b""
+        try:
+            runner = load(path, xnnpack=xnnpack)
+            runner.invoke_quantized(quantize(np.zeros(runner.input.shape, np.float32), runner.input))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as text
+            code, message = 3, str(exc).encode()[:2000]
+        os.write(write_end, message)
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        raise ArtifactError(f"{path}: the runtime crashed loading it ({signal.Signals(number).name}): "
+                            f"the file is corrupt or not a model")
+    if os.WEXITSTATUS(status) != 0:
+        raise ArtifactError(message or f"{path}: the model failed to load in a child process")
 
 
 # -- helpers ------------------------------------------------------------------------------
