@@ -33,6 +33,8 @@ def import_keras(backend: str | None = None):
         return keras
     os.environ["KERAS_BACKEND"] = wanted
     quiet_tensorflow_logs()
+    if wanted != "tensorflow":
+        _keep_tensorflow_out()
     import keras
 
     if wanted == "tensorflow":
@@ -41,3 +43,46 @@ def import_keras(backend: str | None = None):
         # Same seed and inputs, same weights and artifacts, in every process of a run.
         tf.config.experimental.enable_op_determinism()
     return keras
+
+
+def _keep_tensorflow_out() -> None:
+    """Make TensorFlow unimportable in this (jax or torch) training process.
+
+    Keras imports TensorFlow whenever it is installed (to seed it, to recognise its tensors
+    when saving); nothing here needs it, and a GPU box's TensorFlow may not match its CUDA.
+    A ``None`` in ``sys.modules`` makes ``import`` raise ImportError (Keras then treats
+    TensorFlow as absent) and ``importlib.util.find_spec`` answer None (torch's probe).
+    """
+    import sys
+
+    for name in ("tensorflow", "tf_keras", "tensorboard"):
+        if name not in sys.modules:  # already imported: too late, Keras uses what is there
+            sys.modules[name] = None
+
+
+def seed_everything(seed: int) -> None:
+    """``keras.utils.set_random_seed`` without its side effect of importing TensorFlow.
+
+    Keras seeds TensorFlow whenever it is installed, which under jax or torch would pull
+    TensorFlow into a training process that does not need it.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)

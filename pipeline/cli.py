@@ -66,6 +66,8 @@ def train(
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard logs to RUN/logs.")] = False,
     unsafe: Annotated[bool, typer.Option(
         help="Allow code inside a user model file (Lambda layers) to run.")] = False,
+    backend: Annotated[Optional[str], typer.Option(
+        help="Keras backend: tensorflow, jax or torch (default: $KERAS_BACKEND or tensorflow).")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory (default: runs/<model>-<dataset>-<time>).")] = None,
     resume: Annotated[bool, typer.Option(
@@ -82,7 +84,7 @@ def train(
             optimizer=optimizer, learning_rate=learning_rate, lr_schedule=lr_schedule,
             early_stopping=early_stopping, class_weight=class_weight, augment=augment,
             seed=seed, image_size=image_size, mixed_precision=mixed_precision,
-            distribute=distribute, tensorboard=tensorboard, unsafe=unsafe)
+            distribute=distribute, tensorboard=tensorboard, unsafe=unsafe, backend=backend)
         result = run_training(config, out=out, resume=resume, verbose=0 if quiet else 2)
         accuracy = result.metrics["test_accuracy"]
         score = (f"test accuracy {accuracy:.4f}" if accuracy is not None

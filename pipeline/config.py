@@ -38,6 +38,7 @@ class TrainSection:
     augment: bool = False
     mixed_precision: bool = False
     distribute: str = "none"
+    backend: str | None = None  # tensorflow, jax or torch; not tensorflow: trains in a child process
 
 
 @dataclass

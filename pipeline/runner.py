@@ -182,11 +182,34 @@ def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
 
     def work() -> list[Path]:
         train_config = TrainConfig(**config.section("train"), **config.section("data"))
-        train(train_config, out=run_dir, verbose=0)
+        if (train_config.backend or "tensorflow") == "tensorflow":
+            train(train_config, out=run_dir, verbose=0)
+        else:  # Keras' backend is fixed per process: train there, convert here under TensorFlow
+            _train_in_child(train_config, run_dir)
         return [run_dir / "model.keras", run_dir / "train.json"]
 
     stages.run("train", "train", inputs, work)
     stages.finish("train")
+
+
+def _train_in_child(train_config, run_dir: Path) -> None:
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.errors import PipelineError
+
+    env = {**os.environ, "KERAS_BACKEND": train_config.backend}
+    done = subprocess.run([sys.executable, "-m", "pipeline.train",
+                           json.dumps(dataclasses.asdict(train_config)), str(run_dir)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        message = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
+        error = PipelineError(f"training under {train_config.backend} failed: {message}")
+        error.exit_code = done.returncode if 0 < done.returncode < 64 else 1
+        raise error
 
 
 def _variants(config: Config, run_dir: Path, stages: _Stages) -> list[tuple[Path, bool]]:

@@ -48,6 +48,7 @@ class TrainConfig:
     distribute: str = "none"
     tensorboard: bool = False
     unsafe: bool = False
+    backend: str | None = None  # tensorflow, jax or torch (default: $KERAS_BACKEND or tensorflow)
 
     def validate(self) -> None:
         for field, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
@@ -61,6 +62,14 @@ class TrainConfig:
                              f"(got {self.epochs} and {self.batch_size})")
         if not self.learning_rate > 0:
             raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+        from pipeline.backend import BACKENDS
+
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise unknown_name("backend", self.backend, BACKENDS)
+        if self.tensorboard and self.backend not in (None, "tensorflow"):
+            raise UsageError("--tensorboard writes TensorFlow summaries: use it with --backend tensorflow")
+        if self.distribute == "multiworker" and self.backend not in (None, "tensorflow"):
+            raise UsageError("--distribute multiworker is TensorFlow's; with jax use --distribute mirrored")
 
 
 @dataclass
@@ -90,12 +99,13 @@ def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: 
 
 def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bool,
                   verbose: int) -> TrainResult:
+    from pipeline.backend import seed_everything
     from pipeline.modelio import float32_copy, save_model
 
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config.seed)
     devices = _devices(keras)
     log.info("training on %s", ", ".join(devices))
-    strategy = _strategy(config.distribute)
+    strategy = _strategy(config.distribute, keras)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     x_train, y_train = dataset.split("train")
@@ -140,6 +150,7 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
         "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
         "backend": keras.backend.backend(),
         "devices": devices,
+        "device_kind": "gpu" if any("gpu" in d.lower() or "cuda" in d.lower() for d in devices) else "cpu",
         "distribute": config.distribute,
         "mixed_precision": config.mixed_precision,
         "params": int(model.count_params()),
@@ -159,7 +170,7 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
 def _import_keras_for(config: TrainConfig):
     from pipeline.backend import import_keras
 
-    return import_keras()  # with TensorFlow, also turns on deterministic kernels
+    return import_keras(config.backend)  # with TensorFlow, also turns on deterministic kernels
 
 
 def _model_label(model: str) -> str:
@@ -305,9 +316,17 @@ class _ShiftAugmentation:
         return Shifted()
 
 
-def _strategy(distribute: str):
+def _strategy(distribute: str, keras):
+    """A tf.distribute strategy (TensorFlow), or None after setting Keras' own distribution (JAX)."""
     if distribute == "none":
         return None
+    if keras.backend.backend() == "jax":
+        # Data parallel over every visible accelerator (or the CPU) with Keras' distribution API.
+        keras.distribution.set_distribution(keras.distribution.DataParallel(
+            devices=keras.distribution.list_devices()))
+        return None
+    if keras.backend.backend() == "torch":
+        raise UsageError("--distribute with the torch backend is not supported: use jax or tensorflow")
     import tensorflow as tf
 
     if distribute == "mirrored":
@@ -335,3 +354,24 @@ def _devices(keras) -> list[str]:
     import torch
 
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.train CONFIG_JSON OUT``: train in a child process (another backend)."""
+    import sys
+
+    from pipeline.errors import PipelineError
+
+    args = sys.argv[1:] if argv is None else argv
+    config = TrainConfig(**json.loads(args[0]))
+    try:
+        result = train(config, out=args[1], verbose=0)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps({"run_dir": str(result.run_dir), "test_accuracy": result.metrics["test_accuracy"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
