@@ -24,6 +24,9 @@ def adopt(model_path: str | os.PathLike, *, dataset: str, seed: int = 0, image_s
     from pipeline.train import TrainConfig, _check_class_count
 
     import_keras()
+    # A SavedModel is wrapped in Keras' TFSMLayer, which safe mode will not reload: handing us
+    # the directory is the trust it needs.
+    unsafe = unsafe or Path(model_path).is_dir()
     data = load_dataset(dataset, seed=seed, image_size=image_size, val_fraction=val_fraction,
                         test_fraction=test_fraction)
     model = float32_copy(load_model(model_path, unsafe=unsafe))

@@ -102,6 +102,10 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
     from pipeline.backend import seed_everything
     from pipeline.modelio import float32_copy, save_model
 
+    # Fresh Keras state: auto-generated layer names ("dense", "dense_1") end up in the saved
+    # model and in every artifact's tensor names, so they must not depend on what this process
+    # built before. Then seed (clearing the session also clears the seed).
+    keras.backend.clear_session()
     seed_everything(config.seed)
     devices = _devices(keras)
     log.info("training on %s", ", ".join(devices))

@@ -133,9 +133,7 @@ def _artifact_paths(context: RunContext, names: list[str] | None) -> list[Path]:
 
 
 def _keras_predict(context: RunContext, source: str, x_test: np.ndarray) -> np.ndarray:
-    from pipeline.modelio import float32_copy, load_model
-
-    model = float32_copy(load_model(context.run_dir / source))
+    model = context.load_model(pruned=source == "model_pruned.keras")
     return model.predict(x_test, batch_size=256, verbose=0)
 
 

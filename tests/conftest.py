@@ -8,6 +8,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from pipeline.backend import import_keras  # noqa: E402
+
+# As every pipeline command does before TensorFlow runs an op: deterministic kernels. Enabled
+# only after other ops ran, kernels already created keep their non-deterministic variants and
+# artifacts trained in this process would differ by an ulp from those of a fresh process.
+import_keras()
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -205,3 +205,24 @@ def test_same_model_gives_byte_identical_tflite(trained_run):
     model = context.load_model()
     _, samples = context.calibration(50)
     assert to_tflite(model, "int8", calibration=samples) == to_tflite(model, "int8", calibration=samples)
+
+
+def test_saved_model_and_keras2_h5_are_imported(trained_run, tmp_path):
+    """Bring your own model: a SavedModel directory and a legacy .h5 go through every stage."""
+    import keras
+
+    from pipeline.verify import VerifyOptions, verify
+
+    model = keras.models.load_model(trained_run.run_dir / "model.keras")
+    model.export(tmp_path / "saved", format="tf_saved_model")
+    model.save(tmp_path / "legacy.h5")
+    for source in ("saved", "legacy.h5"):
+        result = invoke("import", tmp_path / source, "--out", tmp_path / f"run-{source}")
+        assert result.exit_code == 0, result.output
+        run_dir = tmp_path / f"run-{source}"
+        imported = json.loads((run_dir / "train.json").read_text())
+        assert imported["test_accuracy"] == pytest.approx(trained_run.metrics["test_accuracy"], abs=1e-6)
+        for args in (["quantize", "--int8"], ["convert", "--to", "tflite"]):
+            result = invoke(*args, "--run", run_dir)
+            assert result.exit_code == 0, result.output
+        assert verify(run_dir, VerifyOptions())["passed"]
