@@ -88,7 +88,7 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
     outputs: dict[str, np.ndarray] = {}
     rows = []
     for path in paths:
-        sidecar = read_sidecar(path) or {}
+        sidecar = read_sidecar(path) or {"mode": _infer_mode(path)}
         source = sidecar.get("source_model", {}).get("path", "model.keras")
         if source not in references:
             references[source] = _keras_predict(context, source, x_test)
@@ -155,8 +155,16 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
 
 
+def _infer_mode(path: Path) -> str:
+    """The mode of a foreign artifact (no sidecar), from its input tensor's type."""
+    from edge_runtime import load
+
+    dtype = load(path).input.dtype
+    return {"int8": "int8", "uint8": "int8", "int16": "int16x8"}.get(dtype, "float32")
+
+
 def _compare(path: Path, sidecar: dict, reference, output, x_test, y_test, task: str) -> dict[str, Any]:
-    mode = sidecar.get("mode") or ("int8" if "int8" in path.name else "float32")
+    mode = sidecar["mode"]
     keras_metric = _task_metric(reference, y_test, x_test, task)
     metric_value = _task_metric(output, y_test, x_test, task)
     if task == "classifier":
