@@ -44,6 +44,15 @@ def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
     reference = np.mean(load(ic / "pretrainedResnet_quant.tflite").predict(x[second]).argmax(1) == y[second])
     assert metrics["test_accuracy"] >= 0.8
     assert ours >= reference - 0.01, (ours, reference)
+    from pipeline.verify import VerifyOptions, verify
+
+    report = verify(run_dir, VerifyOptions(
+        artifacts=["model_int8.tflite", str(ic / "pretrainedResnet_quant.tflite")],
+        gates={"quantized": {"metric_drop": 1.0, "top1_agreement": 0.0}}))
+    rows = {row["artifact"]: row for row in report["artifacts"]}
+    assert rows["pretrainedResnet_quant.tflite"]["mode"] == "int8"  # inferred: it has no sidecar
+    assert rows["pretrainedResnet_quant.tflite"]["metric_value"] == pytest.approx(reference)
+    assert rows["model_int8.tflite"]["metric_value"] == pytest.approx(ours)
 
 
 def test_stateful_lstm_resets_between_samples():
