@@ -8,12 +8,16 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.backend import import_keras  # noqa: E402
+import importlib.util  # noqa: E402
 
 # As every pipeline command does before TensorFlow runs an op: deterministic kernels. Enabled
 # only after other ops ran, kernels already created keep their non-deterministic variants and
 # artifacts trained in this process would differ by an ulp from those of a fresh process.
-import_keras()
+# (The emulated device that runs tests/device has no Keras at all.)
+if importlib.util.find_spec("keras") is not None:
+    from pipeline.backend import import_keras
+
+    import_keras()
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
