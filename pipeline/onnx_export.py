@@ -77,11 +77,11 @@ def quantize_qdq(float_proto, calibration: np.ndarray):
         return onnx.load(quantized)
 
 
-_GENERATED = re.compile(r"^(.*?)__\d+$")
+_GENERATED = re.compile(r"^(.*?)__\d+(:\d+)?$")
 
 
 def canonical_names(proto) -> None:
-    """Rename tf2onnx's counter-suffixed names (``scale__47``) in order of first use.
+    """Rename tf2onnx's counter-suffixed names (``scale__47``, ``Relu__24:0``) in order of first use.
 
     tf2onnx numbers the constants it creates in an order that depends on Python's string
     hashing, so two conversions of one model differ byte-wise; after this they do not.
@@ -95,7 +95,7 @@ def canonical_names(proto) -> None:
         if not match:
             return name
         if name not in table:
-            table[name] = f"{match.group(1)}__c{len(table)}"
+            table[name] = f"{match.group(1)}__c{len(table)}{match.group(2) or ''}"
         return table[name]
 
     for node in graph.node:
