@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pipeline import rundir
 from pipeline.config import Config
-from pipeline.errors import ParityError, UsageError
+from pipeline.errors import ParityError
 from pipeline.fsutil import read_json, sha256_file, write_json
 
 STAGES = ("train", "prune", "quantize", "convert", "verify", "bench", "report")

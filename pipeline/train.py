@@ -115,7 +115,7 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
     x_train, y_train = dataset.split("train")
     x_val, y_val = dataset.split("val")
     x_test, y_test = dataset.split("test")
-    spec, task = _task(config.model)
+    task = _task(config.model)
     initial_epoch = 0
     with strategy.scope() if strategy else contextlib.nullcontext():
         if resume:
@@ -181,15 +181,14 @@ def _model_label(model: str) -> str:
     return Path(model).stem if os.sep in model or "." in model else model
 
 
-def _task(model: str):
+def _task(model: str) -> str:
     from pipeline.modelio import is_model_path
 
     if is_model_path(model):
-        return None, "classifier"
+        return "classifier"
     import models
 
-    spec = models.get_model_spec(model)
-    return spec, spec.task
+    return models.get_model_spec(model).task
 
 
 def _build(keras, config: TrainConfig, dataset):
