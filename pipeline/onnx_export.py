@@ -106,8 +106,12 @@ def canonical_names(proto) -> None:
             node.output[i] = rename(name, tensor_map)
     for initializer in graph.initializer:
         initializer.name = rename(initializer.name, tensor_map)
+    dim_map: dict[str, str] = {}
     for info in (*graph.value_info, *graph.input, *graph.output):
         info.name = rename(info.name, tensor_map)
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):  # symbolic sizes such as the batch: "unk__606"
+                dim.dim_param = rename(dim.dim_param, dim_map)
     ordered = sorted(graph.initializer, key=lambda t: t.name)
     del graph.initializer[:]
     graph.initializer.extend(ordered)
