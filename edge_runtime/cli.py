@@ -48,20 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _info(args) -> dict:
-    from edge_runtime.runner import load
+    from edge_runtime.runner import info
 
-    runner = load(args.model, isolate=args.isolate)
-    result = {"model": str(args.model), "backend": runner.backend,
-              "size_bytes": args.model.stat().st_size,
-              "inputs": [t.as_dict() for t in runner.inputs],
-              "outputs": [t.as_dict() for t in runner.outputs],
-              "sidecar": bool(runner.sidecar)}
-    if runner.backend == "litert":
-        ops = runner.op_names()
-        result["ops"] = {op: ops.count(op) for op in dict.fromkeys(ops) if op != "DELEGATE"}
-        result["xnnpack_delegated"] = "DELEGATE" in ops
-        result["stateful"] = runner.stateful
-    return result
+    return info(args.model, isolate=args.isolate)
 
 
 def _load_array(path: Path, key: str | None = None) -> np.ndarray:

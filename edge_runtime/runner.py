@@ -228,6 +228,30 @@ def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool =
     raise ArtifactError(f"{path}: expected a .tflite or .onnx file")
 
 
+def info(path: str | os.PathLike, *, isolate: bool = False) -> dict[str, Any]:
+    """What a device needs to know about an artifact: tensors and their quantization, ops,
+    whether XNNPACK took the graph, statefulness, size and the sidecar's metadata."""
+    runner = load(path, isolate=isolate)
+    path = Path(path)
+    result: dict[str, Any] = {
+        "model": str(path), "backend": runner.backend, "size_bytes": path.stat().st_size,
+        "inputs": [t.as_dict() for t in runner.inputs],
+        "outputs": [t.as_dict() for t in runner.outputs],
+        "sidecar": bool(runner.sidecar),
+        "mode": runner.sidecar.get("mode"),
+        "preprocessing": runner.preprocessing,
+    }
+    if isinstance(runner, TFLiteRunner):
+        ops = runner.op_names()
+        result["ops"] = {op: ops.count(op) for op in dict.fromkeys(ops) if op != "DELEGATE"}
+        # XNNPACK replaces the nodes it takes with DELEGATE nodes in the execution plan.
+        result["xnnpack_delegated"] = "DELEGATE" in ops
+        result["stateful"] = runner.stateful
+    else:
+        result["ops"] = {}
+    return result
+
+
 def probe_in_child(path: Path, *, xnnpack: bool = True) -> None:
     """Load and invoke ``path`` once in a forked child; turn a native crash into an error."""
     import signal
