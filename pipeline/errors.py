@@ -45,6 +45,12 @@ class ParityError(PipelineError):
     exit_code = 6
 
 
+class CollapseError(PipelineError):
+    """Training produced a model that does not work in inference mode (chance-level accuracy)."""
+
+    exit_code = 10
+
+
 class RunDirError(PipelineError):
     """The run directory is missing, locked, unwritable or from another pipeline version."""
 

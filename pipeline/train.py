@@ -6,6 +6,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +34,12 @@ class TrainConfig:
 
     model: str = "mnist_cnn"
     dataset: str = "digits"
-    epochs: int = 15
-    batch_size: int = 32
-    optimizer: str = "rmsprop"
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"
+    # None: the model's recipe (``pipeline models``), filled in by ``with_recipe``.
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    lr_schedule: str | None = None
     early_stopping: int = 0
     class_weight: str | None = None
     augment: bool = False
@@ -49,6 +52,12 @@ class TrainConfig:
     tensorboard: bool = False
     unsafe: bool = False
     backend: str | None = None  # tensorflow, jax or torch (default: $KERAS_BACKEND or tensorflow)
+
+    def with_recipe(self) -> "TrainConfig":
+        """A copy whose unset training fields come from the model's default recipe."""
+        recipe = recipe_for(self.model)
+        return dataclasses.replace(self, **{name: recipe[name] for name in recipe
+                                            if getattr(self, name) is None})
 
     def validate(self) -> None:
         for field, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
@@ -72,34 +81,106 @@ class TrainConfig:
             raise UsageError("--distribute multiworker is TensorFlow's; with jax use --distribute mirrored")
 
 
+def recipe_for(model: str) -> dict[str, Any]:
+    """The default training recipe of a zoo model (a user's model file gets the common one)."""
+    import models
+    from pipeline.modelio import is_model_path
+
+    if is_model_path(model):
+        return dict(models.registry.DEFAULT_RECIPE)
+    return models.get_model_spec(model).full_recipe()
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
     metrics: dict[str, Any]
+    chief: bool = True  # False: a multi-worker non-chief, whose run_dir is gone
 
 
 def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: bool = False,
-          runs_root: str | os.PathLike = rundir.DEFAULT_RUNS_ROOT, verbose: int = 1) -> TrainResult:
-    """Train ``config.model`` on ``config.dataset``; write ``model.keras`` and ``train.json``."""
+          given: set[str] | None = None, runs_root: str | os.PathLike = rundir.DEFAULT_RUNS_ROOT,
+          verbose: int = 1) -> TrainResult:
+    """Train ``config.model`` on ``config.dataset``; write ``model.keras`` and ``train.json``.
+
+    With ``resume``, the run in ``out`` (or the latest) continues from its checkpoint with its
+    own model, data, seed and recipe; ``given`` names the fields the caller set on purpose
+    (default: those that differ from ``TrainConfig()``), and one that contradicts the run is
+    refused rather than silently ignored.
+    """
     from pipeline.data import load_dataset
 
+    if resume:
+        run_dir = rundir.resolve_run(out, runs_root)
+        config = _resume_config(run_dir, config, _given_fields(config) if given is None else given)
+    config = config.with_recipe()
     config.validate()
     keras = _import_keras_for(config)
     dataset = load_dataset(config.dataset, seed=config.seed, image_size=config.image_size,
                            val_fraction=config.val_fraction, test_fraction=config.test_fraction)
-    if resume:
-        run_dir = rundir.resolve_run(out, runs_root)
-    else:
+    chief = is_chief(config)
+    if not chief:  # a non-chief worker of a cluster: train in step, keep its files to itself
+        if resume:
+            raise UsageError("--resume with --distribute multiworker is not supported: "
+                             "start the cluster on a new run")
+        run_dir = Path(tempfile.mkdtemp(prefix="pipeline-worker-"))
+    elif not resume:
         run_dir = rundir.new_run_dir(_model_label(config.model), config.dataset, out, runs_root)
-    with rundir.locked(run_dir):
-        result = _train_locked(keras, config, dataset, run_dir, resume, verbose)
-    rundir.point_latest(run_dir, runs_root)
+    try:
+        with rundir.locked(run_dir):
+            if chief and not resume:
+                rundir.supersede(run_dir)
+            result = _train_locked(keras, config, dataset, run_dir, resume, verbose, chief)
+    finally:
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if chief:
+        rundir.point_latest(run_dir, runs_root)
+    result.chief = chief
     return result
 
 
+# What a resumed run may change; everything else is the run's own.
+RESUMABLE = ("epochs", "early_stopping", "tensorboard", "distribute", "unsafe")
+
+
+def _given_fields(config: TrainConfig) -> set[str]:
+    defaults = TrainConfig()
+    return {f.name for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(defaults, f.name)}
+
+
+def _resume_config(run_dir: Path, config: TrainConfig, given: set[str]) -> TrainConfig:
+    from pipeline.errors import RunDirError
+
+    state_path = run_dir / CHECKPOINT_STATE
+    if not state_path.exists() or not (run_dir / CHECKPOINT).exists():
+        raise RunDirError(f"{run_dir} has no checkpoint to resume from ({CHECKPOINT})")
+    saved_fields = read_json(state_path).get("config")
+    if not isinstance(saved_fields, dict):
+        raise RunDirError(f"{state_path} does not record the run's training config: "
+                          f"it was written by an older version; start a new run")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        saved = TrainConfig(**{k: v for k, v in saved_fields.items() if k in known})
+    except TypeError as exc:
+        raise RunDirError(f"{state_path}: unreadable training config ({exc})") from None
+    conflicts = [f"--{name.replace('_', '-')} {getattr(config, name)} (the run has "
+                 f"{getattr(saved, name)})" for name in sorted(given)
+                 if name not in RESUMABLE and getattr(config, name) != getattr(saved, name)]
+    if conflicts:
+        raise UsageError(f"cannot resume {run_dir} with {', '.join(conflicts)}: a resumed run "
+                         f"keeps its model, data and recipe; start a new run instead")
+    # Trust comes from this invocation alone, never from the run's files.
+    return dataclasses.replace(saved, unsafe=config.unsafe,
+                               **{name: getattr(config, name) for name in RESUMABLE if name in given})
+
+
 def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bool,
-                  verbose: int) -> TrainResult:
+                  verbose: int, chief: bool = True) -> TrainResult:
     from pipeline.backend import seed_everything
+    from pipeline.batchnorm import recalibrate_batchnorm
+    from pipeline.collapse import check_collapse
     from pipeline.modelio import float32_copy, save_model
 
     # Fresh Keras state: auto-generated layer names ("dense", "dense_1") end up in the saved
@@ -119,7 +200,7 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
     initial_epoch = 0
     with strategy.scope() if strategy else contextlib.nullcontext():
         if resume:
-            model, initial_epoch = _load_checkpoint(keras, run_dir, config)
+            model, initial_epoch = _load_checkpoint(keras, run_dir, config, len(x_train), task)
         else:
             model = _build(keras, config, dataset)
             model.compile(optimizer=_optimizer(keras, config, len(x_train)),
@@ -127,7 +208,8 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
     if task == "autoencoder":
         y_train, y_val, y_test = x_train, x_val, x_test
     history = read_json(run_dir / CHECKPOINT_STATE)["history"] if resume else {}
-    callbacks = _callbacks(keras, config, run_dir, history)
+    timer = EpochTimer(keras)
+    callbacks = [timer, *_callbacks(keras, config, run_dir, history)]
     train_input = _training_input(keras, config, x_train, y_train, task)
     started = time.perf_counter()
     model.fit(
@@ -139,19 +221,28 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
         class_weight=_class_weights(config, y_train) if task == "classifier" else None,
         callbacks=callbacks, verbose=verbose, shuffle=True)
     train_seconds = time.perf_counter() - started
+    recalibrated = recalibrate_batchnorm(model, x_train, seed=config.seed)
     evaluation = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+    collapse = None
+    if task == "classifier":
+        x_check, y_check = (x_val, y_val) if len(x_val) else (x_train, y_train)
+        collapse = check_collapse(model, x_check, y_check, history, dataset.num_classes)
+        if collapse["collapsed"]:
+            log.warning("warning: %s", collapse["reason"])
     model = float32_copy(model)
     model_path = save_model(model, run_dir / "model.keras")
     epochs_run = len(history.get("loss", []))
-    samples = len(x_train) * (epochs_run - initial_epoch)
     metrics = {
         "model": config.model,
         "task": task,
         "test_accuracy": float(evaluation["accuracy"]) if "accuracy" in evaluation else None,
         "test_loss": float(evaluation["loss"]),
+        "collapsed": bool(collapse and collapse["collapsed"]),
+        "collapse_check": collapse,
+        "batchnorm_recalibrated_layers": recalibrated,
         "epochs_run": epochs_run,
         "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round(samples / train_seconds, 1) if train_seconds else None,
+        **timer.throughput(len(x_train)),
         "backend": keras.backend.backend(),
         "devices": devices,
         "device_kind": "gpu" if any("gpu" in d.lower() or "cuda" in d.lower() for d in devices) else "cpu",
@@ -162,6 +253,8 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
         "config": dataclasses.asdict(config),
         "data": dataset.describe(),
     }
+    if not chief:
+        return TrainResult(run_dir, metrics)
     train_json = write_json(run_dir / "train.json", metrics)
     rundir.update_manifest(run_dir, "train", artifacts=[model_path, train_json],
                            seed=config.seed, dataset=metrics["data"]["name"],
@@ -230,7 +323,7 @@ def _optimizer(keras, config: TrainConfig, num_train: int):
 
 
 def _callbacks(keras, config: TrainConfig, run_dir: Path, history: dict) -> list:
-    callbacks = [_atomic_checkpoint(keras, run_dir, history)]
+    callbacks = [_atomic_checkpoint(keras, config, run_dir, history)]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(
             patience=config.early_stopping, restore_best_weights=True))
@@ -245,32 +338,116 @@ def _callbacks(keras, config: TrainConfig, run_dir: Path, history: dict) -> list
     return callbacks
 
 
-def _atomic_checkpoint(keras, run_dir: Path, history: dict[str, list[float]]):
-    """After each epoch, atomically save the model, the epoch reached and the curves so far."""
+# A checkpoint may cost at most this fraction of the training time between two checkpoints:
+# on a GPU an epoch can take less than a second, and saving after every one would dominate.
+CHECKPOINT_BUDGET = 0.1
+
+
+def _atomic_checkpoint(keras, config: TrainConfig, run_dir: Path, history: dict[str, list[float]]):
+    """Atomically save the model, the epoch reached, the curves and the config: after every
+    epoch, unless saving would take more than ``CHECKPOINT_BUDGET`` of the time since the last."""
     from pipeline.modelio import save_model
 
     class AtomicCheckpoint(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.last_saved = time.perf_counter()
+            self.save_seconds = 0.0
+            self.saved_epoch = 0
+
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 history.setdefault(key, []).append(float(value))
+            if (time.perf_counter() - self.last_saved) * CHECKPOINT_BUDGET >= self.save_seconds:
+                self.save()
+
+        def on_train_end(self, logs=None):
+            if self.saved_epoch < len(history.get("loss", [])):  # the last epoch is always kept
+                self.save()
+
+        def save(self):
+            started = time.perf_counter()
+            self.saved_epoch = len(history.get("loss", []))
             save_model(self.model, run_dir / CHECKPOINT)
-            write_json(run_dir / CHECKPOINT_STATE, {"epoch": epoch + 1, "history": history})
+            write_json(run_dir / CHECKPOINT_STATE, {
+                "epoch": self.saved_epoch, "history": history, "config": dataclasses.asdict(config)})
+            self.last_saved = time.perf_counter()
+            self.save_seconds = self.last_saved - started
 
     return AtomicCheckpoint()
 
 
-def _load_checkpoint(keras, run_dir: Path, config: TrainConfig):
+class EpochTimer:
+    """Per-epoch wall time, so compilation (in the first epoch) and steady state are told apart."""
+
+    def __new__(cls, keras):
+        class Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self.started)
+
+            def throughput(self, num_train: int) -> dict[str, Any]:
+                """First-epoch seconds and steady-state samples/s: the median of the later
+                epochs, validation included (what a user waits for)."""
+                steady = float(np.median(self.seconds[1:])) if len(self.seconds) > 1 else None
+                return {
+                    "epoch_seconds": [round(t, 3) for t in self.seconds],
+                    "first_epoch_seconds": round(self.seconds[0], 3) if self.seconds else None,
+                    "steady_epoch_seconds": round(steady, 3) if steady else None,
+                    "samples_per_second": round(num_train / steady, 1) if steady else None,
+                }
+
+        return Timer()
+
+
+def _load_checkpoint(keras, run_dir: Path, config: TrainConfig, num_train: int, task: str):
+    """The checkpointed model with its optimizer state, under a learning-rate schedule that
+    spans the new total epoch count and continues from the checkpoint's step."""
     from pipeline.errors import RunDirError
 
-    checkpoint, state = run_dir / CHECKPOINT, run_dir / CHECKPOINT_STATE
-    if not checkpoint.exists() or not state.exists():
-        raise RunDirError(f"{run_dir} has no checkpoint to resume from ({CHECKPOINT})")
-    epoch = int(read_json(state)["epoch"])
+    epoch = int(read_json(run_dir / CHECKPOINT_STATE)["epoch"])
     if epoch >= config.epochs:
         raise UsageError(f"the checkpoint in {run_dir} already reached epoch {epoch}: "
                          f"pass --epochs above {epoch} to train further")
-    log.info("resuming %s from epoch %d", run_dir, epoch)
-    return keras.models.load_model(checkpoint), epoch
+    log.info("resuming %s from epoch %d of %d", run_dir, epoch, config.epochs)
+    try:  # safe mode: a checkpoint is a file like any other
+        model = keras.models.load_model(run_dir / CHECKPOINT, safe_mode=not config.unsafe)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds on a damaged archive
+        raise RunDirError(f"cannot load {run_dir / CHECKPOINT}: {str(exc).splitlines()[0]}") from None
+    saved = getattr(model, "optimizer", None)
+    optimizer = _optimizer(keras, config, num_train)
+    optimizer.build(model.trainable_variables)
+    if saved is None or len(saved.variables) != len(optimizer.variables) or any(
+            tuple(a.shape) != tuple(b.shape) for a, b in zip(saved.variables, optimizer.variables)):
+        raise RunDirError(f"{run_dir / CHECKPOINT} does not hold the optimizer state of a "
+                          f"{config.optimizer} run: start a new run")
+    for mine, theirs in zip(optimizer.variables, saved.variables):
+        mine.assign(theirs)
+    model.compile(optimizer=optimizer, loss=_loss(task),
+                  metrics=["accuracy"] if task == "classifier" else [])
+    return model, epoch
+
+
+def is_chief(config: TrainConfig) -> bool:
+    """False on a worker of a ``--distribute multiworker`` cluster other than the chief
+    (the ``chief`` task, or worker 0 when the cluster names none): only the chief writes the run."""
+    if config.distribute != "multiworker":
+        return True
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+        task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
+        kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    except (ValueError, AttributeError, TypeError):
+        raise UsageError("TF_CONFIG is not valid JSON with a 'cluster' and a 'task'") from None
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and "chief" not in cluster
 
 
 def _class_weights(config: TrainConfig, y_train: np.ndarray) -> dict[int, float] | None:
@@ -341,7 +518,27 @@ def _strategy(distribute: str, keras):
         json.loads(os.environ["TF_CONFIG"])
     except ValueError:
         raise UsageError("TF_CONFIG is not valid JSON") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return _keras3_multiworker_reduce(tf.distribute.MultiWorkerMirroredStrategy())
+
+
+def _keras3_multiworker_reduce(strategy):
+    """Work around Keras 3's two calls of ``strategy.reduce`` that MultiWorkerMirroredStrategy
+    rejects (keras-team/keras#20585; Keras 3.15): ``fit`` reduces a whole (x, y) batch to
+    build the model, and reduces scalar metrics "along axis 0". The batch only lends its
+    shapes, so this worker's own copy serves; scalars are reduced without an axis."""
+    import tensorflow as tf
+
+    reduce = strategy.reduce
+
+    def patched(reduce_op, value, axis=None):
+        if isinstance(value, (tuple, list, dict)):
+            return tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], value)
+        if axis is not None and strategy.experimental_local_results(value)[0].shape.rank == 0:
+            axis = None
+        return reduce(reduce_op, value, axis=axis)
+
+    strategy.reduce = patched
+    return strategy
 
 
 def _devices(keras) -> list[str]:
