@@ -32,9 +32,13 @@ def read_sidecar(artifact: str | os.PathLike) -> dict[str, Any] | None:
         return None
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            sidecar = json.load(fh)
     except (ValueError, OSError) as exc:
         raise ArtifactError(f"sidecar {path} is unreadable: {exc}") from None
+    if not isinstance(sidecar, dict):
+        raise ArtifactError(f"sidecar {path} is not a JSON object: the file is damaged or not "
+                            f"a sidecar; copy it again")
+    return sidecar
 
 
 def check_artifact(artifact: str | os.PathLike, sidecar: dict[str, Any] | None) -> None:

@@ -56,16 +56,43 @@ def measure(runner: Runner, *, sample: np.ndarray | None = None, warmup: int = 2
 
 
 def bench_file(path: str | Path, *, threads: list[int | None] = (None,), xnnpack: bool = True,
-               isolate: bool = False, **options) -> list[dict[str, Any]]:
-    """One row per thread count for one artifact."""
+               isolate: bool = False, fresh_memory: bool = False, **options) -> list[dict[str, Any]]:
+    """One row per thread count for one artifact. Peak memory is this process's unless
+    ``fresh_memory``: then a new process loads only the runtime and this artifact."""
     rows = []
     for count in threads:
         runner = load(path, threads=count, xnnpack=xnnpack, isolate=isolate)
         row = {"artifact": Path(path).name, "backend": runner.backend, "threads": count,
                "xnnpack": xnnpack if runner.backend == "litert" else None}
         row.update(measure(runner, **options))
+        if fresh_memory:
+            row["peak_rss_mb"] = fresh_process_peak_rss_mb(path, count)
+            row["peak_rss_scope"] = "fresh process: python + edge_runtime + this artifact, one inference"
+        else:
+            row["peak_rss_scope"] = "this process (every artifact it loaded so far)"
         rows.append(row)
     return rows
+
+
+def fresh_process_peak_rss_mb(path: str | Path, threads: int | None = None) -> float | None:
+    """Peak RSS of a new Python process that imports edge_runtime, loads ``path`` and runs one
+    inference: the memory the device needs for this model, without the caller's own."""
+    import subprocess
+
+    code = ("import sys; from edge_runtime.bench import _memory_probe; "
+            "_memory_probe(sys.argv[1], int(sys.argv[2]))")
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(threads or 0)],
+                          capture_output=True, text=True, timeout=300)
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _memory_probe(path: str, threads: int) -> None:
+    runner = load(path, threads=threads or None)
+    measure(runner, warmup=0, runs=1, min_seconds=0.0)
+    print(peak_rss_mb())
 
 
 def peak_rss_mb() -> float:

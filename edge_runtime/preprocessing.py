@@ -14,6 +14,51 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edge_runtime.errors import InputError
+
+
+def _integer_raw(spec: Mapping[str, Any]) -> np.iinfo | None:
+    try:
+        dtype = np.dtype(spec.get("raw_dtype") or "float32")
+    except TypeError:
+        return None
+    return np.iinfo(dtype) if dtype.kind in "iu" else None
+
+
+def check_raw_input(raw: np.ndarray, spec: Mapping[str, Any]) -> None:
+    """Refuse raw samples that cannot be what the data set's raw samples were (for example
+    floats already scaled to [0, 1] where the model was trained from uint8 pixels)."""
+    limits = _integer_raw(spec)
+    if limits is None or raw.dtype.kind not in "fiub" or raw.size == 0:
+        return
+    low, high = float(np.min(raw)), float(np.max(raw))
+    if raw.dtype.kind == "f" and (not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw))):
+        raise InputError(f"raw input should hold {spec['raw_dtype']} values like the training data; "
+                         f"got non-integer floats in [{low:.3g}, {high:.3g}]: they look already "
+                         f"preprocessed, so pass them without --raw")
+    if low < limits.min or high > limits.max:
+        raise InputError(f"raw input spans [{low:g}, {high:g}], outside {spec['raw_dtype']}'s "
+                         f"[{limits.min}, {limits.max}]")
+
+
+def check_model_input(x: np.ndarray, spec: Mapping[str, Any]) -> None:
+    """Refuse model input that cannot have come out of the preprocessing (raw pixels fed as
+    model input): the range of raw values through ``spec``, with 5% slack."""
+    limits = _integer_raw(spec)
+    if limits is None or x.size == 0 or x.dtype.kind not in "fiub":
+        return
+    if x.dtype.kind in "iu" and spec.get("scale") not in (None, 1.0):
+        raise InputError(f"got {x.dtype} input, which looks like raw samples: pass --raw "
+                         f"(raw=True) so the sidecar's preprocessing is applied")
+    ends = apply_preprocessing(np.array([[limits.min], [limits.max]], dtype=np.float32), spec)
+    low, high = float(ends.min()), float(ends.max())
+    slack = 0.05 * (high - low)
+    finite = x[np.isfinite(x)] if x.dtype.kind == "f" else x
+    if finite.size and (float(finite.min()) < low - slack or float(finite.max()) > high + slack):
+        raise InputError(f"input values span [{float(finite.min()):.3g}, {float(finite.max()):.3g}] "
+                         f"but the model expects [{low:.3g}, {high:.3g}] ({spec['raw_dtype']} samples "
+                         f"through the sidecar's preprocessing): pass raw samples with --raw")
+
 
 def apply_preprocessing(raw: np.ndarray, spec: Mapping[str, Any] | None) -> np.ndarray:
     """Turn raw samples (for example uint8 pixels) into the float32 the model was trained on."""

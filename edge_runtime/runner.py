@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_runtime.artifact import check_artifact, read_sidecar
 from edge_runtime.errors import ArtifactError, BackendMissingError, InputError
-from edge_runtime.preprocessing import apply_preprocessing
+from edge_runtime.preprocessing import apply_preprocessing, check_model_input, check_raw_input
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Runner:
     """Common behaviour of the LiteRT and ONNX Runtime runners."""
 
     backend = ""
+    stateful = False  # LiteRT sets it for models whose state persists between invokes
 
     def __init__(self, path: Path, sidecar: dict[str, Any] | None):
         self.path = path
@@ -73,8 +74,15 @@ class Runner:
     def predict(self, batch: np.ndarray, *, raw: bool = False) -> np.ndarray:
         """Float outputs for a batch of samples (float model input, or raw with ``raw=True``)."""
         x = np.asarray(batch)
+        spec = self.preprocessing
         if raw:
-            x = apply_preprocessing(x, self.preprocessing)
+            if not spec:
+                raise InputError(f"raw input needs the preprocessing spec of {self.path.name}'s "
+                                 f"sidecar, and it has none: pass model-ready float input instead")
+            check_raw_input(x, spec)
+            x = apply_preprocessing(x, spec)
+        elif spec:
+            check_model_input(x, spec)
         x = self._check_batch(x)
         return self._predict_float(x)
 

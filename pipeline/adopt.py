@@ -24,9 +24,6 @@ def adopt(model_path: str | os.PathLike, *, dataset: str, seed: int = 0, image_s
     from pipeline.train import TrainConfig, _check_class_count
 
     import_keras()
-    # A SavedModel is wrapped in Keras' TFSMLayer, which safe mode will not reload: handing us
-    # the directory is the trust it needs.
-    unsafe = unsafe or Path(model_path).is_dir()
     data = load_dataset(dataset, seed=seed, image_size=image_size, val_fraction=val_fraction,
                         test_fraction=test_fraction)
     model = float32_copy(load_model(model_path, unsafe=unsafe))
@@ -34,6 +31,7 @@ def adopt(model_path: str | os.PathLike, *, dataset: str, seed: int = 0, image_s
     _check_class_count(model, data.num_classes, str(model_path))
     run_dir = rundir.new_run_dir(Path(model_path).stem, dataset, out, runs_root)
     with rundir.locked(run_dir):
+        rundir.supersede(run_dir)
         x_test, y_test = data.split("test")
         started = time.perf_counter()
         predictions = model.predict(x_test, batch_size=256, verbose=0)

@@ -11,6 +11,25 @@ from pipeline.fsutil import sha256_file, write_bytes, write_json
 from pipeline.rundir import environment
 
 
+def check_fresh(run_dir: Path, paths: list[Path]) -> None:
+    """Refuse artifacts made from another model than the run's current one (its sidecar's
+    ``source_model`` sha256), naming every stale one and the command that rebuilds it."""
+    from edge_runtime.artifact import read_sidecar
+    from pipeline.errors import RunDirError
+
+    stale = []
+    for path in paths:
+        source = (read_sidecar(path) or {}).get("source_model")
+        if not isinstance(source, dict) or source.get("path") not in ("model.keras", "model_pruned.keras"):
+            continue
+        current = run_dir / source["path"]
+        if not current.exists() or sha256_file(current) != source.get("sha256"):
+            stale.append(f"{path.name} (from an earlier {source['path']})")
+    if stale:
+        raise RunDirError(f"stale artifact(s): {', '.join(stale)}; rerun `pipeline quantize` / "
+                          f"`pipeline convert` to rebuild them from the current model")
+
+
 def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
                    source: Path, calibration_indices=None, calibration_source: dict | None = None,
                    options: dict[str, Any] | None = None,

@@ -29,8 +29,14 @@ class BenchOptions:
     def validate(self) -> None:
         if not self.threads or any(t < 1 for t in self.threads):
             raise UsageError("--threads takes positive integers, e.g. 1,2,4")
-        if self.runs < 1 or self.warmup < 0 or self.min_seconds < 0:
-            raise UsageError("--runs must be at least 1; --warmup and --min-seconds at least 0")
+        if self.runs < 1 or self.warmup < 0 or not 0 <= self.min_seconds <= 3600:
+            raise UsageError("--runs must be at least 1; --warmup at least 0; --min-seconds "
+                             "between 0 and 3600")
+        if self.device is not None:
+            from pipeline.remote import check_remote_dir, parse_device
+
+            parse_device(self.device)
+            check_remote_dir(self.remote_root)
 
 
 def run_artifacts(run_dir: Path, names: list[str] | None = None) -> list[Path]:
@@ -54,6 +60,9 @@ def bench(run: str | Path | None, options: BenchOptions) -> dict:
     if not artifacts:
         raise UsageError(f"{context.run_dir} has no .tflite or .onnx artifacts: run "
                          f"`pipeline quantize` or `pipeline convert` first")
+    from pipeline.artifacts import check_fresh
+
+    check_fresh(context.run_dir, artifacts)
     x_test, _ = context.dataset.split("test")
     sample = x_test[0]
     with rundir.locked(context.run_dir):
@@ -74,6 +83,7 @@ def _bench_here(artifacts: list[Path], sample, options: BenchOptions) -> dict:
     rows = []
     for path in artifacts:
         rows += bench_file(path, threads=options.threads, xnnpack=options.xnnpack, sample=sample,
-                           warmup=options.warmup, runs=options.runs, min_seconds=options.min_seconds)
+                           warmup=options.warmup, runs=options.runs, min_seconds=options.min_seconds,
+                           fresh_memory=True)
     return {"device": {"location": "local", **device_description()}, "results": rows,
             "pid": os.getpid()}

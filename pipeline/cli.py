@@ -18,19 +18,30 @@ app = typer.Typer(
 
 RunOption = Annotated[Optional[Path], typer.Option(
     "--run", help="Run directory to work on (default: runs/latest).")]
+UnsafeOption = Annotated[bool, typer.Option(
+    "--unsafe", help="Trust code inside the model (Lambda layers, SavedModel graphs) for this "
+                     "command only; a run directory never grants it.")]
 
 
 @contextlib.contextmanager
 def _errors_to_exit_codes() -> Iterator[None]:
     """One clear line on stderr and a documented exit code instead of a traceback."""
+    from edge_runtime.errors import EdgeRuntimeError
+
     try:
         yield
-    except PipelineError as exc:
+    except (PipelineError, EdgeRuntimeError) as exc:  # the device package's, met in verify/bench
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+def _trust(unsafe: bool):
+    from pipeline.modelio import trusting_model_code
+
+    return trusting_model_code(unsafe)
 
 
 def _setup_logging(quiet: bool = False) -> None:
@@ -42,27 +53,33 @@ def _setup_logging(quiet: bool = False) -> None:
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="Zoo model name (see `pipeline models`) or a "
-                                            ".keras/.h5/SavedModel path to fine-tune.")] = "mnist_cnn",
-    dataset: Annotated[str, typer.Option(help="digits, mnist, fashion_mnist, cifar10, "
-                                              "npz:PATH, folder:DIR or idx:DIR.")] = "digits",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
-    optimizer: Annotated[str, typer.Option(help="rmsprop, adam or sgd.")] = "rmsprop",
-    learning_rate: Annotated[float, typer.Option(help="Initial learning rate.")] = 1e-3,
-    lr_schedule: Annotated[str, typer.Option(
-        help="constant, cosine, exponential or plateau.")] = "cosine",
-    early_stopping: Annotated[int, typer.Option(
-        help="Stop after this many epochs without val_loss improvement (0: off).")] = 0,
+    model: Annotated[Optional[str], typer.Option(
+        help="Zoo model name (see `pipeline models`) or a .keras/.h5/SavedModel path to "
+             "fine-tune [default: mnist_cnn].")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="digits, mnist, fashion_mnist, cifar10, npz:PATH, folder:DIR or idx:DIR "
+             "[default: digits].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Training epochs (default: the model's recipe, see `pipeline models`).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: the recipe's).")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(
+        help="rmsprop, adam or sgd (default: the recipe's).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(
+        help="Initial learning rate (default: the recipe's).")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(
+        help="constant, cosine, exponential or plateau (default: the recipe's).")] = None,
+    early_stopping: Annotated[Optional[int], typer.Option(
+        help="Stop after this many epochs without val_loss improvement [default: off].")] = None,
     class_weight: Annotated[Optional[str], typer.Option(
         help="'balanced' to weight classes by inverse frequency.")] = None,
     augment: Annotated[bool, typer.Option(help="Light image augmentation (random shifts).")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")] = 0,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Seed for splits, initialisation and shuffling [default: 0].")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
     mixed_precision: Annotated[bool, typer.Option(
         help="Train in mixed_float16 (for GPUs); the saved model is float32.")] = False,
-    distribute: Annotated[str, typer.Option(
-        help="none, mirrored (every visible GPU) or multiworker (TF_CONFIG).")] = "none",
+    distribute: Annotated[Optional[str], typer.Option(
+        help="none, mirrored (every visible GPU) or multiworker (TF_CONFIG) [default: none].")] = None,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard logs to RUN/logs.")] = False,
     unsafe: Annotated[bool, typer.Option(
         help="Allow code inside a user model file (Lambda layers) to run.")] = False,
@@ -71,26 +88,37 @@ def train(
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory (default: runs/<model>-<dataset>-<time>).")] = None,
     resume: Annotated[bool, typer.Option(
-        help="Resume the run in --out (or runs/latest) from its last checkpoint.")] = False,
+        help="Continue the run in --run (or runs/latest) from its last checkpoint, with its own "
+             "model, data and recipe, up to --epochs.")] = False,
+    run: RunOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a model and start a run directory (model.keras, train.json, manifest.json)."""
     _setup_logging(quiet)
     with _errors_to_exit_codes():
+        from pipeline.errors import UsageError
         from pipeline.train import TrainConfig, train as run_training
 
-        config = TrainConfig(
+        if run is not None and not resume:
+            raise UsageError("--run names the run to --resume; a new run goes to --out DIR")
+        options = dict(
             model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
             optimizer=optimizer, learning_rate=learning_rate, lr_schedule=lr_schedule,
             early_stopping=early_stopping, class_weight=class_weight, augment=augment,
             seed=seed, image_size=image_size, mixed_precision=mixed_precision,
             distribute=distribute, tensorboard=tensorboard, unsafe=unsafe, backend=backend)
-        result = run_training(config, out=out, resume=resume, verbose=0 if quiet else 2)
+        given = {name: value for name, value in options.items()
+                 if value is not None and value is not False}
+        result = run_training(TrainConfig(**given), out=run or out, resume=resume, given=set(given),
+                              verbose=0 if quiet else 2)
         accuracy = result.metrics["test_accuracy"]
         score = (f"test accuracy {accuracy:.4f}" if accuracy is not None
                  else f"test loss {result.metrics['test_loss']:.5f}")
+        first, steady = result.metrics["first_epoch_seconds"], result.metrics["samples_per_second"]
+        speed = f" (first epoch {first:.1f}s, then {steady:,.0f} samples/s)" if steady else ""
+        where = result.run_dir if result.chief else "the chief's run (this worker wrote nothing)"
         typer.echo(f"{score}, {result.metrics['epochs_run']} epochs in "
-                   f"{result.metrics['train_seconds']:.1f}s → {result.run_dir}")
+                   f"{result.metrics['train_seconds']:.1f}s{speed} → {where}")
 
 
 @app.command("import")
@@ -121,10 +149,11 @@ def prune(
     learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate (cosine decay).")] = 1e-3,
     skip: Annotated[Optional[str], typer.Option(help="Comma-separated layer names to leave dense.")] = None,
     run: RunOption = None,
+    unsafe: UnsafeOption = False,
 ) -> None:
     """Magnitude pruning (Keras 3 native) → model_pruned.keras and prune.json."""
     _setup_logging()
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _trust(unsafe):
         from pipeline.prune import PruneOptions, prune as run_prune
 
         report = run_prune(run, PruneOptions(
@@ -155,10 +184,11 @@ def quantize(
     calibration_data: Annotated[Optional[str], typer.Option(
         help="Calibrate on raw samples from this .npy/.npz ('x') instead of the training split.")] = None,
     run: RunOption = None,
+    unsafe: UnsafeOption = False,
 ) -> None:
     """Post-training quantization to TFLite, builtin ops only (default: --int8)."""
     _setup_logging()
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _trust(unsafe):
         from pipeline.quantize import QuantizeOptions, quantize as run_quantize
 
         modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
@@ -177,17 +207,22 @@ def convert(
     pruned: Annotated[bool, typer.Option(help="Convert model_pruned.keras.")] = False,
     calibration_samples: Annotated[int, typer.Option(
         help="Training samples (seeded) for ONNX Runtime's int8 calibration.")] = 300,
+    calibration_data: Annotated[Optional[Path], typer.Option(
+        help="Raw samples (.npy, or .npz with 'x', e.g. uint8 pixels) to calibrate the int8 ONNX "
+             "on, instead of the training split (use the same file as quantize).")] = None,
     int8_onnx: Annotated[bool, typer.Option(help="Also write int8 ONNX (QDQ, and from the int8 TFLite).")] = True,
     run: RunOption = None,
+    unsafe: UnsafeOption = False,
 ) -> None:
     """Float32 TFLite and ONNX, plus int8 ONNX (ONNX Runtime QDQ and tf2onnx from int8 TFLite)."""
     _setup_logging()
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _trust(unsafe):
         from pipeline.convert import ConvertOptions, convert as run_convert
 
         targets = [t.strip() for t in to.split(",") if t.strip()]
         report = run_convert(run, ConvertOptions(targets=targets, opset=opset, pruned=pruned,
                                                  calibration_samples=calibration_samples,
+                                                 calibration_data=str(calibration_data) if calibration_data else None,
                                                  int8_onnx=int8_onnx))
         _echo_artifacts(report, None)
 
@@ -199,10 +234,11 @@ def verify(
         help="Override a gate: KIND.METRIC=VALUE, e.g. quantized.metric_drop=0.02 (repeatable).")] = None,
     explain: Annotated[bool, typer.Option(help="Name the layers that lose most to quantization.")] = False,
     run: RunOption = None,
+    unsafe: UnsafeOption = False,
 ) -> None:
     """Accuracy parity of every artifact against Keras on the test split; failing gates exit 6."""
     _setup_logging()
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _trust(unsafe):
         from pipeline.errors import ParityError
         from pipeline.fsutil import read_json
         from pipeline.rundir import resolve_run
@@ -297,10 +333,11 @@ def run_all(
         "--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. train.epochs=5 (repeatable).")] = None,
     force: Annotated[Optional[list[str]], typer.Option(help="Rerun this stage even if cached (repeatable).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/pipeline-<model>-<dataset>).")] = None,
+    unsafe: UnsafeOption = False,
 ) -> None:
     """The whole pipeline from one config: train → prune → quantize → convert → verify → bench → report."""
     _setup_logging(quiet=True)
-    with _errors_to_exit_codes():
+    with _errors_to_exit_codes(), _trust(unsafe):
         from pipeline.config import load_config
         from pipeline.runner import run as run_pipeline
 
@@ -344,7 +381,10 @@ def list_models() -> None:
 
     for name in models.model_names():
         spec = models.get_model_spec(name)
+        recipe = spec.full_recipe()
         typer.echo(f"{name:14s} {spec.task:12s} {spec.summary}")
+        typer.echo(f"{'':27s} recipe: {recipe['epochs']} epochs, batch {recipe['batch_size']}, "
+                   f"{recipe['optimizer']} {recipe['learning_rate']:g}, {recipe['lr_schedule']} schedule")
 
 
 @app.command("datasets")
@@ -358,7 +398,24 @@ def list_datasets() -> None:
 
 
 def main() -> None:
-    app()
+    """The ``pipeline`` script: Click's own usage errors (unknown option, a value that is not a
+    number) become one ``error:`` line and exit 2, like every other mistake."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise  # not Click's: a bug, keep the traceback
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.ctx.get_help() if getattr(exc, "ctx", None) else exc.format_message())
+            raise SystemExit(0) from None
+        message = " ".join(exc.format_message().split())
+        command = getattr(getattr(exc, "ctx", None), "command_path", "pipeline")
+        typer.echo(f"error: {command}: {message}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

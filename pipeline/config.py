@@ -28,17 +28,20 @@ class DataSection:
 @dataclass
 class TrainSection:
     model: str = "mnist_cnn"
-    epochs: int = 15
-    batch_size: int = 32
-    optimizer: str = "rmsprop"
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"
+    # null: the model's default recipe (``pipeline models``)
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    lr_schedule: str | None = None
     early_stopping: int = 0
     class_weight: str | None = None
     augment: bool = False
     mixed_precision: bool = False
     distribute: str = "none"
     backend: str | None = None  # tensorflow, jax or torch; not tensorflow: trains in a child process
+    # Go on to prune/quantize a model whose training collapsed (chance-level accuracy).
+    allow_collapse: bool = False
 
 
 @dataclass
@@ -53,6 +56,8 @@ class PruneSection:
 class QuantizeSection:
     modes: list[str] = field(default_factory=lambda: ["int8", "float16", "dynamic"])
     calibration_samples: int = 300
+    # raw samples (.npy / .npz "x") for the int8 TFLite and ONNX, instead of the training split
+    calibration_data: str | None = None
     float_io: bool = False
 
 
@@ -222,7 +227,7 @@ def _check_values(config: Config) -> None:
     checks += [(f"quantize.modes[{i}]", m, tuple(QUANT_MODES)) for i, m in enumerate(config.quantize.modes)]
     checks += [(f"convert.targets[{i}]", t, TARGETS) for i, t in enumerate(config.convert.targets)]
     for location, value, allowed in checks:
-        if value not in allowed:
+        if value is not None and value not in allowed:
             close = difflib.get_close_matches(value, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{location}: unknown value '{value}'{hint}; known: {', '.join(allowed)}")
@@ -231,5 +236,50 @@ def _check_values(config: Config) -> None:
             raise ConfigError(f"prune.sparsity[{i}]: must lie in [0, 1), got {sparsity}")
     if not config.prune.sparsity:
         raise ConfigError("prune.sparsity: give at least one value (0 means no pruning)")
-    if config.train.epochs < 1:
-        raise ConfigError(f"train.epochs: must be at least 1, got {config.train.epochs}")
+    _check_numbers(config)
+    from pipeline.verify import VerifyOptions
+
+    try:
+        VerifyOptions(gates=config.verify.gates).resolved_gates()
+    except UsageError as exc:
+        raise ConfigError(f"verify.gates: {exc}") from None
+    from pipeline.remote import parse_device
+
+    for i, device in enumerate(config.bench.devices):
+        try:
+            parse_device(device)
+        except UsageError as exc:
+            raise ConfigError(f"bench.devices[{i}]: {exc}") from None
+    if config.quantize.calibration_data and not Path(config.quantize.calibration_data).is_file():
+        raise ConfigError(f"quantize.calibration_data: {config.quantize.calibration_data} does not exist")
+
+
+# (field, lowest allowed, highest allowed): checked before the first stage runs, so a typo
+# does not surface only after training.
+_RANGES = (
+    ("train.epochs", 1, 100_000), ("train.batch_size", 1, 1 << 20),
+    ("train.learning_rate", 1e-12, 10.0), ("train.early_stopping", 0, 100_000),
+    ("data.val_fraction", 0.0, 0.9), ("data.test_fraction", 0.0, 0.9), ("data.image_size", 4, 4096),
+    ("prune.fine_tune_epochs", 0, 100_000), ("prune.learning_rate", 1e-12, 10.0),
+    ("quantize.calibration_samples", 0, 1_000_000), ("convert.opset", 9, 18),
+    ("bench.runs", 1, 10_000_000), ("bench.warmup", 0, 1_000_000), ("bench.min_seconds", 0.0, 3600.0),
+    ("constraints.max_accuracy_drop", 0.0, 1.0), ("constraints.max_latency_ms", 0.0, 1e9),
+    ("constraints.max_size_kb", 0.0, 1e12),
+)
+
+
+def _check_numbers(config: Config) -> None:
+    import math
+
+    for location, low, high in _RANGES:
+        section, _, name = location.partition(".")
+        value = getattr(getattr(config, section), name)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ConfigError(f"{location}: must lie in [{low:g}, {high:g}], got {value!r}")
+    for i, threads in enumerate(config.bench.threads):
+        if not 1 <= threads <= 1024:
+            raise ConfigError(f"bench.threads[{i}]: must lie in [1, 1024], got {threads}")
+    if not config.bench.threads:
+        raise ConfigError("bench.threads: give at least one thread count")

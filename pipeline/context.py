@@ -70,9 +70,9 @@ class RunContext:
     def load_model(self, pruned: bool = False):
         from pipeline.modelio import float32_copy, load_model
 
-        # A run started from a SavedModel (or with --unsafe) keeps the trust it was given.
-        unsafe = bool(self.train_info.get("config", {}).get("unsafe"))
-        return float32_copy(load_model(self.model_path(pruned), unsafe=unsafe))
+        # Code in the model runs only if this invocation said --unsafe: a run directory (its
+        # train.json included) is a file like any other and never grants trust.
+        return float32_copy(load_model(self.model_path(pruned)))
 
     def calibration(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``count`` training samples drawn with the run's seed: ``(indices, model-ready x)``."""

@@ -22,6 +22,7 @@ class ConvertOptions:
     opset: int = DEFAULT_OPSET
     pruned: bool = False
     calibration_samples: int = 300
+    calibration_data: str | None = None  # raw samples (.npy / .npz "x") instead of the train split
     int8_onnx: bool = True
 
     def validate(self) -> None:
@@ -95,14 +96,17 @@ def _convert_onnx(context, options, model, source, prefix, record) -> None:
     if not options.int8_onnx:
         return
     started = time.perf_counter()
-    indices, samples = context.calibration(options.calibration_samples)
+    from pipeline.quantize import calibration_set
+
+    calibration_source, indices, samples = calibration_set(
+        context, options.calibration_samples, options.calibration_data)
     qdq = onnx_export.quantize_qdq(float_proto, samples)
     path = context.run_dir / f"{prefix}int8.onnx"
     sidecar = write_artifact(
         path, onnx_export.with_metadata(qdq, {**metadata, "mode": "int8",
                                               "calibration_indices": [int(i) for i in indices]}),
         fmt="onnx", mode="int8", context=context, source=source, calibration_indices=indices,
-        options={"opset": options.opset, "method": "onnxruntime-qdq-per-channel"})
+        calibration_source=calibration_source, options={"opset": options.opset, "method": "onnxruntime-qdq-per-channel"})
     record(path, sidecar, started, method="onnxruntime-qdq-per-channel")
     int8_tflite = context.run_dir / f"{prefix}int8.tflite"
     if not int8_tflite.exists():

@@ -1,9 +1,12 @@
 """Loading and saving Keras models: zoo names, .keras, legacy .h5, SavedModel directories."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 from pipeline.errors import ModelError
 from pipeline.fsutil import atomic_path
@@ -11,16 +14,43 @@ from pipeline.fsutil import atomic_path
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
+# Whether this invocation trusts code inside models (``--unsafe``). Set only by the command
+# line or the API caller for the duration of one command; never read from a file.
+_CODE_TRUSTED = contextvars.ContextVar("pipeline_model_code_trusted", default=False)
+
+
+@contextlib.contextmanager
+def trusting_model_code(trusted: bool) -> Iterator[None]:
+    token = _CODE_TRUSTED.set(bool(trusted))
+    try:
+        yield
+    finally:
+        _CODE_TRUSTED.reset(token)
+
+
+def model_code_trusted() -> bool:
+    return _CODE_TRUSTED.get()
+
+
 def is_model_path(value: str) -> bool:
+    """A path to a model file or SavedModel, not a zoo name (a zoo name wins over a same-named
+    directory in the working directory; write ./NAME for the directory)."""
+    import models
+
     path = Path(value)
-    return path.suffix in MODEL_SUFFIXES or path.is_dir() or os.sep in value
+    if os.sep in value or path.suffix in MODEL_SUFFIXES:
+        return True
+    return path.is_dir() and value not in models.model_names()
 
 
-def load_model(path: str | os.PathLike, *, unsafe: bool = False):
-    """Load a user's model for inference or conversion, in Keras' safe mode unless ``unsafe``.
+def load_model(path: str | os.PathLike, *, unsafe: bool | None = None):
+    """Load a user's model for inference or conversion, in Keras' safe mode unless ``unsafe``
+    (default: what this invocation said with ``--unsafe``, see ``trusting_model_code``).
 
-    Safe mode refuses deserialized Python code (``Lambda`` layers and the like).
+    Safe mode refuses deserialized Python code (``Lambda`` layers and the like); a SavedModel
+    is a program (its graph runs when called), so it is refused too.
     """
+    unsafe = model_code_trusted() if unsafe is None else unsafe
     from pipeline.backend import import_keras
 
     keras = import_keras()
@@ -28,6 +58,9 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
     if not path.exists():
         raise ModelError(f"model file {path} does not exist")
     if path.is_dir():
+        if not unsafe:
+            raise ModelError(f"{path} is a SavedModel: its graph is code that runs when the "
+                             f"model does; pass --unsafe if you trust it")
         return _load_saved_model(path)
     if not os.access(path, os.R_OK):
         raise ModelError(f"model file {path} is not readable")

@@ -66,6 +66,7 @@ def prune(run: str | Path | None, options: PruneOptions) -> dict:
 
 def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
     from pipeline.backend import import_keras
+    from pipeline.batchnorm import recalibrate_batchnorm
     from pipeline.modelio import save_model
 
     keras = import_keras()
@@ -87,6 +88,9 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
         from pipeline.structured import shrink
 
         pruned = shrink(model, options.sparsity, skip=options.skip_layers)
+        # Removing filters changes what every later BatchNorm sees: re-estimate before
+        # fine-tuning (and after it, below), or the shrunk model starts from chance.
+        recalibrate_batchnorm(pruned, x_train, seed=context.seed)
         _compile(keras, pruned, context.task, options, len(x_train))
         if options.fine_tune_epochs:
             pruned.fit(x_train, y_train, batch_size=options.batch_size, epochs=options.fine_tune_epochs,
@@ -104,6 +108,7 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
                        validation_data=(x_val, y_val) if len(x_val) else None, verbose=0,
                        callbacks=[callback])
         callback.apply(final=True)
+    recalibrate_batchnorm(pruned, x_train, seed=context.seed)
     seconds = time.perf_counter() - started
     after = _summary(pruned, x_test, y_test, context.task)
     pruned_path = save_model(pruned, context.run_dir / "model_pruned.keras")

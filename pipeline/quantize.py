@@ -59,12 +59,8 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     source = context.model_path(options.pruned)
     model = context.load_model(options.pruned)
     needs_calibration = any(quant_mode(m).needs_calibration for m in options.modes)
-    calibration_source = None
-    if needs_calibration and options.calibration_data:
-        calibration_source, indices, samples = calibration_from_file(context, options.calibration_data,
-                                                         options.calibration_samples)
-    else:
-        indices, samples = context.calibration(options.calibration_samples if needs_calibration else 0)
+    calibration_source, indices, samples = calibration_set(
+        context, options.calibration_samples if needs_calibration else 0, options.calibration_data)
     report_path = context.run_dir / "quantize.json"
     report = read_json(report_path) if report_path.exists() else {"artifacts": {}}
     written = []
@@ -93,11 +89,23 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     return report
 
 
+def calibration_set(context: RunContext, count: int, path: str | None = None):
+    """``(source, indices, model-ready samples)``: ``count`` samples drawn with the run's seed
+    from the user's file of raw samples, or from the training split. The int8 TFLite and the
+    int8 ONNX both calibrate on this, and their sidecars record ``source`` and ``indices``."""
+    if path:
+        return calibration_from_file(context, path, count)
+    indices, samples = context.calibration(count)
+    return {"split": "train", "seed": context.seed}, indices, samples
+
+
 def calibration_from_file(context: RunContext, path: str, count: int):
-    """Calibration samples from the user's file: raw samples, preprocessed like the data set."""
+    """Calibration samples from the user's file: raw samples (like the data set's, e.g. uint8
+    pixels), checked against the preprocessing spec, seeded sample, then preprocessed."""
     import numpy as np
 
-    from edge_runtime.preprocessing import apply_preprocessing
+    from edge_runtime.errors import InputError
+    from edge_runtime.preprocessing import apply_preprocessing, check_raw_input
     from pipeline.errors import DataError
     from pipeline.fsutil import sha256_file
 
@@ -114,8 +122,16 @@ def calibration_from_file(context: RunContext, path: str, count: int):
     if raw.shape[1:] != expected:
         raise DataError(f"calibration samples in {file} have shape {raw.shape[1:]}, the model "
                         f"expects {expected}")
-    indices = np.arange(min(count, len(raw)) if count else len(raw))
-    samples = apply_preprocessing(raw[indices], context.preprocessing)
-    if not np.all(np.isfinite(samples)):
+    if not len(raw) or raw.dtype.kind not in "fiub":
+        raise DataError(f"calibration file {file} holds no numeric samples")
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
         raise DataError(f"calibration samples in {file} hold NaN or inf values")
-    return {"file": str(file), "sha256": sha256_file(file)}, indices, samples
+    try:
+        check_raw_input(raw, context.preprocessing)
+    except InputError as exc:
+        raise DataError(f"calibration samples in {file}: {exc}") from None
+    count = min(count, len(raw)) if count else len(raw)
+    rng = np.random.default_rng(context.seed)
+    indices = np.sort(rng.choice(len(raw), size=count, replace=False))
+    samples = apply_preprocessing(raw[indices], context.preprocessing)
+    return {"file": str(file), "sha256": sha256_file(file), "seed": context.seed}, indices, samples

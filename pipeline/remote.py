@@ -14,6 +14,12 @@ import numpy as np
 from pipeline.errors import PipelineError, UsageError
 
 _URL = re.compile(r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>[^:/]+)(?::(?P<port>\d+))?/?$")
+# What ssh and scp will read as a user and a host name and nothing else: a leading "-"
+# would make the destination an option (ssh -oProxyCommand=... runs a command).
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
+_HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# A remote directory: absolute or under the home directory, plain path characters only.
+_REMOTE_DIR = re.compile(r"^(?:~|~/[A-Za-z0-9_./-]*|/[A-Za-z0-9_./-]*)$")
 DEFAULT_REMOTE_ROOT = "~/.edge-runtime"
 
 
@@ -25,7 +31,23 @@ def parse_device(url: str) -> tuple[str | None, str, int]:
     match = _URL.match(url)
     if not match:
         raise UsageError(f"--device must look like ssh://user@host[:port], got '{url}'")
-    return match["user"], match["host"], int(match["port"] or 22)
+    user, host, port = match["user"], match["host"], int(match["port"] or 22)
+    if user is not None and not _USER.match(user):
+        raise UsageError(f"--device: '{user}' is not a valid user name (letters, digits, . _ -; "
+                         f"not starting with -)")
+    if not _HOST.match(host) or len(host) > 253:
+        raise UsageError(f"--device: '{host}' is not a host name or IPv4 address")
+    if not 0 < port < 65536:
+        raise UsageError(f"--device: port {port} is outside 1..65535")
+    return user, host, port
+
+
+def check_remote_dir(path: str) -> str:
+    """``path`` if it is a plain absolute or ``~/`` directory, else a UsageError."""
+    if not _REMOTE_DIR.match(path) or "/../" in f"{path}/" or "/-" in path:
+        raise UsageError(f"--remote-dir must be an absolute or ~/ path of letters, digits and "
+                         f"_ . - /, got '{path}'")
+    return path.rstrip("/") or "/"
 
 
 class Connection:
@@ -35,7 +57,7 @@ class Connection:
         self.options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", *options]
 
     def run(self, command: str, *, timeout: float = 600) -> str:
-        argv = ["ssh", "-p", str(self.port), *self.options, self.target, command]
+        argv = ["ssh", "-p", str(self.port), *self.options, "--", self.target, command]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -46,7 +68,7 @@ class Connection:
         return done.stdout
 
     def copy(self, files: list[Path], remote_dir: str) -> None:
-        argv = ["scp", "-q", "-P", str(self.port), *self.options, *map(str, files),
+        argv = ["scp", "-q", "-P", str(self.port), *self.options, "--", *map(str, files),
                 f"{self.target}:{remote_dir}/"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
@@ -57,9 +79,13 @@ def bench_remote(url: str, artifacts: list[Path], sample: np.ndarray, options,
                  remote_root: str = DEFAULT_REMOTE_ROOT) -> dict:
     from edge_runtime.artifact import sidecar_path
 
+    root = check_remote_dir(remote_root)
     connection = Connection(url, options.ssh_options)
-    root = remote_root.rstrip("/")
-    job = connection.run(f"mkdir -p {root} && mktemp -d {root}/job.XXXXXX").strip()
+    if root == "~" or root.startswith("~/"):  # every later path is absolute, quoted once
+        home = connection.run('printf "%s" "$HOME"').strip()
+        root = home.rstrip("/") + root[1:]
+    quoted = shlex.quote(root)
+    job = connection.run(f"mkdir -p {quoted} && mktemp -d {quoted}/job.XXXXXX").strip()
     try:
         edge_runtime = _ensure_runtime(connection, root)
         with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +99,7 @@ def bench_remote(url: str, artifacts: list[Path], sample: np.ndarray, options,
         for artifact in artifacts:
             command = (f"{edge_runtime} bench {shlex.quote(job + '/' + artifact.name)} --json "
                        f"--threads {threads} --warmup {options.warmup} --runs {options.runs} "
-                       f"--min-seconds {options.min_seconds} --sample {job}/sample.npy"
+                       f"--min-seconds {options.min_seconds} --sample {shlex.quote(job + '/sample.npy')}"
                        + ("" if options.xnnpack else " --no-xnnpack"))
             result = json.loads(connection.run(command).strip().splitlines()[-1])
             device = result["device"]
@@ -86,15 +112,16 @@ def bench_remote(url: str, artifacts: list[Path], sample: np.ndarray, options,
 def _ensure_runtime(connection: Connection, root: str) -> str:
     """The device's ``edge-runtime`` command, installed from this project's wheel if missing."""
     venv = f"{root}/venv"
-    probe = connection.run(f"test -x {venv}/bin/edge-runtime && echo present || echo missing").strip()
+    command = shlex.quote(f"{venv}/bin/edge-runtime")
+    probe = connection.run(f"test -x {command} && echo present || echo missing").strip()
     if probe == "present":
-        return f"{venv}/bin/edge-runtime"
+        return command
     with tempfile.TemporaryDirectory() as tmp:
         wheel = build_wheel(Path(tmp))
         connection.copy([wheel], root)
-    connection.run(f"python3 -m venv {venv} && {venv}/bin/pip install -q "
-                   f"'{root}/{wheel.name}[onnx]'", timeout=900)
-    return f"{venv}/bin/edge-runtime"
+    connection.run(f"python3 -m venv {shlex.quote(venv)} && {shlex.quote(venv + '/bin/pip')} "
+                   f"install -q {shlex.quote(f'{root}/{wheel.name}[onnx]')}", timeout=900)
+    return command
 
 
 def build_wheel(out_dir: Path) -> Path:

@@ -39,6 +39,8 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
                 "artifact": artifact["artifact"], "mode": artifact["mode"], "format": artifact["format"],
                 "passed": artifact["passed"], "size_kb": artifact["size_bytes"] / 1024,
                 "metric": artifact["metric"], "value": value,
+                # higher is better for the front: accuracy as it is, a reconstruction error negated
+                "score": value if artifact["metric"] == "accuracy" else -value,
                 "delta": (value - base_accuracy) if base_accuracy is not None and
                          artifact["metric"] == "accuracy" else -artifact["metric_drop"],
                 "agreement": artifact["top1_agreement"],
@@ -55,13 +57,13 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
 
 
 def pareto(rows: list[dict]) -> None:
-    """Mark rows not dominated in (accuracy ↑, p50 ↓, size ↓)."""
+    """Mark rows not dominated in (accuracy ↑ or reconstruction error ↓, p50 ↓, size ↓)."""
     for row in rows:
         row["pareto"] = row["p50_ms"] is not None and not any(
             other is not row and other["p50_ms"] is not None
-            and other["value"] >= row["value"] and other["p50_ms"] <= row["p50_ms"]
+            and other["score"] >= row["score"] and other["p50_ms"] <= row["p50_ms"]
             and other["size_kb"] <= row["size_kb"]
-            and (other["value"] > row["value"] or other["p50_ms"] < row["p50_ms"]
+            and (other["score"] > row["score"] or other["p50_ms"] < row["p50_ms"]
                  or other["size_kb"] < row["size_kb"])
             for other in rows)
 

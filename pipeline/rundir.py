@@ -35,13 +35,47 @@ def new_run_dir(model: str, dataset: str, out: str | os.PathLike | None = None,
         safe_dataset = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[:40]
         out = Path(runs_root) / f"{model}-{safe_dataset}-{stamp}"
     run_dir = Path(out)
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / MANIFEST).exists():
+        raise RunDirError(f"{run_dir} is not empty and is not a pipeline run: choose a new or "
+                          f"empty --out directory (nothing was written)")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--out {run_dir} is a file, not a directory")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     if not os.access(run_dir, os.W_OK):
         raise RunDirError(f"run directory {run_dir} is not writable")
+    if not (run_dir / MANIFEST).exists():  # from now on the directory is a pipeline run
+        write_json(run_dir / MANIFEST, {"run_format": RUN_FORMAT, "pipeline_version": __version__,
+                                        "stages": {}, "artifacts": {}})
     return run_dir
+
+
+# What a run's own bookkeeping and a new training keep; everything else in a run directory was
+# made from the old model and is moved aside when the model is replaced.
+_KEPT_ON_RETRAIN = {MANIFEST, ".lock", "config.json", "pipeline_state.json", "superseded"}
+
+
+def supersede(run_dir: Path, keep: tuple[str, ...] = ()) -> Path | None:
+    """Before a new model replaces the run's, move everything made from the old one (models,
+    artifacts, sidecars, verify/bench results, reports, variants, checkpoints) into
+    ``superseded/<time>/`` and forget it in the manifest. Returns that folder, if any."""
+    stale = sorted(p for p in run_dir.iterdir() if p.name not in _KEPT_ON_RETRAIN | set(keep))
+    if not stale:
+        return None
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    aside = run_dir / "superseded" / stamp
+    aside.mkdir(parents=True)
+    for path in stale:
+        os.replace(path, aside / path.name)
+    manifest = load_manifest(run_dir)
+    if manifest:
+        manifest["artifacts"] = {}
+        manifest["stages"] = {}
+        manifest.setdefault("superseded", []).append(os.path.relpath(aside, run_dir))
+        write_json(run_dir / MANIFEST, manifest)
+    return aside
 
 
 def point_latest(run_dir: Path, runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> None:

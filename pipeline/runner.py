@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pipeline import rundir
 from pipeline.config import Config
-from pipeline.errors import ParityError
+from pipeline.errors import CollapseError, ParityError
 from pipeline.fsutil import read_json, sha256_file, write_json
 
 STAGES = ("train", "prune", "quantize", "convert", "verify", "bench", "report")
@@ -127,6 +127,10 @@ def _data_fingerprint(dataset: str) -> str | None:
     return digest.hexdigest()
 
 
+def _file_fingerprint(path: str | None) -> str | None:
+    return sha256_file(Path(path)) if path and Path(path).is_file() else None
+
+
 def run(config: Config, *, out: str | Path | None = None, force: list[str] = (),
         progress: Progress | None = None) -> RunResult:
     """Train → prune → quantize → convert → verify → bench → report, cached per stage."""
@@ -177,11 +181,15 @@ def _run_locked(config: Config, run_dir: Path, stages: _Stages) -> RunResult:
 def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
     from pipeline.train import TrainConfig, train
 
-    inputs = {"data": config.section("data"), "train": config.section("train"),
+    train_fields = config.section("train")
+    allow_collapse = train_fields.pop("allow_collapse")
+    inputs = {"data": config.section("data"), "train": train_fields,
               "data_files": _data_fingerprint(config.data.dataset)}
 
     def work() -> list[Path]:
-        train_config = TrainConfig(**config.section("train"), **config.section("data"))
+        from pipeline.modelio import model_code_trusted
+
+        train_config = TrainConfig(**train_fields, **config.section("data"), unsafe=model_code_trusted())
         if (train_config.backend or "tensorflow") == "tensorflow":
             train(train_config, out=run_dir, verbose=0)
         else:  # Keras' backend is fixed per process: train there, convert here under TensorFlow
@@ -190,6 +198,10 @@ def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
 
     stages.run("train", "train", inputs, work)
     stages.finish("train")
+    check = read_json(run_dir / "train.json").get("collapse_check") or {}
+    if check.get("collapsed") and not allow_collapse:
+        raise CollapseError(f"{check['reason']} — stopping before optimizing it; "
+                            f"pass --set train.allow_collapse=true to go on anyway")
 
 
 def _train_in_child(train_config, run_dir: Path) -> None:
@@ -254,8 +266,10 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
 
     options = QuantizeOptions(modes=config.quantize.modes, pruned=pruned,
                               calibration_samples=config.quantize.calibration_samples,
+                              calibration_data=config.quantize.calibration_data,
                               float_io=config.quantize.float_io)
-    inputs = {"quantize": config.section("quantize"), "model": sha256_file(_source(variant, pruned))}
+    inputs = {"quantize": config.section("quantize"), "model": sha256_file(_source(variant, pruned)),
+              "calibration_file": _file_fingerprint(config.quantize.calibration_data)}
 
     def work() -> list[Path]:
         quantize(variant, options)
@@ -270,9 +284,12 @@ def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages:
     from pipeline.convert import ConvertOptions, convert
 
     options = ConvertOptions(targets=config.convert.targets, opset=config.convert.opset,
-                             pruned=pruned, calibration_samples=config.quantize.calibration_samples)
+                             pruned=pruned, calibration_samples=config.quantize.calibration_samples,
+                             calibration_data=config.quantize.calibration_data)
     prefix = "model_pruned_" if pruned else "model_"
     inputs = {"convert": config.section("convert"), "model": sha256_file(_source(variant, pruned)),
+              "calibration": [config.quantize.calibration_samples,
+                              _file_fingerprint(config.quantize.calibration_data)],
               "int8": sha256_file(variant / f"{prefix}int8.tflite")
               if (variant / f"{prefix}int8.tflite").exists() else None}
 

@@ -79,24 +79,34 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
     from pipeline.backend import import_keras
 
     import_keras()
+    from pipeline.artifacts import check_fresh
+
     paths = _artifact_paths(context, options.artifacts)
     if not paths:
         raise UsageError(f"{context.run_dir} has no artifacts to verify: run `pipeline quantize` "
                          f"or `pipeline convert` first")
+    check_fresh(context.run_dir, paths)
     x_test, y_test = context.dataset.split("test")
     references: dict[str, np.ndarray] = {}
     outputs: dict[str, np.ndarray] = {}
     rows = []
+    raw_test = context.dataset.x_test
     for path in paths:
-        sidecar = read_sidecar(path) or {"mode": _infer_mode(path)}
+        found = read_sidecar(path)
+        sidecar = found or {"mode": _infer_mode(path)}
         source = sidecar.get("source_model", {}).get("path", "model.keras")
         if source not in references:
             references[source] = _keras_predict(context, source, x_test)
-        outputs[path.name] = _artifact_predict(path, x_test)
+        # As the device sees it: raw test samples through the sidecar's own preprocessing.
+        outputs[path.name] = _artifact_predict(path, raw_test, found, context.preprocessing)
         row = _compare(path, sidecar, references[source], outputs[path.name], x_test, y_test,
                        context.task)
         row["source_model"] = source
         row["gates"] = _apply_gates(row, gates[row["gate_kind"]])
+        problem = sidecar_problem(found, context.preprocessing,
+                                  in_run=path.resolve().parent == context.run_dir.resolve())
+        row["gates"]["sidecar"] = {"op": "==", "threshold": "training preprocessing",
+                                   "value": problem or "matches", "passed": problem is None}
         row["passed"] = all(g["passed"] for g in row["gates"].values())
         rows.append(row)
     if options.explain or not all(r["passed"] for r in rows):
@@ -137,10 +147,32 @@ def _keras_predict(context: RunContext, source: str, x_test: np.ndarray) -> np.n
     return model.predict(x_test, batch_size=256, verbose=0)
 
 
-def _artifact_predict(path: Path, x_test: np.ndarray) -> np.ndarray:
+def _artifact_predict(path: Path, raw_test: np.ndarray, sidecar: dict | None,
+                      preprocessing: dict) -> np.ndarray:
     from edge_runtime import load
+    from edge_runtime.preprocessing import apply_preprocessing
 
-    return load(path).predict(x_test)
+    runner = load(path)
+    if sidecar is None:  # a foreign artifact: the run's preprocessing is all there is
+        return runner.predict(apply_preprocessing(raw_test, preprocessing))
+    return runner.predict(raw_test, raw=True)
+
+
+# The fields of a preprocessing spec that change what the model is fed.
+_PREPROCESSING_FIELDS = ("raw_dtype", "scale", "mean", "std", "input_shape", "layout")
+
+
+def sidecar_problem(sidecar: dict | None, preprocessing: dict, *, in_run: bool) -> str | None:
+    """Why a device reading this sidecar would feed the model differently from training."""
+    if sidecar is None:
+        return "missing: a device cannot preprocess raw input without it" if in_run else None
+    spec = sidecar.get("preprocessing")
+    if not isinstance(spec, dict):
+        return "has no preprocessing spec"
+    for name in _PREPROCESSING_FIELDS:
+        if spec.get(name) != preprocessing.get(name):
+            return f"preprocessing.{name} is {spec.get(name)!r}, training used {preprocessing.get(name)!r}"
+    return None
 
 
 def _task_metric(predictions, y_test, x_test, task: str) -> float:

@@ -216,13 +216,20 @@ def test_saved_model_and_keras2_h5_are_imported(trained_run, tmp_path):
     model = keras.models.load_model(trained_run.run_dir / "model.keras")
     model.export(tmp_path / "saved", format="tf_saved_model")
     model.save(tmp_path / "legacy.h5")
-    for source in ("saved", "legacy.h5"):
-        result = invoke("import", tmp_path / source, "--out", tmp_path / f"run-{source}")
+    from pipeline.modelio import trusting_model_code
+
+    # A SavedModel's graph is code: without --unsafe it is refused and nothing is written.
+    refused = invoke("import", tmp_path / "saved", "--out", tmp_path / "run-refused")
+    assert refused.exit_code == 4 and "pass --unsafe if you trust it" in refused.stderr
+    assert not (tmp_path / "run-refused").exists()
+    for source, trust in (("saved", ["--unsafe"]), ("legacy.h5", [])):
+        result = invoke("import", tmp_path / source, "--out", tmp_path / f"run-{source}", *trust)
         assert result.exit_code == 0, result.output
         run_dir = tmp_path / f"run-{source}"
         imported = json.loads((run_dir / "train.json").read_text())
         assert imported["test_accuracy"] == pytest.approx(trained_run.metrics["test_accuracy"], abs=1e-6)
         for args in (["quantize", "--int8"], ["convert", "--to", "tflite"]):
-            result = invoke(*args, "--run", run_dir)
+            result = invoke(*args, "--run", run_dir, *trust)  # each command says it again
             assert result.exit_code == 0, result.output
-        assert verify(run_dir, VerifyOptions())["passed"]
+        with trusting_model_code(bool(trust)):
+            assert verify(run_dir, VerifyOptions())["passed"]

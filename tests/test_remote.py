@@ -25,6 +25,31 @@ def test_parse_device():
         parse_device("pi@board")
 
 
+@pytest.mark.parametrize("url, message", [
+    ("ssh://-oProxyCommand=touch${IFS}pwned", "is not a host name"),
+    ("ssh://-oProxyCommand=x@board", "is not a valid user name"),
+    ("ssh://pi@-board", "is not a host name"),
+    ("ssh://pi@board;reboot", "is not a host name"),
+    ("ssh://pi@board:0", "port 0 is outside"),
+])
+def test_device_strings_cannot_become_ssh_options(url, message):
+    from pipeline.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        parse_device(url)
+
+
+@pytest.mark.parametrize("remote_dir", ["/tmp/x;reboot", "~/$(reboot)", "relative/dir", "-rf",
+                                        "/tmp/a b", "/tmp/../etc"])
+def test_remote_dir_is_a_plain_path(remote_dir):
+    from pipeline.errors import UsageError
+    from pipeline.remote import check_remote_dir
+
+    with pytest.raises(UsageError, match="--remote-dir must be"):
+        check_remote_dir(remote_dir)
+    assert check_remote_dir("~/.edge-runtime/") == "~/.edge-runtime"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -70,8 +95,19 @@ Subsystem sftp internal-sftp
     server.wait(timeout=10)
 
 
+@pytest.fixture
+def default_remote_dir():
+    """The default ``~/.edge-runtime`` of this user (the loopback device's home): removed
+    afterwards unless it was there before."""
+    remote = Path.home() / ".edge-runtime"
+    existed = remote.exists()
+    yield remote
+    if not existed:
+        shutil.rmtree(remote, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_remote_bench_over_loopback_ssh(sshd, trained_run):
+def test_remote_bench_over_loopback_ssh(sshd, trained_run, default_remote_dir):
     import getpass
 
     from pipeline.quantize import QuantizeOptions, quantize
@@ -82,8 +118,7 @@ def test_remote_bench_over_loopback_ssh(sshd, trained_run):
             "--threads", "1,2", "--runs", "50", "--min-seconds", "0.1",
             "--device", f"ssh://{getpass.getuser()}@127.0.0.1:{sshd['port']}",
             "--ssh-option", f"-i={sshd['key']}", "--ssh-option", "StrictHostKeyChecking=no",
-            "--ssh-option", f"UserKnownHostsFile={sshd['known_hosts']}",
-            "--remote-dir", sshd["remote_dir"]]
+            "--ssh-option", f"UserKnownHostsFile={sshd['known_hosts']}"]  # default --remote-dir
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((trained_run.run_dir / "bench.json").read_text())
@@ -94,7 +129,7 @@ def test_remote_bench_over_loopback_ssh(sshd, trained_run):
     assert [(r["artifact"], r["threads"]) for r in rows] == [("model_int8.tflite", 1), ("model_int8.tflite", 2)]
     assert all(0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] for r in rows)
     # the device got its own venv with the light runtime, and no job files were left behind
-    device = Path(sshd["remote_dir"])
+    device = default_remote_dir  # "~" was expanded on the device, not taken literally
     assert (device / "venv" / "bin" / "edge-runtime").exists()
     assert not list(device.glob("job.*"))
 

@@ -1,0 +1,24 @@
+"""The ``pipeline`` script's entry point: a device install (``pip install keras-edge-pipeline``,
+numpy + LiteRT only) gets one line naming the extra to install instead of an ImportError."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+WORKSTATION_PACKAGES = ("typer", "keras", "tensorflow")
+
+
+def main() -> None:
+    missing = [name for name in WORKSTATION_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: the pipeline command runs on a workstation and needs "
+              f"{', '.join(missing)}: pip install 'keras-edge-pipeline[train]' (this install is "
+              f"the device runtime: use edge-runtime here)", file=sys.stderr)
+        raise SystemExit(2)
+    from pipeline.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
