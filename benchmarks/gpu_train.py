@@ -41,9 +41,17 @@ def write_data(mnist: Path, tiles: int, limit: int | None, out: Path) -> Path:
 
 
 def plain(args) -> dict:
-    """The anchor: build, compile, fit; nothing else in the epoch."""
-    import keras
+    """The anchor: build, compile, fit; nothing else in the epoch. Under TensorFlow it runs
+    with op determinism on, as `pipeline train` does (same seed, same weights), unless
+    --side plain-nondeterministic measures what that choice costs."""
     import numpy as np
+
+    if args.side == "plain" and args.backend == "tensorflow":
+        from pipeline.backend import import_keras
+
+        keras = import_keras("tensorflow")  # enables tf.config.experimental.enable_op_determinism
+    else:
+        import keras
 
     import models
     from pipeline.data import load_dataset
@@ -101,20 +109,22 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N t10k images")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST)
-    parser.add_argument("--side", choices=("plain", "pipeline"), help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=("plain", "pipeline", "plain-nondeterministic"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        print(json.dumps((plain if args.side == "plain" else pipeline)(args)))
+        print(json.dumps((pipeline if args.side == "pipeline" else plain)(args)))
         return
     if not args.mnist.is_dir():
         sys.exit(f"{args.mnist} is absent: this benchmark needs MNIST's t10k IDX files")
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data(args.mnist, args.tiles, args.limit, Path(tmp) / "mnist_tiled.npz")
-        results: dict[str, list[dict]] = {"plain": [], "pipeline": []}
+        sides = ["plain", "pipeline"] + (["plain-nondeterministic"] if args.backend == "tensorflow" else [])
+        results: dict[str, list[dict]] = {side: [] for side in sides}
         for _ in range(args.repeats):
-            for side in ("plain", "pipeline"):
+            for side in sides:
                 results[side].append(run_side(side, args, data))
     rates = {side: statistics.median(r["samples_per_second"] for r in runs) for side, runs in results.items()}
     print(f"{args.model}, backend {args.backend}, batch {args.batch}, {args.epochs} epochs, "
@@ -122,10 +132,13 @@ def main() -> None:
           f"steady state = median epoch after the first (time.perf_counter)")
     for side, runs in results.items():
         firsts = [round(r["epoch_seconds"][0], 2) for r in runs]
-        print(f"{side:9s}: {rates[side]:10,.0f} samples/s steady   first epochs {firsts} s   "
+        print(f"{side:22s}: {rates[side]:10,.0f} samples/s steady   first epochs {firsts} s   "
               f"per run {[round(r['samples_per_second']) for r in runs]}")
     print(f"ratio pipeline/plain = {rates['pipeline'] / rates['plain']:.3f} "
           f"(target >= 0.95 on CPU, >= 0.9 on a GPU under jax)")
+    if "plain-nondeterministic" in rates:
+        print(f"cost of TensorFlow op determinism (plain deterministic / plain default) = "
+              f"{rates['plain'] / rates['plain-nondeterministic']:.3f}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -11,15 +12,36 @@ import numpy as np
 from edge_runtime.errors import EdgeRuntimeError, InputError
 
 
+def _number_in(kind, low, high):
+    """An argparse type: a finite ``kind`` number within [low, high]."""
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{value}'") from None
+        if not (math.isfinite(number) and low <= number <= high):
+            raise argparse.ArgumentTypeError(f"must lie in [{low:g}, {high:g}], got {value}")
+        return number
+    return parse
+
+
+_thread_count = _number_in(int, 1, 1024)
+
+
 def _threads(value: str) -> list[int | None]:
-    try:
-        return [int(v) for v in value.split(",") if v.strip()] or [None]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{value}'") from None
+    return [_thread_count(v) for v in value.split(",") if v.strip()] or [None]
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes are one ``error:`` line and exit 2, like every other error."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {' '.join(message.split())}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-runtime", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="edge-runtime", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("info", "inputs, outputs, quantization, ops, size"),
                             ("predict", "run an .npy/.npz of inputs and print the outputs"),
@@ -36,13 +58,13 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("inputs", type=Path, help=".npy (predict) or .npz with x, y")
             sub.add_argument("--raw", action="store_true",
                              help="inputs are raw (e.g. uint8 pixels): apply the sidecar's preprocessing")
-            sub.add_argument("--threads", type=int, default=None)
+            sub.add_argument("--threads", type=_thread_count, default=None)
         if name == "bench":
             sub.add_argument("--threads", type=_threads, default=[None], help="e.g. 1,2,4")
-            sub.add_argument("--warmup", type=int, default=20)
-            sub.add_argument("--warmup-seconds", type=float, default=0.0)
-            sub.add_argument("--runs", type=int, default=100)
-            sub.add_argument("--min-seconds", type=float, default=1.0)
+            sub.add_argument("--warmup", type=_number_in(int, 0, 1_000_000), default=20)
+            sub.add_argument("--warmup-seconds", type=_number_in(float, 0.0, 3600.0), default=0.0)
+            sub.add_argument("--runs", type=_number_in(int, 1, 10_000_000), default=100)
+            sub.add_argument("--min-seconds", type=_number_in(float, 0.0, 3600.0), default=1.0)
             sub.add_argument("--sample", type=Path, help=".npy with one model-ready input")
     return parser
 
@@ -54,12 +76,20 @@ def _info(args) -> dict:
 
 
 def _load_array(path: Path, key: str | None = None) -> np.ndarray:
+    import zipfile
+
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"cannot read {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
     if key is None:
-        return data if isinstance(data, np.ndarray) else data[data.files[0]]
+        if isinstance(data, np.ndarray):
+            return data
+        if not data.files:
+            raise InputError(f"{path} holds no arrays")
+        return data[data.files[0]]
+    if isinstance(data, np.ndarray):
+        raise InputError(f"{path} is a single .npy array; this needs an .npz with '{key}'")
     if key not in data:
         raise InputError(f"{path} has no '{key}' array (found: {', '.join(data.files)})")
     return data[key]

@@ -23,6 +23,10 @@ def adopt(model_path: str | os.PathLike, *, dataset: str, seed: int = 0, image_s
     from pipeline.modelio import check_input_shape, float32_copy, load_model, save_model
     from pipeline.train import TrainConfig, _check_class_count
 
+    from pipeline.limits import check
+
+    check("seed", seed)
+    check("image_size", image_size)
     import_keras()
     data = load_dataset(dataset, seed=seed, image_size=image_size, val_fraction=val_fraction,
                         test_fraction=test_fraction)

@@ -27,11 +27,14 @@ class BenchOptions:
     output: str = "bench.json"
 
     def validate(self) -> None:
-        if not self.threads or any(t < 1 for t in self.threads):
+        from pipeline.limits import check
+
+        if not self.threads:
             raise UsageError("--threads takes positive integers, e.g. 1,2,4")
-        if self.runs < 1 or self.warmup < 0 or not 0 <= self.min_seconds <= 3600:
-            raise UsageError("--runs must be at least 1; --warmup at least 0; --min-seconds "
-                             "between 0 and 3600")
+        for threads in self.threads:
+            check("threads", threads)
+        for name in ("runs", "warmup", "min_seconds"):
+            check(name, getattr(self, name))
         if self.device is not None:
             from pipeline.remote import check_remote_dir, parse_device
 

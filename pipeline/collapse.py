@@ -38,7 +38,8 @@ def judge(accuracy: float, y: np.ndarray, history: dict, num_classes: int) -> di
                   f"BatchNormalization momentum")
     elif accuracy <= chance + CHANCE_MARGIN * (1 - chance):
         reason = (f"inference accuracy {accuracy:.3f} is at chance level ({chance:.3f}): the "
-                  f"model did not learn; raise --epochs or --learning-rate, or check the labels")
+                  f"model did not learn; check --learning-rate (too high diverges, too low "
+                  f"stalls), --epochs and the labels")
     return {"collapsed": reason is not None, "reason": f"model collapsed: {reason}" if reason else None,
             "accuracy": round(accuracy, 6), "train_accuracy": train_accuracy,
             "chance": round(chance, 6), "samples": int(len(y))}

@@ -32,6 +32,9 @@ class ConvertOptions:
             if target not in TARGETS:
                 raise unknown_name("conversion target", target, TARGETS)
         check_opset(self.opset)
+        from pipeline.limits import check
+
+        check("calibration_samples", self.calibration_samples)
 
 
 def convert(run: str | Path | None, options: ConvertOptions) -> dict:
@@ -55,6 +58,11 @@ def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
     report = read_json(report_path) if report_path.exists() else {"artifacts": {}}
     prefix = _prefix(options.pruned)
     written: list[Path] = []
+    calibration = None
+    if "onnx" in options.targets and options.int8_onnx:  # checked before anything is written
+        from pipeline.quantize import calibration_set
+
+        calibration = calibration_set(context, options.calibration_samples, options.calibration_data)
 
     def record(path: Path, sidecar: dict, started: float, **extra) -> None:
         report["artifacts"][path.name] = {
@@ -72,14 +80,14 @@ def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
                                  context=context, source=source)
         record(path, sidecar, started)
     if "onnx" in options.targets:
-        _convert_onnx(context, options, model, source, prefix, record)
+        _convert_onnx(context, options, model, source, prefix, record, calibration)
     report["opset"] = options.opset
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "convert", artifacts=[*written, report_path])
     return report
 
 
-def _convert_onnx(context, options, model, source, prefix, record) -> None:
+def _convert_onnx(context, options, model, source, prefix, record, calibration) -> None:
     from pipeline import onnx_export
 
     metadata = {"version": __version__, "preprocessing": context.preprocessing,
@@ -96,10 +104,7 @@ def _convert_onnx(context, options, model, source, prefix, record) -> None:
     if not options.int8_onnx:
         return
     started = time.perf_counter()
-    from pipeline.quantize import calibration_set
-
-    calibration_source, indices, samples = calibration_set(
-        context, options.calibration_samples, options.calibration_data)
+    calibration_source, indices, samples = calibration
     qdq = onnx_export.quantize_qdq(float_proto, samples)
     path = context.run_dir / f"{prefix}int8.onnx"
     sidecar = write_artifact(

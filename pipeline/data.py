@@ -141,7 +141,12 @@ def stratified_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
 def _finish(name: str, x_train, y_train, x_test, y_test, *, seed: int, val_fraction: float,
             image_size: int | None, class_names: list[str] | None = None) -> Dataset:
     """Common tail of every loader: shape, resize, validation split, preprocessing spec."""
-    x_train, x_test = _as_nhwc(x_train), _as_nhwc(x_test)
+    x_train, x_test = _as_nhwc(x_train, "x_train"), _as_nhwc(x_test, "x_test")
+    for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        labels = np.asarray(y)
+        if labels.ndim == 0 or len(x) != len(labels):
+            raise DataError(f"data set '{name}': x_{split} has {len(x)} samples but y_{split} "
+                            f"has {labels.size if labels.ndim == 0 else len(labels)} labels")
     if image_size is not None and x_train.ndim == 4:
         x_train, x_test = _resize(x_train, image_size), _resize(x_test, image_size)
     y_train, y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
@@ -164,8 +169,12 @@ def _finish(name: str, x_train, y_train, x_test, y_test, *, seed: int, val_fract
     return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, preprocessing, names)
 
 
-def _as_nhwc(x) -> np.ndarray:
+def _as_nhwc(x, what: str = "x") -> np.ndarray:
     x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{what} must hold numbers, got dtype {x.dtype}")
+    if x.ndim < 1:
+        raise DataError(f"{what} must be an array of samples, got a scalar")
     if x.ndim == 3:  # (N, H, W) grey images
         x = x[..., None]
     return x

@@ -35,10 +35,12 @@ class PruneOptions:
     skip_layers: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        if not 0.0 < self.sparsity < 1.0:
+        from pipeline.limits import check
+
+        if not 0.0 < self.sparsity < 1.0:  # NaN fails this too
             raise UsageError(f"--sparsity must lie strictly between 0 and 1, got {self.sparsity}")
-        if self.fine_tune_epochs < 0:
-            raise UsageError("--fine-tune-epochs must be 0 or more")
+        check("fine_tune_epochs", self.fine_tune_epochs)
+        check("learning_rate", self.learning_rate)
 
 
 def polynomial_sparsity(step: int, end_step: int, final: float, initial: float = 0.0,

@@ -34,8 +34,9 @@ class QuantizeOptions:
             from pipeline.errors import unknown_name
 
             raise unknown_name("--compat target", self.compat, COMPAT)
-        if self.calibration_samples < 0:
-            raise UsageError("--calibration-samples must be 0 or more")
+        from pipeline.limits import check
+
+        check("calibration_samples", self.calibration_samples)
 
 
 def artifact_name(mode: str, pruned: bool) -> str:
@@ -102,6 +103,8 @@ def calibration_set(context: RunContext, count: int, path: str | None = None):
 def calibration_from_file(context: RunContext, path: str, count: int):
     """Calibration samples from the user's file: raw samples (like the data set's, e.g. uint8
     pixels), checked against the preprocessing spec, seeded sample, then preprocessed."""
+    import zipfile
+
     import numpy as np
 
     from edge_runtime.errors import InputError
@@ -115,9 +118,11 @@ def calibration_from_file(context: RunContext, path: str, count: int):
     try:
         loaded = np.load(file, allow_pickle=False)
         raw = loaded if isinstance(loaded, np.ndarray) else loaded["x"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read calibration samples from {file} (an .npy, or an .npz with "
                         f"'x'): {exc}") from None
+    if not isinstance(raw, np.ndarray) or raw.ndim < 1:
+        raise DataError(f"calibration file {file} holds no array of samples")
     expected = tuple(context.preprocessing["input_shape"])
     if raw.shape[1:] != expected:
         raise DataError(f"calibration samples in {file} have shape {raw.shape[1:]}, the model "

@@ -98,6 +98,8 @@ def resolve_run(run: str | os.PathLike | None,
         if run is None:
             raise RunDirError(f"no run found at {run_dir}: run `pipeline train` first or pass --run DIR")
         raise RunDirError(f"run directory {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory")
     run_dir = run_dir.resolve()
     manifest_path = run_dir / MANIFEST
     if manifest_path.exists():

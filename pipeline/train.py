@@ -66,11 +66,11 @@ class TrainConfig:
                 raise unknown_name(field.replace("_", "-"), getattr(self, field), allowed)
         if self.class_weight not in (None, "balanced"):
             raise unknown_name("class-weight", self.class_weight, ["balanced"])
-        if self.epochs < 1 or self.batch_size < 1:
-            raise UsageError(f"--epochs and --batch-size must be at least 1 "
-                             f"(got {self.epochs} and {self.batch_size})")
-        if not self.learning_rate > 0:
-            raise UsageError(f"--learning-rate must be positive (got {self.learning_rate})")
+        from pipeline.limits import check
+
+        for name in ("epochs", "batch_size", "learning_rate", "early_stopping", "seed",
+                     "image_size", "val_fraction", "test_fraction"):
+            check(name, getattr(self, name))
         from pipeline.backend import BACKENDS
 
         if self.backend is not None and self.backend not in BACKENDS:
@@ -189,7 +189,6 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
     keras.backend.clear_session()
     seed_everything(config.seed)
     devices = _devices(keras)
-    log.info("training on %s", ", ".join(devices))
     strategy = _strategy(config.distribute, keras)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -209,8 +208,9 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
         y_train, y_val, y_test = x_train, x_val, x_test
     history = read_json(run_dir / CHECKPOINT_STATE)["history"] if resume else {}
     timer = EpochTimer(keras)
-    callbacks = [timer, *_callbacks(keras, config, run_dir, history)]
+    callbacks = [*_callbacks(keras, config, run_dir, history), timer]  # last: checkpoints count
     train_input = _training_input(keras, config, x_train, y_train, task)
+    log.info("training on %s", ", ".join(devices))
     started = time.perf_counter()
     model.fit(
         train_input if train_input is not None else x_train,
@@ -340,7 +340,7 @@ def _callbacks(keras, config: TrainConfig, run_dir: Path, history: dict) -> list
 
 # A checkpoint may cost at most this fraction of the training time between two checkpoints:
 # on a GPU an epoch can take less than a second, and saving after every one would dominate.
-CHECKPOINT_BUDGET = 0.1
+CHECKPOINT_BUDGET = 0.02
 
 
 def _atomic_checkpoint(keras, config: TrainConfig, run_dir: Path, history: dict[str, list[float]]):

@@ -127,7 +127,7 @@ def test_training_options(tmp_path):
     (["--model", "mnist_cn"], "unknown model 'mnist_cn'. Did you mean 'mnist_cnn'?", 2),
     (["--dataset", "digts"], "unknown data set 'digts'. Did you mean 'digits'?", 2),
     (["--optimizer", "adamw"], "unknown optimizer 'adamw'. Did you mean 'adam'?", 2),
-    (["--epochs", "0"], "--epochs and --batch-size must be at least 1", 2),
+    (["--epochs", "0"], "--epochs must lie in [1, 100000], got 0", 2),
     (["--distribute", "multiworker"], "--distribute multiworker needs TF_CONFIG", 2),
 ])
 def test_bad_options_give_one_line(tmp_path, args, message, code, monkeypatch):
