@@ -77,8 +77,9 @@ class TrainConfig:
             raise unknown_name("backend", self.backend, BACKENDS)
         if self.tensorboard and self.backend not in (None, "tensorflow"):
             raise UsageError("--tensorboard writes TensorFlow summaries: use it with --backend tensorflow")
-        if self.distribute == "multiworker" and self.backend not in (None, "tensorflow"):
-            raise UsageError("--distribute multiworker is TensorFlow's; with jax use --distribute mirrored")
+        if self.distribute == "multiworker" and self.backend == "torch":
+            raise UsageError("--distribute multiworker runs on tensorflow (TF_CONFIG) or jax "
+                             "(KERAS_DISTRIBUTION_*), not torch")
 
 
 def recipe_for(model: str) -> dict[str, Any]:
@@ -209,18 +210,22 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
     history = read_json(run_dir / CHECKPOINT_STATE)["history"] if resume else {}
     timer = EpochTimer(keras)
     callbacks = [*_callbacks(keras, config, run_dir, history), timer]  # last: checkpoints count
-    train_input = _training_input(keras, config, x_train, y_train, task)
+    ((fit_x, fit_y), (fit_x_val, fit_y_val)), batch_size = _shard(
+        config, keras, (x_train, y_train), (x_val, y_val))
+    train_input = _training_input(keras, config, fit_x, fit_y, task, batch_size)
     log.info("training on %s", ", ".join(devices))
     started = time.perf_counter()
     model.fit(
-        train_input if train_input is not None else x_train,
-        None if train_input is not None else y_train,
-        batch_size=None if train_input is not None else config.batch_size,
+        train_input if train_input is not None else fit_x,
+        None if train_input is not None else fit_y,
+        batch_size=None if train_input is not None else batch_size,
         epochs=config.epochs, initial_epoch=initial_epoch,
-        validation_data=(x_val, y_val) if len(x_val) else None,
+        validation_data=(fit_x_val, fit_y_val) if len(fit_x_val) else None,
         class_weight=_class_weights(config, y_train) if task == "classifier" else None,
         callbacks=callbacks, verbose=verbose, shuffle=True)
     train_seconds = time.perf_counter() - started
+    if config.distribute == "multiworker" and keras.backend.backend() == "jax":
+        model = _process_local_copy(keras, model, task)
     recalibrated = recalibrate_batchnorm(model, x_train, seed=config.seed)
     evaluation = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
     collapse = None
@@ -267,7 +272,25 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
 def _import_keras_for(config: TrainConfig):
     from pipeline.backend import import_keras
 
-    return import_keras(config.backend)  # with TensorFlow, also turns on deterministic kernels
+    keras = import_keras(config.backend)  # with TensorFlow, also turns on deterministic kernels
+    if config.distribute == "multiworker" and keras.backend.backend() == "jax":
+        _join_jax_cluster(keras)
+    return keras
+
+
+_JOINED: list[bool] = []
+
+
+def _join_jax_cluster(keras) -> None:
+    """``jax.distributed.initialize`` through Keras, once per process and before any JAX call."""
+    if _JOINED:
+        return
+    import jax
+
+    _jax_cluster()  # the environment must describe the cluster
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # for CPU-only clusters
+    keras.distribution.initialize()  # reads KERAS_DISTRIBUTION_* (README)
+    _JOINED.append(True)
 
 
 def _model_label(model: str) -> str:
@@ -439,6 +462,8 @@ def is_chief(config: TrainConfig) -> bool:
     (the ``chief`` task, or worker 0 when the cluster names none): only the chief writes the run."""
     if config.distribute != "multiworker":
         return True
+    if (config.backend or os.environ.get("KERAS_BACKEND")) == "jax":
+        return _jax_cluster()[1] == 0
     try:
         tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
         task, cluster = tf_config.get("task", {}), tf_config.get("cluster", {})
@@ -459,12 +484,12 @@ def _class_weights(config: TrainConfig, y_train: np.ndarray) -> dict[int, float]
     return {int(c): float(w) for c, w in zip(classes, weights)}
 
 
-def _training_input(keras, config: TrainConfig, x, y, task: str):
+def _training_input(keras, config: TrainConfig, x, y, task: str, batch_size: int):
     if not config.augment:
         return None
     if x.ndim != 4:
         raise UsageError("--augment works on images (N, H, W, C); this data set is not one")
-    return _ShiftAugmentation.create(keras, x, y, config.batch_size, config.seed)
+    return _ShiftAugmentation.create(keras, x, y, batch_size, config.seed)
 
 
 class _ShiftAugmentation:
@@ -501,9 +526,10 @@ def _strategy(distribute: str, keras):
     if distribute == "none":
         return None
     if keras.backend.backend() == "jax":
-        # Data parallel over every visible accelerator (or the CPU) with Keras' distribution API.
+        # Data parallel over every visible accelerator (or the CPU) with Keras' distribution API;
+        # over several processes, each feeds its own shard of every batch (see _shard).
         keras.distribution.set_distribution(keras.distribution.DataParallel(
-            devices=keras.distribution.list_devices()))
+            devices=keras.distribution.list_devices(), auto_shard_dataset=False))
         return None
     if keras.backend.backend() == "torch":
         raise UsageError("--distribute with the torch backend is not supported: use jax or tensorflow")
@@ -519,6 +545,56 @@ def _strategy(distribute: str, keras):
     except ValueError:
         raise UsageError("TF_CONFIG is not valid JSON") from None
     return _keras3_multiworker_reduce(tf.distribute.MultiWorkerMirroredStrategy())
+
+
+JAX_CLUSTER_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                         "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def _jax_cluster() -> tuple[int, int]:
+    """(process count, this process's id) from Keras' distribution variables."""
+    missing = [name for name in JAX_CLUSTER_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise UsageError(f"--distribute multiworker under jax needs {', '.join(missing)} "
+                         f"(see the README section 'Training on several machines')")
+    try:
+        count = int(os.environ["KERAS_DISTRIBUTION_NUM_PROCESSES"])
+        index = int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"])
+    except ValueError:
+        raise UsageError("KERAS_DISTRIBUTION_NUM_PROCESSES and _PROCESS_ID must be integers") from None
+    addresses = os.environ["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(",")
+    if not (count >= 1 and 0 <= index < count and len(addresses) in (1, count)):
+        raise UsageError(f"inconsistent KERAS_DISTRIBUTION_*: process {index} of {count}, "
+                         f"{len(addresses)} job addresses")
+    return count, index
+
+
+def _process_local_copy(keras, model, task: str):
+    """After multi-process jax training the weights are global arrays (replicated over every
+    process); evaluating, checking and saving run on a copy in this process alone."""
+    weights = model.get_weights()  # fully replicated: each process can read them
+    keras.distribution.set_distribution(None)
+    local = keras.models.clone_model(model)
+    local.set_weights(weights)
+    local.compile(loss=_loss(task), metrics=["accuracy"] if task == "classifier" else [])
+    return local
+
+
+def _shard(config: TrainConfig, keras, *splits):
+    """Under jax multi-process training every process feeds its own slice of each global
+    batch: this process's share of the samples and of the batch size."""
+    if config.distribute != "multiworker" or keras.backend.backend() != "jax":
+        return splits, config.batch_size
+    count, index = _jax_cluster()
+    if config.batch_size % count:
+        raise UsageError(f"--batch-size {config.batch_size} must be a multiple of the "
+                         f"{count} processes")
+    # every process takes the same number of samples, so all run the same number of steps
+    sharded = []
+    for x, y in splits:
+        usable = len(x) - len(x) % count
+        sharded.append((x[index:usable:count], y[index:usable:count]))
+    return sharded, config.batch_size // count
 
 
 def _keras3_multiworker_reduce(strategy):

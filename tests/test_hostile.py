@@ -92,12 +92,17 @@ def test_verify_checks_the_sidecar_the_device_will_read(quantized_copy):
     sidecar_path.write_text(json.dumps(sidecar))
     result = invoke("verify", "--run", quantized_copy)
     assert result.exit_code == 6 and "model_int8.tflite (" in result.stderr and "sidecar" in result.stderr
-    row = read_json(quantized_copy / "verify.json")["artifacts"][0]
+    row = _verify_row(quantized_copy, "model_int8.tflite")
     assert row["gates"]["sidecar"]["passed"] is False and "preprocessing.scale" in row["gates"]["sidecar"]["value"]
     sidecar_path.unlink()
     result = invoke("verify", "--run", quantized_copy)
     assert result.exit_code == 6
-    assert "missing" in read_json(quantized_copy / "verify.json")["artifacts"][0]["gates"]["sidecar"]["value"]
+    assert "missing" in _verify_row(quantized_copy, "model_int8.tflite")["gates"]["sidecar"]["value"]
+
+
+def _verify_row(run_dir, artifact):
+    rows = read_json(run_dir / "verify.json")["artifacts"]
+    return next(row for row in rows if row["artifact"] == artifact)
 
 
 def test_a_sidecar_that_is_not_an_object_is_one_line(quantized_copy):
