@@ -78,6 +78,7 @@ def quantize_qdq(float_proto, calibration: np.ndarray):
 
 
 _GENERATED = re.compile(r"^(.*?)__\d+(:\d+)?$")
+_COUNTER = re.compile(r"__\d+")
 
 
 def canonical_names(proto) -> None:
@@ -89,13 +90,18 @@ def canonical_names(proto) -> None:
     graph = proto.graph
     tensor_map: dict[str, str] = {}
     node_map: dict[str, str] = {}
+    # tf2onnx merges equal constants and keeps whichever name a hash order puts first
+    # ("const_axes" in one process, "const_starts" in the next): constants get no stem.
+    constants = {initializer.name for initializer in graph.initializer}
 
     def rename(name: str, table: dict[str, str]) -> str:
         match = _GENERATED.match(name)
         if not match:
             return name
         if name not in table:
-            table[name] = f"{match.group(1)}__c{len(table)}{match.group(2) or ''}"
+            # counters can nest ("X__202_DequantizeLinear__203"): drop every one of them
+            stem = "const" if name in constants else _COUNTER.sub("", match.group(1))
+            table[name] = f"{stem}__c{len(table)}{match.group(2) or ''}"
         return table[name]
 
     for node in graph.node:

@@ -51,7 +51,8 @@ def test_jax_trained_model_converts_and_passes_verify(jax_run, trained_run, tmp_
     metrics = json.loads((jax_run / "train.json").read_text())
     assert metrics["backend"] == "jax" and metrics["devices"] and metrics["samples_per_second"] > 0
     tensorflow_accuracy = trained_run.metrics["test_accuracy"]
-    assert abs(metrics["test_accuracy"] - tensorflow_accuracy) <= 0.015, (metrics["test_accuracy"],
+    # measured: both 0.9722; the bound allows 5 of 360 images of difference between backends
+    assert abs(metrics["test_accuracy"] - tensorflow_accuracy) <= 5 / 360 + 1e-9, (metrics["test_accuracy"],
                                                                          tensorflow_accuracy)
     _tflite_matches_keras(jax_run, tmp_path)
     quantize(jax_run, QuantizeOptions(modes=["int8", "float16"]))

@@ -54,7 +54,7 @@ def test_edge_runtime_never_imports_tensorflow(artifacts, test_npz, tmp_path):
         for name in ("model_int8.tflite", "model_float32.onnx"):
             runner = load({str(artifacts)!r} + "/" + name)
             accuracy = np.mean(runner.predict(data["x"], raw=True).argmax(1) == data["y"])
-            assert accuracy > 0.95, (name, accuracy)
+            assert accuracy >= 0.93, (name, accuracy)  # 0.9722 measured: 14 images of margin
             bench_file({str(artifacts)!r} + "/" + name, runs=5, min_seconds=0)
         assert main(["info", {str(artifacts / 'model_int8.tflite')!r}, "--json"]) == 0
         loaded = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx")]
@@ -118,7 +118,8 @@ def test_cli_info_predict_eval_bench(artifacts, test_npz, tmp_path, capsys):
 
     assert edge_main(["eval", model, str(test_npz), "--raw", "--json"]) == 0
     evaluation = json.loads(capsys.readouterr().out)
-    assert evaluation["samples"] == 360 and evaluation["accuracy"] >= 0.96
+    # the seed CNN scores 0.9722 (350 of 360); 0.95 (342) leaves 8 images for another machine
+    assert evaluation["samples"] == 360 and evaluation["accuracy"] >= 0.95
 
     assert edge_main(["bench", model, "--threads", "1,2", "--runs", "30", "--min-seconds", "0",
                       "--json"]) == 0

@@ -50,8 +50,9 @@ def test_int8_is_small_accurate_and_agrees(converted, keras_reference):
     assert int8.input.dtype == "int8" and int8.outputs[0].dtype == "int8"
     assert int8.input.shape == (1, 28, 28, 1)  # batch-1 signature by default
     predicted = int8.predict(x_test)
-    assert _accuracy(expected, y_test) - _accuracy(predicted, y_test) <= 0.005
-    assert np.mean(predicted.argmax(1) == expected.argmax(1)) >= 0.99
+    # measured: drop 0.0, 360/360 top-1 agreement; bounds: 4 and 5 of 360 images
+    assert _accuracy(expected, y_test) - _accuracy(predicted, y_test) <= 4 / 360
+    assert np.mean(predicted.argmax(1) == expected.argmax(1)) >= 1 - 5 / 360
     size_ratio = (converted / "model_int8.tflite").stat().st_size / (
         converted / "model_float32.tflite").stat().st_size
     assert size_ratio <= 0.35
@@ -70,8 +71,9 @@ def test_float_artifacts_match_keras(converted, keras_reference):
 def test_other_quantized_artifacts_keep_accuracy(converted, keras_reference, name):
     x_test, y_test, expected = keras_reference
     predicted = load(converted / name).predict(x_test)
-    assert _accuracy(expected, y_test) - _accuracy(predicted, y_test) <= 0.01, name
-    assert np.mean(predicted.argmax(1) == expected.argmax(1)) >= 0.98, name
+    # measured for all three: drop 0.0 and 360/360 agreement; bounds: 4 and 7 of 360 images
+    assert _accuracy(expected, y_test) - _accuracy(predicted, y_test) <= 4 / 360, name
+    assert np.mean(predicted.argmax(1) == expected.argmax(1)) >= 1 - 7 / 360, name
 
 
 def test_int8_onnx_from_tflite_tracks_litert(converted, keras_reference):
@@ -141,7 +143,8 @@ def test_float_io_dynamic_batch_and_compat(trained_run, tmp_path, keras_referenc
                                                   calibration_samples=100))
     runner = load(trained_run.run_dir / "model_int8.tflite")
     assert runner.input.dtype == "float32" and runner.dynamic_batch
-    assert np.mean(runner.predict(x_test[:64]).argmax(1) == expected[:64].argmax(1)) >= 0.97
+    # float-I/O int8 on 64 images: at most 4 may disagree (the int8 model above: none of 360)
+    assert np.mean(runner.predict(x_test[:64]).argmax(1) == expected[:64].argmax(1)) >= 60 / 64
     quantize(trained_run.run_dir, QuantizeOptions(modes=["dynamic"], compat="tflite-runtime"))
     from ai_edge_litert.interpreter import Interpreter
 

@@ -42,8 +42,10 @@ def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
     quantize(run_dir, QuantizeOptions(modes=["int8"], calibration_samples=100))
     ours = np.mean(load(run_dir / "model_int8.tflite").predict(x[second]).argmax(1) == y[second])
     reference = np.mean(load(ic / "pretrainedResnet_quant.tflite").predict(x[second]).argmax(1) == y[second])
-    assert metrics["test_accuracy"] >= 0.8
-    assert ours >= reference - 0.01, (ours, reference)
+    # on these 100 samples: the .h5 0.84, our int8 0.84, the reference int8 0.82. Bounds: the
+    # .h5 at least 0.78 (6 samples of margin); ours at most 3 samples below the reference
+    assert metrics["test_accuracy"] >= 0.78
+    assert ours >= reference - 0.03, (ours, reference)
     from pipeline.verify import VerifyOptions, verify
 
     report = verify(run_dir, VerifyOptions(
@@ -66,4 +68,4 @@ def test_stateful_lstm_resets_between_samples():
     runner = load(lstm / "trained_lstm.tflite")
     assert runner.stateful
     accuracy = np.mean(runner.predict(images).argmax(1) == labels)
-    assert accuracy >= 0.97, accuracy
+    assert accuracy >= 0.96, accuracy  # 0.976 measured (488 of 500): 8 samples of margin

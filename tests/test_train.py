@@ -170,6 +170,7 @@ def test_user_model_is_fine_tuned(tmp_path):
     result = invoke("train", "--model", tmp_path / "mine.keras", "--epochs", "2", "--quiet",
                     "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
+    # a softmax regression after 2 epochs: 0.8639 measured; 0.8 leaves 23 of 360 images
     assert read_json(tmp_path / "r" / "train.json")["test_accuracy"] > 0.8
 
 
