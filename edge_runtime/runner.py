@@ -17,6 +17,7 @@ import numpy as np
 from edge_runtime.artifact import check_artifact, read_sidecar
 from edge_runtime.errors import ArtifactError, BackendMissingError, InputError
 from edge_runtime.preprocessing import apply_preprocessing, check_model_input, check_raw_input
+from edge_runtime.quiet import quiet_native
 
 
 @dataclass
@@ -120,8 +121,9 @@ class TFLiteRunner(Runner):
         if not xnnpack:
             options["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads, **options)
-            self.interpreter.allocate_tensors()
+            with quiet_native():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+                self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads, **options)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(f"LiteRT cannot load {path}: {_first_line(exc)}") from None
         self.load_ms = (time.perf_counter_ns() - started) / 1e6

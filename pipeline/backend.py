@@ -35,13 +35,16 @@ def import_keras(backend: str | None = None):
     quiet_tensorflow_logs()
     if wanted != "tensorflow":
         _keep_tensorflow_out()
-    import keras
+    from edge_runtime.quiet import quiet_native
 
-    if wanted == "tensorflow":
-        import tensorflow as tf
+    with quiet_native():  # absl's and CUDA probing's lines on fd 2
+        import keras
 
-        # Same seed and inputs, same weights and artifacts, in every process of a run.
-        tf.config.experimental.enable_op_determinism()
+        if wanted == "tensorflow":
+            import tensorflow as tf
+
+            # Same seed and inputs, same weights and artifacts, in every process of a run.
+            tf.config.experimental.enable_op_determinism()
     return keras
 
 

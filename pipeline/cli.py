@@ -16,6 +16,21 @@ app = typer.Typer(
          "→ verify → bench → report.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
+@app.callback()
+def _global_options(
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Show what TensorFlow, LiteRT and the converters write to stderr "
+                          "(hidden by default).")] = False,
+) -> None:
+    """Take a Keras model from training to a device: train → prune → quantize → convert → verify → bench → report."""
+    if verbose:
+        import os
+
+        from edge_runtime.quiet import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+
+
 RunOption = Annotated[Optional[Path], typer.Option(
     "--run", help="Run directory to work on (default: runs/latest).")]
 UnsafeOption = Annotated[bool, typer.Option(

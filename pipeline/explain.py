@@ -58,9 +58,12 @@ def explain_tflite(context, path: Path, x_test: np.ndarray, top: int = 3) -> dic
                                float_io=options.get("float_io", False),
                                dynamic_batch=options.get("dynamic_batch", False))
     debug_samples = x_test[:64]
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=lambda: ([s[None]] for s in debug_samples))
-    debugger.run()
+    from edge_runtime.quiet import quiet_native
+
+    with quiet_native():  # it builds a deprecated tf.lite.Interpreter, which says so at length
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([s[None]] for s in debug_samples))
+        debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     dump.seek(0)

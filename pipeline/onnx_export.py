@@ -30,8 +30,11 @@ def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Tr
     shape = [None if dynamic_batch else 1, *model.input_shape[1:]]
     signature = [tf.TensorSpec(shape, tf.float32, name="input")]
     function = tf.function(lambda x: model(x, training=False))
+    from edge_runtime.quiet import quiet_native
+
     try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+        with quiet_native():
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"tf2onnx could not convert the model: {_first_line(exc)}") from None
     return proto
@@ -42,8 +45,11 @@ def tflite_to_onnx(tflite_path: Path, *, opset: int = DEFAULT_OPSET):
     import tf2onnx
 
     check_opset(opset)
+    from edge_runtime.quiet import quiet_native
+
     try:
-        proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
+        with quiet_native():
+            proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"tf2onnx could not convert {tflite_path.name}: {_first_line(exc)}") from None
     return proto

@@ -20,8 +20,11 @@ def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = 
     """
     converter = make_converter(model, mode, calibration=calibration, float_io=float_io,
                                dynamic_batch=dynamic_batch, compat=compat)
+    from edge_runtime.quiet import quiet_native
+
     try:
-        return converter.convert()
+        with quiet_native():  # "fully_quantize: 0, ...", statistics warnings
+            return converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
         raise _conversion_error(exc, mode) from None
 
