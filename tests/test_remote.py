@@ -135,6 +135,10 @@ def test_remote_bench_over_loopback_ssh(sshd, trained_run, default_remote_dir):
 
 
 def test_unreachable_device_is_one_line(trained_run):
+    from pipeline.quantize import QuantizeOptions, quantize
+
+    if not (trained_run.run_dir / "model_int8.tflite").exists():  # an artifact to send
+        quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
     runner = CliRunner()
     result = runner.invoke(app, ["bench", "--run", str(trained_run.run_dir), "--device",
                                  f"ssh://nobody@127.0.0.1:{_free_port()}"])
