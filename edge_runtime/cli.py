@@ -137,8 +137,30 @@ def _print_human(command: str, result: dict) -> None:
                   f"{row['throughput_per_s']:.0f}/s ({row['method']['runs']} runs)")
     elif command == "eval":
         print(f"accuracy {result['accuracy']:.4f} on {result['samples']} samples")
+    elif command == "info":
+        _print_info(result)
     else:
         print(json.dumps(result, indent=2))
+
+
+def _print_info(result: dict) -> None:
+    """``edge-runtime info`` for a person (``--json`` for a program)."""
+    print(f"{result['model']}: {result['backend']}, {result['size_bytes'] / 1024:.1f} KiB, "
+          f"mode {result['mode'] or 'unknown (no sidecar)'}")
+    for kind in ("inputs", "outputs"):
+        for tensor in result[kind]:
+            quant = (f", scale {tensor['scale']:.6g} zero point {tensor['zero_point']}"
+                     if tensor["scale"] else "")
+            print(f"  {kind[:-1]:6s} {tensor['name']}: {tensor['dtype']} {tuple(tensor['shape'])}{quant}")
+    spec = result["preprocessing"]
+    if spec:
+        print(f"  raw input: {spec.get('raw_dtype')} x {spec.get('scale'):.6g}"
+              + (f", mean {spec['mean']}, std {spec['std']}" if spec.get("mean") is not None else ""))
+    if result["ops"]:
+        print("  ops: " + ", ".join(f"{op} x{count}" for op, count in result["ops"].items()))
+    if "xnnpack_delegated" in result:
+        print(f"  XNNPACK: {'yes' if result['xnnpack_delegated'] else 'no'}; "
+              f"stateful: {'yes' if result['stateful'] else 'no'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,4 +186,12 @@ if __name__ == "__main__":
 
 
 def console() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # output piped into `head`: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

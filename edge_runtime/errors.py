@@ -2,6 +2,15 @@
 from __future__ import annotations
 
 
+def first_line(problem: BaseException | str) -> str:
+    """The first line of an exception's message (or its type), at most 200 characters: what
+    a one-line error can quote of a library's multi-line message."""
+    text = str(problem).strip()
+    if not text:
+        return type(problem).__name__ if isinstance(problem, BaseException) else ""
+    return text.splitlines()[0][:200]
+
+
 class EdgeRuntimeError(Exception):
     exit_code = 1
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.artifact import check_artifact, read_sidecar
-from edge_runtime.errors import ArtifactError, BackendMissingError, InputError
+from edge_runtime.errors import ArtifactError, BackendMissingError, InputError, first_line
 from edge_runtime.preprocessing import apply_preprocessing, check_model_input, check_raw_input
 from edge_runtime.quiet import quiet_native
 
@@ -125,7 +125,7 @@ class TFLiteRunner(Runner):
                 self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads, **options)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"LiteRT cannot load {path}: {_first_line(exc)}") from None
+            raise ArtifactError(f"LiteRT cannot load {path}: {first_line(exc)}") from None
         self.load_ms = (time.perf_counter_ns() - started) / 1e6
         self.threads, self.xnnpack = threads, xnnpack
         self._input_details = self.interpreter.get_input_details()
@@ -187,7 +187,7 @@ class OnnxRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped Fail/InvalidGraph
-            raise ArtifactError(f"ONNX Runtime cannot load {path}: {_first_line(exc)}") from None
+            raise ArtifactError(f"ONNX Runtime cannot load {path}: {first_line(exc)}") from None
         self.load_ms = (time.perf_counter_ns() - started) / 1e6
         self.threads = threads
         quantization = {q["name"]: q for q in self.sidecar.get("inputs", []) + self.sidecar.get("outputs", [])}
@@ -333,8 +333,3 @@ def _onnx_info(tensor, quantization: dict) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) else 1 for d in tensor.shape)
     return TensorInfo(tensor.name, shape, _ONNX_DTYPES.get(tensor.type, "float32"),
                       float(recorded.get("scale", 0.0)), int(recorded.get("zero_point", 0)))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

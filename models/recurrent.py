@@ -24,7 +24,7 @@ def _recurrent_classifier(cell: str, input_shape, num_classes, units: int):
 
 
 # Rows of digits (360 test images, seed 0): GRU with RMSprop 1e-3 for 15 epochs 0.633;
-# Adam 3e-3 for 15 epochs 0.894, for 30 epochs 0.928. LSTM 0.831 on the common recipe.
+# Adam 3e-3 for 15 epochs 0.894, for 30 epochs 0.928. LSTM: 0.831 on the common recipe, 0.942 on this.
 RECURRENT_RECIPE = {"optimizer": "adam", "learning_rate": 3e-3, "epochs": 30}
 
 

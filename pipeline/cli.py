@@ -371,13 +371,20 @@ def _progress(stage: str, status: str, seconds: float) -> None:
 
 
 @app.command()
-def report(run_dir: Annotated[Optional[Path], typer.Argument(help="Run directory (default: runs/latest).")] = None) -> None:
+def report(
+    run_dir: Annotated[Optional[Path], typer.Argument(
+        help="Run directory (same as --run; kept for scripts that pass it this way).")] = None,
+    run: RunOption = None,
+) -> None:
     """Rebuild report.md / report.html of a run from its JSON files."""
     with _errors_to_exit_codes():
+        from pipeline.errors import UsageError
         from pipeline.report import build_report
         from pipeline.rundir import resolve_run
 
-        run_path = resolve_run(run_dir)
+        if run_dir is not None and run is not None and run_dir != run:
+            raise UsageError(f"two run directories given ({run_dir} and --run {run}): pass one")
+        run_path = resolve_run(run or run_dir)
         summary = build_report(run_path)
         typer.echo(f"recommended: {summary['recommended'] or 'none meets the constraints'}")
         typer.echo(f"report: {run_path / 'report.html'}")

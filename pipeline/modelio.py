@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
+from edge_runtime.errors import first_line
 from pipeline.errors import ModelError
 from pipeline.fsutil import atomic_path
 
@@ -77,14 +78,14 @@ def load_model(path: str | os.PathLike, *, unsafe: bool | None = None):
                              f"if you trust the file: pass --unsafe to load it") from None
         if "groups" in message and path.suffix in (".h5", ".hdf5"):
             return _load_legacy_h5(keras, path)
-        raise ModelError(f"cannot load {path}: {_first_line(message)}") from None
+        raise ModelError(f"cannot load {path}: {first_line(message)}") from None
     except TypeError as exc:
         if "groups" in str(exc) and path.suffix in (".h5", ".hdf5"):
             return _load_legacy_h5(keras, path)
-        raise ModelError(f"cannot load {path}: {_first_line(str(exc))}") from None
+        raise ModelError(f"cannot load {path}: {first_line(str(exc))}") from None
     except Exception as exc:  # noqa: BLE001 - h5py/zip/json failures all mean a bad file
         raise ModelError(f"cannot load {path} (corrupt or truncated?): "
-                         f"{_first_line(str(exc)) or type(exc).__name__}") from None
+                         f"{first_line(str(exc)) or type(exc).__name__}") from None
 
 
 def _load_legacy_h5(keras, path: Path):
@@ -118,7 +119,7 @@ def _load_saved_model(path: Path):
     try:
         layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"cannot load SavedModel {path}: {_first_line(str(exc))}") from None
+        raise ModelError(f"cannot load SavedModel {path}: {first_line(str(exc))}") from None
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -210,7 +211,3 @@ def _strip_policies(node) -> None:
     elif isinstance(node, list):
         for value in node:
             _strip_policies(value)
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:200] if text.strip() else ""

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.errors import first_line
 from pipeline.errors import ConversionError
 
 DEFAULT_OPSET = 17
@@ -36,7 +37,7 @@ def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Tr
         with quiet_native():
             proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"tf2onnx could not convert the model: {_first_line(exc)}") from None
+        raise ConversionError(f"tf2onnx could not convert the model: {first_line(exc)}") from None
     return proto
 
 
@@ -51,7 +52,7 @@ def tflite_to_onnx(tflite_path: Path, *, opset: int = DEFAULT_OPSET):
         with quiet_native():
             proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"tf2onnx could not convert {tflite_path.name}: {_first_line(exc)}") from None
+        raise ConversionError(f"tf2onnx could not convert {tflite_path.name}: {first_line(exc)}") from None
     return proto
 
 
@@ -141,8 +142,3 @@ def with_metadata(proto, metadata: dict[str, Any]) -> bytes:
     proto.doc_string = ""
     proto.graph.doc_string = ""  # tf2onnx's differs from process to process
     return proto.SerializeToString()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -210,12 +210,25 @@ def _cells(row: dict) -> list[str]:
             "–" if row["speedup"] is None else f"{row['speedup']:.2f}x", "●" if row["pareto"] else ""]
 
 
+def describe_constraints(constraints: dict) -> str:
+    """``max accuracy drop 1.00 pt, max p50 5 ms`` rather than a Python dict."""
+    parts = []
+    if constraints.get("max_accuracy_drop") is not None:
+        parts.append(f"max accuracy drop {constraints['max_accuracy_drop'] * 100:.2f} pt")
+    if constraints.get("max_latency_ms") is not None:
+        parts.append(f"max p50 {constraints['max_latency_ms']:g} ms")
+    if constraints.get("max_size_kb") is not None:
+        parts.append(f"max size {constraints['max_size_kb']:g} KiB")
+    return ", ".join(parts) or "none"
+
+
 def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
     lines = [f"# Pipeline report: {train.get('model')} on {train['data']['name']}", ""]
-    lines.append(f"Keras test accuracy: {summary['keras_accuracy']}" if summary["keras_accuracy"] is not None
+    accuracy = summary["keras_accuracy"]
+    lines.append(f"Keras test accuracy: {accuracy * 100:.2f}%" if accuracy is not None
                  else "Task: reconstruction")
     lines.append(f"Recommended artifact: **{summary['recommended'] or 'none meets the constraints'}** "
-                 f"(constraints: {summary['constraints']})")
+                 f"(constraints: {describe_constraints(summary['constraints'])})")
     lines += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
     lines += ["", "Δ is against the unpruned Keras model; speed-up against the base float32 TFLite "
@@ -254,7 +267,7 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
 <h1>Pipeline report: {escape(str(train.get('model')))} on {escape(train['data']['name'])}</h1>
 <p class="summary">Keras test accuracy: <b>{'' if accuracy is None else f'{accuracy * 100:.2f}%'}</b>.
 Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the constraints')}</b>
-(constraints: {escape(str(summary['constraints']))}). Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
+(constraints: {escape(describe_constraints(summary['constraints']))}). Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
 <table><thead><tr>{''.join(f'<th>{c}</th>' for c in _COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>
 <p>Δ: against the unpruned Keras model. Speed-up: against the base float32 TFLite model. Latency: batch 1,
 p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up.</p>

@@ -12,6 +12,7 @@ from edge_runtime.artifact import read_sidecar
 from pipeline import rundir
 from pipeline.context import RunContext
 from pipeline.errors import ParityError, UsageError
+from pipeline.formats import QUANT_MODES
 from pipeline.fsutil import write_json
 
 # Default gates per artifact kind: (metric, comparison, threshold).
@@ -20,8 +21,6 @@ DEFAULT_GATES: dict[str, dict[str, tuple[str, float]]] = {
     "float16": {"max_abs_error": ("<=", 1e-2)},
     "quantized": {"metric_drop": ("<=", 0.01), "top1_agreement": (">=", 0.98)},
 }
-GATE_KIND = {"float32": "float32", "float16": "float16", "dynamic": "quantized",
-             "int8": "quantized", "int16x8": "quantized"}
 
 
 @dataclass
@@ -209,7 +208,7 @@ def _compare(path: Path, sidecar: dict, reference, output, x_test, y_test, task:
     error = np.abs(output.astype(np.float64) - reference)
     return {
         "artifact": path.name, "format": path.suffix.lstrip("."), "mode": mode,
-        "gate_kind": GATE_KIND.get(mode, "quantized"),
+        "gate_kind": QUANT_MODES[mode].gate_kind if mode in QUANT_MODES else "quantized",
         "metric": "accuracy" if task == "classifier" else "reconstruction_mse",
         "metric_value": metric_value, "keras_metric_value": keras_metric,
         "metric_drop": float(metric_drop), "top1_agreement": agreement,

@@ -151,7 +151,7 @@ def test_cli_run_reports_where_the_report_is(small_run, tmp_path, monkeypatch):
     outcome = runner.invoke(app, ["run", *sets, "--out", str(result.run_dir)])
     assert outcome.exit_code == 0, outcome.output
     assert f"report: {result.run_dir / 'report.html'}" in outcome.output
-    rebuilt = runner.invoke(app, ["report", str(result.run_dir)])
+    rebuilt = runner.invoke(app, ["report", "--run", str(result.run_dir)])
     assert rebuilt.exit_code == 0 and "recommended:" in rebuilt.output
     bad = runner.invoke(app, ["run", "--set", "train.epochs=0"])
     assert bad.exit_code == 2 and "train.epochs: must lie in [1, 100000], got 0" in bad.stderr
