@@ -77,12 +77,10 @@ def seed_everything(seed: int) -> None:
     import random
 
     import numpy as np
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
-    from keras.src.utils import rng_utils
 
-    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    from pipeline.compat import seed_keras_without_tensorflow
+
+    seed_keras_without_tensorflow(seed)
     random.seed(seed)
     np.random.seed(seed)
     if keras.backend.backend() == "torch":
