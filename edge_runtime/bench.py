@@ -13,9 +13,13 @@ import numpy as np
 
 from edge_runtime.runner import Runner, load, quantize
 
+# One default everywhere (pipeline bench, the config's bench section, edge-runtime bench):
+# keep timing at least this long after the minimum number of runs.
+DEFAULT_MIN_SECONDS = 0.5
+
 
 def measure(runner: Runner, *, sample: np.ndarray | None = None, warmup: int = 20,
-            warmup_seconds: float = 0.0, runs: int = 100, min_seconds: float = 1.0,
+            warmup_seconds: float = 0.0, runs: int = 100, min_seconds: float = DEFAULT_MIN_SECONDS,
             max_runs: int = 100_000) -> dict[str, Any]:
     """Time ``runner`` at batch 1: warm-up (count and/or time), then at least ``runs`` calls
     and at least ``min_seconds``; report percentiles, spread and throughput in ms."""

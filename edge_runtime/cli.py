@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.bench import DEFAULT_MIN_SECONDS
 from edge_runtime.errors import EdgeRuntimeError, InputError
 
 
@@ -64,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--warmup", type=_number_in(int, 0, 1_000_000), default=20)
             sub.add_argument("--warmup-seconds", type=_number_in(float, 0.0, 3600.0), default=0.0)
             sub.add_argument("--runs", type=_number_in(int, 1, 10_000_000), default=100)
-            sub.add_argument("--min-seconds", type=_number_in(float, 0.0, 3600.0), default=1.0)
+            sub.add_argument("--min-seconds", type=_number_in(float, 0.0, 3600.0),
+                             default=DEFAULT_MIN_SECONDS, help="keep timing at least this long")
             sub.add_argument("--sample", type=Path, help=".npy with one model-ready input")
     return parser
 

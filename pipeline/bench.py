@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_runtime.bench import DEFAULT_MIN_SECONDS
 from pipeline import rundir
 from pipeline.context import RunContext
 from pipeline.errors import UsageError
@@ -18,7 +19,7 @@ class BenchOptions:
     threads: list[int] = field(default_factory=lambda: [1])
     warmup: int = 20
     runs: int = 100
-    min_seconds: float = 0.5
+    min_seconds: float = DEFAULT_MIN_SECONDS
     xnnpack: bool = True
     artifacts: list[str] | None = None
     device: str | None = None

@@ -106,7 +106,8 @@ def train(
         help="Continue the run in --run (or runs/latest) from its last checkpoint, with its own "
              "model, data and recipe, up to --epochs.")] = False,
     run: RunOption = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        help="No per-epoch lines or info messages (warnings and errors still print).")] = False,
 ) -> None:
     """Train a model and start a run directory (model.keras, train.json, manifest.json)."""
     _setup_logging(quiet)
@@ -300,7 +301,7 @@ def bench(
     threads: Annotated[str, typer.Option(help="Thread counts to sweep, e.g. 1,2,4.")] = "1",
     runs: Annotated[int, typer.Option(help="At least this many timed runs per artifact.")] = 100,
     warmup: Annotated[int, typer.Option(help="Warm-up runs before timing.")] = 20,
-    min_seconds: Annotated[float, typer.Option(help="Keep timing for at least this long.")] = 0.5,
+    min_seconds: Annotated[float, typer.Option(help="Keep timing for at least this long.")] = 0.5,  # tested equal to DEFAULT_MIN_SECONDS
     xnnpack: Annotated[bool, typer.Option(help="Use LiteRT's XNNPACK delegate.")] = True,
     artifact: Annotated[Optional[str], typer.Option(help="Comma-separated artifact names (default: all).")] = None,
     device: Annotated[Optional[str], typer.Option(help="ssh://user@host[:port] to benchmark on a device.")] = None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from edge_runtime.bench import DEFAULT_MIN_SECONDS
 from pipeline.errors import UsageError
 
 
@@ -77,7 +78,7 @@ class BenchSection:
     threads: list[int] = field(default_factory=lambda: [1])
     runs: int = 100
     warmup: int = 20
-    min_seconds: float = 0.3
+    min_seconds: float = DEFAULT_MIN_SECONDS  # as `pipeline bench` and `edge-runtime bench`
     devices: list[str] = field(default_factory=list)
 
 

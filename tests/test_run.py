@@ -190,3 +190,19 @@ def test_report_renders_in_headless_chromium(small_run, tmp_path):
 
     pixels = Image.open(screenshot).convert("L")
     assert len(set(pixels.getdata())) > 50  # text, table and plots drawn, not a blank page
+
+
+def test_bench_defaults_agree_everywhere():
+    """`pipeline bench`, the config's bench section and `edge-runtime bench` time alike."""
+    import inspect
+
+    from edge_runtime.bench import DEFAULT_MIN_SECONDS
+    from edge_runtime.cli import _parser
+    from pipeline.bench import BenchOptions
+    from pipeline.cli import bench
+    from pipeline.config import BenchSection
+
+    cli_default = inspect.signature(bench).parameters["min_seconds"].default
+    edge_default = _parser().parse_args(["bench", "model.tflite"]).min_seconds
+    assert cli_default == edge_default == BenchOptions().min_seconds == BenchSection().min_seconds \
+        == DEFAULT_MIN_SECONDS
