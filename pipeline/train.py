@@ -208,7 +208,7 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
     if task == "autoencoder":
         y_train, y_val, y_test = x_train, x_val, x_test
     history = read_json(run_dir / CHECKPOINT_STATE)["history"] if resume else {}
-    timer = EpochTimer(keras)
+    timer = _epoch_timer(keras)
     callbacks = [*_callbacks(keras, config, run_dir, history), timer]  # last: checkpoints count
     ((fit_x, fit_y), (fit_x_val, fit_y_val)), batch_size = _shard(
         config, keras, (x_train, y_train), (x_val, y_val))
@@ -278,19 +278,20 @@ def _import_keras_for(config: TrainConfig):
     return keras
 
 
-_JOINED: list[bool] = []
+_joined_jax_cluster = False
 
 
 def _join_jax_cluster(keras) -> None:
     """``jax.distributed.initialize`` through Keras, once per process and before any JAX call."""
-    if _JOINED:
+    global _joined_jax_cluster
+    if _joined_jax_cluster:
         return
     import jax
 
     _jax_cluster()  # the environment must describe the cluster
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # for CPU-only clusters
     keras.distribution.initialize()  # reads KERAS_DISTRIBUTION_* (README)
-    _JOINED.append(True)
+    _joined_jax_cluster = True
 
 
 def _model_label(model: str) -> str:
@@ -400,33 +401,32 @@ def _atomic_checkpoint(keras, config: TrainConfig, run_dir: Path, history: dict[
     return AtomicCheckpoint()
 
 
-class EpochTimer:
+def _epoch_timer(keras):
     """Per-epoch wall time, so compilation (in the first epoch) and steady state are told apart."""
 
-    def __new__(cls, keras):
-        class Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds: list[float] = []
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.started = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
 
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self.started)
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.started)
 
-            def throughput(self, num_train: int) -> dict[str, Any]:
-                """First-epoch seconds and steady-state samples/s: the median of the later
-                epochs, validation included (what a user waits for)."""
-                steady = float(np.median(self.seconds[1:])) if len(self.seconds) > 1 else None
-                return {
-                    "epoch_seconds": [round(t, 3) for t in self.seconds],
-                    "first_epoch_seconds": round(self.seconds[0], 3) if self.seconds else None,
-                    "steady_epoch_seconds": round(steady, 3) if steady else None,
-                    "samples_per_second": round(num_train / steady, 1) if steady else None,
-                }
+        def throughput(self, num_train: int) -> dict[str, Any]:
+            """First-epoch seconds and steady-state samples/s: the median of the later
+            epochs, validation and checkpoints included (what a user waits for)."""
+            steady = float(np.median(self.seconds[1:])) if len(self.seconds) > 1 else None
+            return {
+                "epoch_seconds": [round(t, 3) for t in self.seconds],
+                "first_epoch_seconds": round(self.seconds[0], 3) if self.seconds else None,
+                "steady_epoch_seconds": round(steady, 3) if steady else None,
+                "samples_per_second": round(num_train / steady, 1) if steady else None,
+            }
 
-        return Timer()
+    return Timer()
 
 
 def _load_checkpoint(keras, run_dir: Path, config: TrainConfig, num_train: int, task: str):
