@@ -258,7 +258,7 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"quantize.calibration_data: {config.quantize.calibration_data} does not exist")
 
 
-# (field, lowest allowed, highest allowed): checked before the first stage runs, so a typo
+# Numeric fields, checked against pipeline.limits before the first stage runs, so a typo
 # does not surface only after training.
 _NUMERIC_FIELDS = (
     "train.epochs", "train.batch_size", "train.learning_rate", "train.early_stopping",

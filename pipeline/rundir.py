@@ -57,11 +57,11 @@ def new_run_dir(model: str, dataset: str, out: str | os.PathLike | None = None,
 _KEPT_ON_RETRAIN = {MANIFEST, ".lock", "config.json", "pipeline_state.json", "superseded"}
 
 
-def supersede(run_dir: Path, keep: tuple[str, ...] = ()) -> Path | None:
+def supersede(run_dir: Path) -> Path | None:
     """Before a new model replaces the run's, move everything made from the old one (models,
     artifacts, sidecars, verify/bench results, reports, variants, checkpoints) into
     ``superseded/<time>/`` and forget it in the manifest. Returns that folder, if any."""
-    stale = sorted(p for p in run_dir.iterdir() if p.name not in _KEPT_ON_RETRAIN | set(keep))
+    stale = sorted(p for p in run_dir.iterdir() if p.name not in _KEPT_ON_RETRAIN)
     if not stale:
         return None
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
