@@ -142,7 +142,18 @@ def _print_human(command: str, result: dict) -> None:
     elif command == "info":
         _print_info(result)
     else:
-        print(json.dumps(result, indent=2))
+        _print_predictions(result)
+
+
+def _print_predictions(result: dict) -> None:
+    """One line a sample: the top class and its score, or the output values of a regressor."""
+    for i, (output, top1) in enumerate(zip(result["outputs"], result["top1"])):
+        values = np.asarray(output, dtype=np.float64).reshape(-1)
+        if result["labels"] is not None:
+            print(f"{i}: {result['labels'][i]} ({values[top1]:.4g})")
+        else:
+            shown = " ".join(f"{v:.4g}" for v in values[:8])
+            print(f"{i}: {shown}{' …' if values.size > 8 else ''}")
 
 
 def _print_info(result: dict) -> None:
