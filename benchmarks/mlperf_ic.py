@@ -40,7 +40,7 @@ def score_ic(ic_dir: Path, workdir: Path) -> dict[str, float]:
     """Two-fold: each half of ic01 is scored by an int8 model calibrated on the other half,
     so no sample calibrates the model that scores it."""
     from edge_runtime import load
-    from pipeline.adopt import adopt
+    from pipeline.import_model import import_model
     from pipeline.quantize import QuantizeOptions, quantize
 
     images, labels = load_ic01(ic_dir)
@@ -52,7 +52,7 @@ def score_ic(ic_dir: Path, workdir: Path) -> dict[str, float]:
         npz = workdir / f"ic01_fold{fold}.npz"
         np.savez(npz, x_train=floats[calibrate], y_train=labels[calibrate],
                  x_test=floats[score], y_test=labels[score])
-        run_dir, metrics = adopt(ic_dir / "pretrainedResnet.h5", dataset=f"npz:{npz}",
+        run_dir, metrics = import_model(ic_dir / "pretrainedResnet.h5", dataset=f"npz:{npz}",
                                  val_fraction=0.0, out=workdir / f"run{fold}", runs_root=workdir)
         float_correct += metrics["test_accuracy"] * len(score)
         quantize(run_dir, QuantizeOptions(modes=["int8"], calibration_samples=len(calibrate)))
@@ -66,7 +66,7 @@ def score_ic(ic_dir: Path, workdir: Path) -> dict[str, float]:
 def verify_ic(ic_dir: Path, workdir: Path) -> dict:
     """`pipeline verify` of our int8 model and the reference int8 model against the .h5 on all
     200 ic01 samples (here our int8 model is calibrated on the same 200)."""
-    from pipeline.adopt import adopt
+    from pipeline.import_model import import_model
     from pipeline.quantize import QuantizeOptions, quantize
     from pipeline.verify import VerifyOptions, verify
 
@@ -74,7 +74,7 @@ def verify_ic(ic_dir: Path, workdir: Path) -> dict:
     floats = images.astype(np.float32)
     npz = workdir / "ic01_all.npz"
     np.savez(npz, x_train=floats, y_train=labels, x_test=floats, y_test=labels)
-    run_dir, _ = adopt(ic_dir / "pretrainedResnet.h5", dataset=f"npz:{npz}", val_fraction=0.0,
+    run_dir, _ = import_model(ic_dir / "pretrainedResnet.h5", dataset=f"npz:{npz}", val_fraction=0.0,
                        out=workdir / "verify-run", runs_root=workdir)
     quantize(run_dir, QuantizeOptions(modes=["int8"], calibration_samples=200))
     report = verify(run_dir, VerifyOptions(

@@ -11,23 +11,29 @@ def first_line(problem: BaseException | str) -> str:
     return text.splitlines()[0][:200]
 
 
-class EdgeRuntimeError(Exception):
+class CodedError(Exception):
+    """A problem the user can fix; ``exit_code`` is what a command exits with. Subclasses set
+    it in their header: ``class InputError(EdgeRuntimeError, exit_code=3)``."""
+
     exit_code = 1
 
+    def __init_subclass__(cls, exit_code: int | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class ArtifactError(EdgeRuntimeError):
+
+class EdgeRuntimeError(CodedError):
+    """The device package's base class."""
+
+
+class ArtifactError(EdgeRuntimeError, exit_code=4):
     """A model file that is missing, corrupt, tampered with or unsupported."""
 
-    exit_code = 4
 
-
-class InputError(EdgeRuntimeError):
+class InputError(EdgeRuntimeError, exit_code=3):
     """Inputs of the wrong shape, dtype or values for the model."""
 
-    exit_code = 3
 
-
-class BackendMissingError(EdgeRuntimeError):
+class BackendMissingError(EdgeRuntimeError, exit_code=8):
     """The runtime a model needs (LiteRT, ONNX Runtime) is not installed."""
-
-    exit_code = 8

@@ -136,10 +136,9 @@ class TFLiteRunner(Runner):
         self.stateful = self._has_variables() if stateful is None else stateful
 
     def op_names(self) -> list[str]:
-        try:
-            return [op["op_name"] for op in self.interpreter._get_ops_details()]
-        except AttributeError:  # older runtimes lack the private helper
-            return []
+        from edge_runtime.litert_compat import op_names
+
+        return op_names(self.interpreter)
 
     def _has_variables(self) -> bool:
         # Resource variables, or sequence ops whose state tensors persist between invokes.

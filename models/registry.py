@@ -54,13 +54,19 @@ def register_model(name: str, *, task: Task = "classifier", int8: bool = True,
     return decorator
 
 
-def get_model_spec(name: str) -> ModelSpec:
-    from pipeline.errors import unknown_name  # the zoo stays importable without the pipeline
+class UnknownModelError(LookupError):
+    """A name the zoo does not hold; ``known`` lists the names it does."""
 
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"unknown model '{name}'; known: {', '.join(sorted(known))}")
+        self.name, self.known = name, known
+
+
+def get_model_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise unknown_name("model", name, _REGISTRY) from None
+        raise UnknownModelError(name, list(_REGISTRY)) from None
 
 
 def model_names() -> list[str]:

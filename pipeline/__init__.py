@@ -19,7 +19,7 @@ def load_config(path=None, overrides=()):
 def run(config=None, *, out=None, force=(), progress=None):
     """Every stage, cached per stage; returns a ``RunResult`` (run_dir, report, recommended...)."""
     from pipeline.config import Config
-    from pipeline.runner import run as _run
+    from pipeline.orchestrator import run as _run
 
     return _run(config or Config(), out=out, force=list(force), progress=progress)
 

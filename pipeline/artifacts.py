@@ -7,6 +7,7 @@ from typing import Any
 
 from edge_runtime.artifact import sidecar_path
 from pipeline import __version__
+from pipeline.formats import MODEL, PRUNED_MODEL
 from pipeline.fsutil import sha256_file, write_bytes, write_json
 from pipeline.rundir import environment
 
@@ -20,7 +21,7 @@ def check_fresh(run_dir: Path, paths: list[Path]) -> None:
     stale = []
     for path in paths:
         source = (read_sidecar(path) or {}).get("source_model")
-        if not isinstance(source, dict) or source.get("path") not in ("model.keras", "model_pruned.keras"):
+        if not isinstance(source, dict) or source.get("path") not in (MODEL, PRUNED_MODEL):
             continue
         current = run_dir / source["path"]
         if not current.exists() or sha256_file(current) != source.get("sha256"):

@@ -78,7 +78,7 @@ def seed_everything(seed: int) -> None:
 
     import numpy as np
 
-    from pipeline.compat import seed_keras_without_tensorflow
+    from pipeline.keras_compat import seed_keras_without_tensorflow
 
     seed_keras_without_tensorflow(seed)
     random.seed(seed)

@@ -5,8 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_runtime.bench import DEFAULT_MIN_SECONDS
 from pipeline import rundir
+from pipeline.config import BenchSection
 from pipeline.context import RunContext
 from pipeline.errors import UsageError
 from pipeline.fsutil import write_json
@@ -16,10 +16,12 @@ ARTIFACT_SUFFIXES = (".tflite", ".onnx")
 
 @dataclass
 class BenchOptions:
-    threads: list[int] = field(default_factory=lambda: [1])
-    warmup: int = 20
-    runs: int = 100
-    min_seconds: float = DEFAULT_MIN_SECONDS
+    """Defaults are the config file's ``bench`` section."""
+
+    threads: list[int] = field(default_factory=lambda: BenchSection().threads)
+    warmup: int = BenchSection.warmup
+    runs: int = BenchSection.runs
+    min_seconds: float = BenchSection.min_seconds
     xnnpack: bool = True
     artifacts: list[str] | None = None
     device: str | None = None

@@ -2,33 +2,37 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
 
-from pipeline.errors import PipelineError
+from edge_runtime.errors import CodedError
+from pipeline.config import Config
 
 app = typer.Typer(
     help="Take a Keras model from training to a device: train → prune → quantize → convert "
          "→ verify → bench → report.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
+# The one source of defaults: the config file's sections (`pipeline run`). Each command's
+# options show and use the same values, so a command and its config field cannot disagree.
+DEFAULTS = Config()
+
+
 @app.callback()
 def _global_options(
     verbose: Annotated[bool, typer.Option(
-        "--verbose", help="Show what TensorFlow, LiteRT and the converters write to stderr "
-                          "(hidden by default).")] = False,
+        "--verbose", help="Same as --verbose after the command.")] = False,
 ) -> None:
     """Take a Keras model from training to a device: train → prune → quantize → convert → verify → bench → report."""
     if verbose:
-        import os
-
-        from edge_runtime.quiet import VERBOSE_ENV
-
-        os.environ[VERBOSE_ENV] = "1"
+        _show_native_output()
 
 
 RunOption = Annotated[Optional[Path], typer.Option(
@@ -36,16 +40,61 @@ RunOption = Annotated[Optional[Path], typer.Option(
 UnsafeOption = Annotated[bool, typer.Option(
     "--unsafe", help="Trust code inside the model (Lambda layers, SavedModel graphs) for this "
                      "command only; a run directory never grants it.")]
+QuietOption = Annotated[bool, typer.Option(
+    "--quiet", help="Print only results and errors: no progress, epoch or info lines.")]
+VerboseOption = Annotated[bool, typer.Option(
+    "--verbose", help="Also show what TensorFlow, LiteRT and the converters write to stderr "
+                      "(hidden by default).")]
+
+
+def _listed(help_text: str, default: str | None = None):
+    """A list option: repeat it, or separate values with commas (or both)."""
+    shown = f" (default: {default})" if default is not None else ""
+    return typer.Option(help=f"{help_text} Repeatable; commas also separate values{shown}.",
+                        show_default=False)
+
+
+def _items(values: list[str] | None, *, keyed: bool = False) -> list[str]:
+    """The values of a list option, split at commas. For KEY=VALUE options (``keyed``) a comma
+    starts a new item only before another KEY=, so a value may hold commas."""
+    separator = r",(?=\s*[\w.\-]+=)" if keyed else ","
+    return [item.strip() for value in values or [] for item in re.split(separator, value) if item.strip()]
+
+
+def _show_native_output() -> None:
+    from edge_runtime.quiet import VERBOSE_ENV
+
+    os.environ[VERBOSE_ENV] = "1"
+
+
+def _setup(quiet: bool = False, verbose: bool = False) -> None:
+    if verbose:
+        _show_native_output()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
+    logging.getLogger("pipeline").setLevel(logging.WARNING if quiet else logging.INFO)
+    for chatty in ("tf2onnx", "absl", "tensorflow"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
+
+
+def command(name: str | None = None):
+    """Register a command with every command's conventions: --quiet/--verbose, --unsafe for
+    this command only, and one ``error:`` line with a documented exit code, not a traceback."""
+    def register(function):
+        @functools.wraps(function)
+        def conventions(*args, **kwargs):
+            _setup(kwargs.get("quiet", False), kwargs.get("verbose", False))
+            with _errors_to_exit_codes(), _trust(kwargs.get("unsafe", False)):
+                return function(*args, **kwargs)
+        return app.command(name)(conventions)
+    return register
 
 
 @contextlib.contextmanager
 def _errors_to_exit_codes() -> Iterator[None]:
     """One clear line on stderr and a documented exit code instead of a traceback."""
-    from edge_runtime.errors import EdgeRuntimeError
-
     try:
         yield
-    except (PipelineError, EdgeRuntimeError) as exc:  # the device package's, met in verify/bench
+    except CodedError as exc:  # the pipeline's, and the device package's met in verify/bench
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
@@ -59,21 +108,14 @@ def _trust(unsafe: bool):
     return trusting_model_code(unsafe)
 
 
-def _setup_logging(quiet: bool = False) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
-    logging.getLogger("pipeline").setLevel(logging.WARNING if quiet else logging.INFO)
-    for chatty in ("tf2onnx", "absl", "tensorflow"):
-        logging.getLogger(chatty).setLevel(logging.ERROR)
-
-
-@app.command()
+@command()
 def train(
     model: Annotated[Optional[str], typer.Option(
         help="Zoo model name (see `pipeline models`) or a .keras/.h5/SavedModel path to "
-             "fine-tune [default: mnist_cnn].")] = None,
+             f"fine-tune (default: {DEFAULTS.train.model}).", show_default=False)] = None,
     dataset: Annotated[Optional[str], typer.Option(
         help="digits, mnist, fashion_mnist, cifar10, npz:PATH, folder:DIR or idx:DIR "
-             "[default: digits].")] = None,
+             f"(default: {DEFAULTS.data.dataset}).", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Training epochs (default: the model's recipe, see `pipeline models`).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: the recipe's).")] = None,
@@ -84,20 +126,19 @@ def train(
     lr_schedule: Annotated[Optional[str], typer.Option(
         help="constant, cosine, exponential or plateau (default: the recipe's).")] = None,
     early_stopping: Annotated[Optional[int], typer.Option(
-        help="Stop after this many epochs without val_loss improvement [default: off].")] = None,
+        help="Stop after this many epochs without val_loss improvement (default: off).")] = None,
     class_weight: Annotated[Optional[str], typer.Option(
         help="'balanced' to weight classes by inverse frequency.")] = None,
-    augment: Annotated[bool, typer.Option(help="Light image augmentation (random shifts).")] = False,
+    augment: Annotated[bool, typer.Option(help="Light image augmentation (random shifts).")] = DEFAULTS.train.augment,
     seed: Annotated[Optional[int], typer.Option(
-        help="Seed for splits, initialisation and shuffling [default: 0].")] = None,
+        help=f"Seed for splits, initialisation and shuffling (default: {DEFAULTS.data.seed}).")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
     mixed_precision: Annotated[bool, typer.Option(
-        help="Train in mixed_float16 (for GPUs); the saved model is float32.")] = False,
+        help="Train in mixed_float16 (for GPUs); the saved model is float32.")] = DEFAULTS.train.mixed_precision,
     distribute: Annotated[Optional[str], typer.Option(
-        help="none, mirrored (every visible GPU) or multiworker (TF_CONFIG) [default: none].")] = None,
+        help="none, mirrored (every visible GPU) or multiworker (TF_CONFIG) "
+             f"(default: {DEFAULTS.train.distribute}).")] = None,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard logs to RUN/logs.")] = False,
-    unsafe: Annotated[bool, typer.Option(
-        help="Allow code inside a user model file (Lambda layers) to run.")] = False,
     backend: Annotated[Optional[str], typer.Option(
         help="Keras backend: tensorflow, jax or torch (default: $KERAS_BACKEND or tensorflow).")] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -106,172 +147,175 @@ def train(
         help="Continue the run in --run (or runs/latest) from its last checkpoint, with its own "
              "model, data and recipe, up to --epochs.")] = False,
     run: RunOption = None,
-    quiet: Annotated[bool, typer.Option(
-        help="No per-epoch lines or info messages (warnings and errors still print).")] = False,
+    unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Train a model and start a run directory (model.keras, train.json, manifest.json)."""
-    _setup_logging(quiet)
-    with _errors_to_exit_codes():
-        from pipeline.errors import UsageError
-        from pipeline.train import TrainConfig, train as run_training
+    from pipeline.errors import UsageError
+    from pipeline.train import TrainConfig, train as run_training
 
-        if run is not None and not resume:
-            raise UsageError("--run names the run to --resume; a new run goes to --out DIR")
-        options = dict(
-            model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
-            optimizer=optimizer, learning_rate=learning_rate, lr_schedule=lr_schedule,
-            early_stopping=early_stopping, class_weight=class_weight, augment=augment,
-            seed=seed, image_size=image_size, mixed_precision=mixed_precision,
-            distribute=distribute, tensorboard=tensorboard, unsafe=unsafe, backend=backend)
-        given = {name: value for name, value in options.items()
-                 if value is not None and value is not False}
-        result = run_training(TrainConfig(**given), out=run or out, resume=resume, given=set(given),
-                              verbose=0 if quiet else 2)
-        accuracy = result.metrics["test_accuracy"]
-        score = (f"test accuracy {accuracy:.4f}" if accuracy is not None
-                 else f"test loss {result.metrics['test_loss']:.5f}")
-        first, steady = result.metrics["first_epoch_seconds"], result.metrics["samples_per_second"]
-        speed = f" (first epoch {first:.1f}s, then {steady:,.0f} samples/s)" if steady else ""
-        where = result.run_dir if result.chief else "the chief's run (this worker wrote nothing)"
-        typer.echo(f"{score}, {result.metrics['epochs_run']} epochs in "
-                   f"{result.metrics['train_seconds']:.1f}s{speed} → {where}")
+    if run is not None and not resume:
+        raise UsageError("--run names the run to --resume; a new run goes to --out DIR")
+    options = dict(
+        model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
+        optimizer=optimizer, learning_rate=learning_rate, lr_schedule=lr_schedule,
+        early_stopping=early_stopping, class_weight=class_weight, augment=augment,
+        seed=seed, image_size=image_size, mixed_precision=mixed_precision,
+        distribute=distribute, tensorboard=tensorboard, unsafe=unsafe, backend=backend)
+    given = {name: value for name, value in options.items()
+             if value is not None and value is not False}
+    result = run_training(TrainConfig(**given), out=run or out, resume=resume, given=set(given),
+                          verbose=0 if quiet else 2)
+    accuracy = result.metrics["test_accuracy"]
+    score = (f"test accuracy {accuracy:.4f}" if accuracy is not None
+             else f"test loss {result.metrics['test_loss']:.5f}")
+    first, steady = result.metrics["first_epoch_seconds"], result.metrics["samples_per_second"]
+    speed = f" (first epoch {first:.1f}s, then {steady:,.0f} samples/s)" if steady else ""
+    where = result.run_dir if result.chief else "the chief's run (this worker wrote nothing)"
+    typer.echo(f"{score}, {result.metrics['epochs_run']} epochs in "
+               f"{result.metrics['train_seconds']:.1f}s{speed} → {where}")
 
 
-@app.command("import")
-def import_model(
+@command("import")
+def import_command(
     model: Annotated[Path, typer.Argument(help="Your model: .keras, Keras 2 .h5 or a SavedModel directory.")],
-    dataset: Annotated[str, typer.Option(help="The data set it was trained for (see `pipeline datasets`).")] = "digits",
-    seed: Annotated[int, typer.Option(help="Seed for the splits.")] = 0,
+    dataset: Annotated[str, typer.Option(
+        help="The data set it was trained for (see `pipeline datasets`).")] = DEFAULTS.data.dataset,
+    seed: Annotated[int, typer.Option(help="Seed for the splits.")] = DEFAULTS.data.seed,
     image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
-    unsafe: Annotated[bool, typer.Option(help="Allow code inside the model file (Lambda layers) to run.")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory to create.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Run directory to create (default: runs/<model>-<dataset>-<time>).")] = None,
+    unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Start a run from a model you already have; later stages then work on it."""
-    _setup_logging()
-    with _errors_to_exit_codes():
-        from pipeline.adopt import adopt
+    from pipeline.import_model import import_model
 
-        run_dir, metrics = adopt(model, dataset=dataset, seed=seed, image_size=image_size,
-                                 unsafe=unsafe, out=out)
-        typer.echo(f"test accuracy {metrics['test_accuracy']:.4f} → {run_dir}")
+    run_dir, metrics = import_model(model, dataset=dataset, seed=seed, image_size=image_size,
+                                    unsafe=unsafe, out=out)
+    typer.echo(f"test accuracy {metrics['test_accuracy']:.4f} → {run_dir}")
 
 
-@app.command()
+@command()
 def prune(
-    sparsity: Annotated[float, typer.Option(help="Fraction of weights (or channels with --structured) to remove.")] = 0.8,
-    structured: Annotated[bool, typer.Option(
-        help="Remove whole Conv filters / Dense units by L1 norm and rebuild a smaller model.")] = False,
-    fine_tune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs while/after pruning.")] = 8,
-    learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate (cosine decay).")] = 1e-3,
-    skip: Annotated[Optional[str], typer.Option(help="Comma-separated layer names to leave dense.")] = None,
     run: RunOption = None,
+    sparsity: Annotated[float, typer.Option(
+        help="Fraction of weights (or of channels when structured) to remove; the config "
+             "sweeps prune.sparsity, this is its largest value.")] = max(DEFAULTS.prune.sparsity),
+    structured: Annotated[bool, typer.Option(
+        "--structured/--unstructured",
+        help="Remove whole Conv filters / Dense units by L1 norm and rebuild a smaller model, "
+             "or zero single weights.")] = DEFAULTS.prune.structured,
+    fine_tune_epochs: Annotated[int, typer.Option(
+        help="Fine-tuning epochs while/after pruning.")] = DEFAULTS.prune.fine_tune_epochs,
+    learning_rate: Annotated[float, typer.Option(
+        help="Fine-tuning learning rate (cosine decay).")] = DEFAULTS.prune.learning_rate,
+    skip: Annotated[Optional[list[str]], _listed("Layer names to leave dense.")] = None,
     unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Magnitude pruning (Keras 3 native) → model_pruned.keras and prune.json."""
-    _setup_logging()
-    with _errors_to_exit_codes(), _trust(unsafe):
-        from pipeline.prune import PruneOptions, prune as run_prune
+    from pipeline.prune import PruneOptions, prune as run_prune
 
-        report = run_prune(run, PruneOptions(
-            sparsity=sparsity, structured=structured, fine_tune_epochs=fine_tune_epochs,
-            learning_rate=learning_rate, skip_layers=[s.strip() for s in (skip or "").split(",") if s.strip()]))
-        before, after = report["before"], report["after"]
-        typer.echo(f"{report['method']}: sparsity {after['sparsity']:.2%}, params "
-                   f"{before['params']} → {after['params']} ({after['nonzero_params']} non-zero), "
-                   f"gzip {before['float32_tflite_gzip_bytes'] / 1024:.0f} → "
-                   f"{after['float32_tflite_gzip_bytes'] / 1024:.0f} KiB")
-        if before["accuracy"] is not None:
-            typer.echo(f"accuracy {before['accuracy']:.4f} → {after['accuracy']:.4f}")
+    report = run_prune(run, PruneOptions(
+        sparsity=sparsity, structured=structured, fine_tune_epochs=fine_tune_epochs,
+        learning_rate=learning_rate, skip_layers=_items(skip)))
+    before, after = report["before"], report["after"]
+    typer.echo(f"{report['method']}: sparsity {after['sparsity']:.2%}, params "
+               f"{before['params']:,} → {after['params']:,} ({after['nonzero_params']:,} non-zero), "
+               f"gzip {before['float32_tflite_gzip_bytes'] / 1024:.0f} → "
+               f"{after['float32_tflite_gzip_bytes'] / 1024:.0f} KiB")
+    if before["accuracy"] is not None:
+        typer.echo(f"accuracy {before['accuracy']:.2%} → {after['accuracy']:.2%}")
 
 
-@app.command()
+@command()
 def quantize(
+    run: RunOption = None,
     int8: Annotated[bool, typer.Option("--int8", help="Full integer (int8 weights and activations).")] = False,
     float16: Annotated[bool, typer.Option("--float16", help="float16 weights.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic range (int8 weights).")] = False,
     int16x8: Annotated[bool, typer.Option("--int16x8", help="int16 activations, int8 weights.")] = False,
     pruned: Annotated[bool, typer.Option(help="Quantize model_pruned.keras instead of model.keras.")] = False,
     calibration_samples: Annotated[int, typer.Option(
-        help="Training samples (seeded) used to calibrate int8/int16x8.")] = 300,
-    float_io: Annotated[bool, typer.Option(help="Keep float32 input/output on integer models.")] = False,
+        help="Training samples (seeded) used to calibrate int8/int16x8.")] = DEFAULTS.quantize.calibration_samples,
+    calibration_data: Annotated[Optional[Path], typer.Option(
+        help="Calibrate on raw samples from this .npy/.npz ('x') instead of the training split.")] = None,
+    float_io: Annotated[bool, typer.Option(
+        help="Keep float32 input/output on integer models.")] = DEFAULTS.quantize.float_io,
     dynamic_batch: Annotated[bool, typer.Option(help="Keep the batch dimension dynamic (default: 1).")] = False,
     compat: Annotated[Optional[str], typer.Option(
         help="'tflite-runtime': op versions that tflite-runtime 2.14 can load.")] = None,
-    calibration_data: Annotated[Optional[str], typer.Option(
-        help="Calibrate on raw samples from this .npy/.npz ('x') instead of the training split.")] = None,
-    run: RunOption = None,
     unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
-    """Post-training quantization to TFLite, builtin ops only (default: --int8)."""
-    _setup_logging()
-    with _errors_to_exit_codes(), _trust(unsafe):
-        from pipeline.quantize import QuantizeOptions, quantize as run_quantize
+    """Post-training quantization to TFLite, builtin ops only [default modes: the config's
+    quantize.modes]."""
+    from pipeline.quantize import QuantizeOptions, quantize as run_quantize
 
-        modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
-                                 ("int16x8", int16x8)) if on] or ["int8"]
-        report = run_quantize(run, QuantizeOptions(
-            modes=modes, pruned=pruned, calibration_samples=calibration_samples,
-            float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
-            calibration_data=calibration_data))
-        _echo_artifacts(report, modes)
+    modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
+                             ("int16x8", int16x8)) if on] or list(DEFAULTS.quantize.modes)
+    report = run_quantize(run, QuantizeOptions(
+        modes=modes, pruned=pruned, calibration_samples=calibration_samples,
+        float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
+        calibration_data=str(calibration_data) if calibration_data else None))
+    _echo_artifacts(report, modes)
 
 
-@app.command()
+@command()
 def convert(
-    to: Annotated[str, typer.Option(help="Comma-separated targets: tflite, onnx.")] = "tflite,onnx",
-    opset: Annotated[int, typer.Option(help="ONNX opset (tf2onnx 1.17 supports up to 18).")] = 17,
+    run: RunOption = None,
+    to: Annotated[Optional[list[str]], _listed(
+        "Targets: tflite, onnx.", ",".join(DEFAULTS.convert.targets))] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (tf2onnx 1.17 supports up to 18).")] = DEFAULTS.convert.opset,
     pruned: Annotated[bool, typer.Option(help="Convert model_pruned.keras.")] = False,
     calibration_samples: Annotated[int, typer.Option(
-        help="Training samples (seeded) for ONNX Runtime's int8 calibration.")] = 300,
+        help="Training samples (seeded) for ONNX Runtime's int8 calibration.")] = DEFAULTS.quantize.calibration_samples,
     calibration_data: Annotated[Optional[Path], typer.Option(
         help="Raw samples (.npy, or .npz with 'x', e.g. uint8 pixels) to calibrate the int8 ONNX "
              "on, instead of the training split (use the same file as quantize).")] = None,
     int8_onnx: Annotated[bool, typer.Option(help="Also write int8 ONNX (QDQ, and from the int8 TFLite).")] = True,
-    run: RunOption = None,
     unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Float32 TFLite and ONNX, plus int8 ONNX (ONNX Runtime QDQ and tf2onnx from int8 TFLite)."""
-    _setup_logging()
-    with _errors_to_exit_codes(), _trust(unsafe):
-        from pipeline.convert import ConvertOptions, convert as run_convert
+    from pipeline.convert import ConvertOptions, convert as run_convert
 
-        targets = [t.strip() for t in to.split(",") if t.strip()]
-        report = run_convert(run, ConvertOptions(targets=targets, opset=opset, pruned=pruned,
-                                                 calibration_samples=calibration_samples,
-                                                 calibration_data=str(calibration_data) if calibration_data else None,
-                                                 int8_onnx=int8_onnx))
-        _echo_artifacts(report, None)
+    report = run_convert(run, ConvertOptions(
+        targets=_items(to) if to else list(DEFAULTS.convert.targets), opset=opset, pruned=pruned,
+        calibration_samples=calibration_samples,
+        calibration_data=str(calibration_data) if calibration_data else None, int8_onnx=int8_onnx))
+    _echo_artifacts(report, None)
 
 
-@app.command()
+@command()
 def verify(
-    artifact: Annotated[Optional[str], typer.Option(help="Comma-separated artifacts (default: all in the run).")] = None,
-    gate: Annotated[Optional[list[str]], typer.Option(
-        help="Override a gate: KIND.METRIC=VALUE, e.g. quantized.metric_drop=0.02 (repeatable).")] = None,
-    explain: Annotated[bool, typer.Option(help="Name the layers that lose most to quantization.")] = False,
     run: RunOption = None,
+    artifact: Annotated[Optional[list[str]], _listed(
+        "Artifacts to verify (names in the run, or paths).", "every artifact in the run")] = None,
+    gate: Annotated[Optional[list[str]], _listed(
+        "Override a gate: KIND.METRIC=VALUE, e.g. quantized.metric_drop=0.02.")] = None,
+    explain: Annotated[bool, typer.Option(help="Name the layers that lose most to quantization.")] = False,
     unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Accuracy parity of every artifact against Keras on the test split; failing gates exit 6."""
-    _setup_logging()
-    with _errors_to_exit_codes(), _trust(unsafe):
-        from pipeline.errors import ParityError
-        from pipeline.fsutil import read_json
-        from pipeline.rundir import resolve_run
-        from pipeline.verify import VerifyOptions, parse_gate, verify as run_verify
+    from pipeline.errors import ParityError
+    from pipeline.fsutil import read_json
+    from pipeline.rundir import resolve_run
+    from pipeline.verify import VerifyOptions, parse_gate, verify as run_verify
 
-        overrides: dict[str, dict[str, float]] = {}
-        for text in gate or []:
-            kind, metric, value = parse_gate(text)
-            overrides.setdefault(kind, {})[metric] = value
-        options = VerifyOptions(artifacts=[a.strip() for a in artifact.split(",")] if artifact else None,
-                                gates=overrides, explain=explain)
-        try:
-            report = run_verify(run, options)
-        except ParityError:
-            _print_verify_table(read_json(resolve_run(run) / "verify.json"))
-            raise
-        _print_verify_table(report)
+    overrides: dict[str, dict[str, float]] = {}
+    for text in _items(gate, keyed=True):
+        kind, metric, value = parse_gate(text)
+        overrides.setdefault(kind, {})[metric] = value
+    options = VerifyOptions(artifacts=_items(artifact) or None, gates=overrides, explain=explain)
+    try:
+        report = run_verify(run, options)
+    except ParityError:
+        _print_verify_table(read_json(resolve_run(run) / "verify.json"))
+        raise
+    _print_verify_table(report)
 
 
 def _print_verify_table(report: dict) -> None:
@@ -296,40 +340,42 @@ def _print_verify_table(report: dict) -> None:
     typer.echo("verify: " + ("passed" if report["passed"] else "FAILED"))
 
 
-@app.command()
+@command()
 def bench(
-    threads: Annotated[str, typer.Option(help="Thread counts to sweep, e.g. 1,2,4.")] = "1",
-    runs: Annotated[int, typer.Option(help="At least this many timed runs per artifact.")] = 100,
-    warmup: Annotated[int, typer.Option(help="Warm-up runs before timing.")] = 20,
-    min_seconds: Annotated[float, typer.Option(help="Keep timing for at least this long.")] = 0.5,  # tested equal to DEFAULT_MIN_SECONDS
+    run: RunOption = None,
+    threads: Annotated[Optional[list[str]], _listed(
+        "Thread counts to sweep, e.g. 1,2,4.", ",".join(map(str, DEFAULTS.bench.threads)))] = None,
+    runs: Annotated[int, typer.Option(help="At least this many timed runs per artifact.")] = DEFAULTS.bench.runs,
+    warmup: Annotated[int, typer.Option(help="Warm-up runs before timing.")] = DEFAULTS.bench.warmup,
+    min_seconds: Annotated[float, typer.Option(
+        help="Keep timing for at least this long.")] = DEFAULTS.bench.min_seconds,
     xnnpack: Annotated[bool, typer.Option(help="Use LiteRT's XNNPACK delegate.")] = True,
-    artifact: Annotated[Optional[str], typer.Option(help="Comma-separated artifact names (default: all).")] = None,
+    artifact: Annotated[Optional[list[str]], _listed(
+        "Artifacts to time (names in the run).", "every artifact in the run")] = None,
     device: Annotated[Optional[str], typer.Option(help="ssh://user@host[:port] to benchmark on a device.")] = None,
-    ssh_option: Annotated[Optional[list[str]], typer.Option(
-        help="Extra ssh option, e.g. -i=KEY or UserKnownHostsFile=FILE (repeatable).")] = None,
+    ssh_option: Annotated[Optional[list[str]], _listed(
+        "Extra ssh option, e.g. -i=KEY or UserKnownHostsFile=FILE.")] = None,
     remote_dir: Annotated[str, typer.Option(
         help="Where the device keeps its edge-runtime venv and jobs.")] = "~/.edge-runtime",
-    run: RunOption = None,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Latency of every artifact (p50/p90/p99 per backend and thread count) → bench.json."""
-    _setup_logging()
-    with _errors_to_exit_codes():
-        from pipeline.bench import BenchOptions, bench as run_bench
-        from pipeline.errors import UsageError
+    from pipeline.bench import BenchOptions, bench as run_bench
+    from pipeline.errors import UsageError
 
-        try:
-            thread_counts = [int(t) for t in threads.split(",") if t.strip()]
-        except ValueError:
-            raise UsageError(f"--threads takes comma-separated integers, got '{threads}'") from None
-        report = run_bench(run, BenchOptions(
-            threads=thread_counts, runs=runs, warmup=warmup, min_seconds=min_seconds, xnnpack=xnnpack,
-            artifacts=[a.strip() for a in artifact.split(",")] if artifact else None, device=device,
-            ssh_options=_ssh_options(ssh_option or []), remote_root=remote_dir))
-        where = report["device"].get("cpu_model") or report["device"].get("machine")
-        typer.echo(f"device: {report['device']['location']} ({where})")
-        for row in report["results"]:
-            typer.echo(f"{row['artifact']:32s} {row['backend']:12s} threads {row['threads']}: "
-                       f"p50 {row['p50_ms']:.3f} ms  p90 {row['p90_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms")
+    try:
+        thread_counts = [int(t) for t in _items(threads)] or list(DEFAULTS.bench.threads)
+    except ValueError:
+        raise UsageError(f"--threads takes integers, got '{','.join(threads or [])}'") from None
+    report = run_bench(run, BenchOptions(
+        threads=thread_counts, runs=runs, warmup=warmup, min_seconds=min_seconds, xnnpack=xnnpack,
+        artifacts=_items(artifact) or None, device=device,
+        ssh_options=_ssh_options(_items(ssh_option, keyed=True)), remote_root=remote_dir))
+    where = report["device"].get("cpu_model") or report["device"].get("machine")
+    typer.echo(f"device: {report['device']['location']} ({where})")
+    for row in report["results"]:
+        typer.echo(f"{row['artifact']:32s} {row['backend']:12s} threads {row['threads']}: "
+                   f"p50 {row['p50_ms']:.3f} ms  p90 {row['p90_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms")
 
 
 def _ssh_options(values: list[str]) -> list[str]:
@@ -342,25 +388,29 @@ def _ssh_options(values: list[str]) -> list[str]:
     return options
 
 
-@app.command("run")
+@command("run")
 def run_all(
     config: Annotated[Optional[Path], typer.Argument(help="YAML or TOML config (default: built-in defaults).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. train.epochs=5 (repeatable).")] = None,
-    force: Annotated[Optional[list[str]], typer.Option(help="Rerun this stage even if cached (repeatable).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/pipeline-<model>-<dataset>).")] = None,
+        "--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. train.epochs=5, or a "
+                      "nested one, e.g. verify.gates.quantized.metric_drop=0.02. Repeatable; "
+                      "commas also separate values.", show_default=False)] = None,
+    force: Annotated[Optional[list[str]], _listed("Rerun this stage even if cached.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Run directory (default: runs/pipeline-<model>-<dataset>).")] = None,
     unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """The whole pipeline from one config: train → prune → quantize → convert → verify → bench → report."""
-    _setup_logging(quiet=True)
-    with _errors_to_exit_codes(), _trust(unsafe):
-        from pipeline.config import load_config
-        from pipeline.runner import run as run_pipeline
+    logging.getLogger("pipeline").setLevel(logging.WARNING)  # the stage lines say what happens
+    from pipeline.config import load_config
+    from pipeline.orchestrator import run as run_pipeline
 
-        resolved = load_config(config, set_ or [])
-        result = run_pipeline(resolved, out=out, force=force or [], progress=_progress)
-        typer.echo(f"recommended: {result.recommended or 'none meets the constraints'}")
-        typer.echo(f"report: {result.report}")
+    resolved = load_config(config, _items(set_, keyed=True))
+    result = run_pipeline(resolved, out=out, force=_items(force),
+                          progress=None if quiet else _progress)
+    typer.echo(f"recommended: {result.recommended or 'none meets the constraints'}")
+    typer.echo(f"report: {result.report}")
 
 
 def _progress(stage: str, status: str, seconds: float) -> None:
@@ -371,24 +421,23 @@ def _progress(stage: str, status: str, seconds: float) -> None:
         typer.echo(f"{mark} {stage:9s} {seconds:6.1f}s{'' if status == 'ran' else '  (cached)'}", err=True)
 
 
-@app.command()
+@command()
 def report(
-    run_dir: Annotated[Optional[Path], typer.Argument(
-        help="Run directory (same as --run; kept for scripts that pass it this way).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Argument(hidden=True)] = None,  # older scripts: same as --run
     run: RunOption = None,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Rebuild report.md / report.html of a run from its JSON files."""
-    with _errors_to_exit_codes():
-        from pipeline.errors import UsageError
-        from pipeline.report import build_report
-        from pipeline.rundir import resolve_run
+    from pipeline.errors import UsageError
+    from pipeline.report import build_report
+    from pipeline.rundir import resolve_run
 
-        if run_dir is not None and run is not None and run_dir != run:
-            raise UsageError(f"two run directories given ({run_dir} and --run {run}): pass one")
-        run_path = resolve_run(run or run_dir)
-        summary = build_report(run_path)
-        typer.echo(f"recommended: {summary['recommended'] or 'none meets the constraints'}")
-        typer.echo(f"report: {run_path / 'report.html'}")
+    if run_dir is not None and run is not None and run_dir != run:
+        raise UsageError(f"two run directories given ({run_dir} and --run {run}): pass one")
+    run_path = resolve_run(run or run_dir)
+    summary = build_report(run_path)
+    typer.echo(f"recommended: {summary['recommended'] or 'none meets the constraints'}")
+    typer.echo(f"report: {run_path / 'report.html'}")
 
 
 def _echo_artifacts(report: dict, modes) -> None:
@@ -397,9 +446,9 @@ def _echo_artifacts(report: dict, modes) -> None:
             typer.echo(f"{name:32s} {row['size_bytes'] / 1024:9.1f} KiB  sha256 {row['sha256'][:12]}")
 
 
-@app.command("models")
-def list_models() -> None:
-    """List the model zoo."""
+@command("models")
+def list_models(quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
+    """List the model zoo, each with its default training recipe."""
     import models
 
     for name in models.model_names():
@@ -410,8 +459,8 @@ def list_models() -> None:
                    f"{recipe['optimizer']} {recipe['learning_rate']:g}, {recipe['lr_schedule']} schedule")
 
 
-@app.command("datasets")
-def list_datasets() -> None:
+@command("datasets")
+def list_datasets(quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
     """List the data sets."""
     from pipeline.data import _LOADERS
 

@@ -171,6 +171,8 @@ def _coerce(kind, value, location: str):
         return _build(kind, value, location)
     origin, args = get_origin(kind), get_args(kind)
     if origin is list:
+        if isinstance(value, str) and "," in value:  # --set quantize.modes=int8,float16
+            value = [_parse_value(item.strip()) for item in value.split(",")]
         items = value if isinstance(value, list) else [value]  # a scalar is a one-item sweep
         return [_coerce(args[0], item, f"{location}[{i}]") for i, item in enumerate(items)]
     if origin is dict:
@@ -209,15 +211,31 @@ def _parse_value(text: str) -> Any:
 
 
 def _set(config: Config, key: str, value: Any) -> None:
-    section_name, _, field_name = key.partition(".")
+    """``SECTION.FIELD=VALUE``; a mapping field also takes deeper keys, merged into what it
+    holds: ``verify.gates.quantized.metric_drop=0.02``."""
+    section_name, _, path = key.partition(".")
+    field_name, _, deeper = path.partition(".")
     sections = [f.name for f in dataclasses.fields(Config)]
     if section_name not in sections or not field_name:
         close = difflib.get_close_matches(section_name, sections, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"--set {key}: unknown section{hint}; use SECTION.FIELD=VALUE")
     section = getattr(config, section_name)
+    if deeper:
+        current = getattr(section, field_name, None)
+        if not isinstance(current, dict):
+            raise ConfigError(f"--set {key}: {section_name}.{field_name} is not a mapping; "
+                              f"use {section_name}.{field_name}=VALUE")
+        value = _merged(current, deeper.split("."), value)
     updated = _build(type(section), {field_name: value}, section_name)
     setattr(section, field_name, getattr(updated, field_name))
+
+
+def _merged(mapping: dict, keys: list[str], value: Any) -> dict:
+    merged = dict(mapping)
+    head, rest = keys[0], keys[1:]
+    merged[head] = _merged(merged.get(head) or {}, rest, value) if rest else value
+    return merged
 
 
 def _check_values(config: Config) -> None:

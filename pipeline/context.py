@@ -1,14 +1,17 @@
 """What every stage after training reads from a run directory: its model and its data."""
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from pipeline import rundir
 from pipeline.errors import DataError, RunDirError
+from pipeline.formats import MODEL, source_model
 from pipeline.fsutil import read_json
 
 
@@ -19,10 +22,25 @@ class RunContext:
     @classmethod
     def open(cls, run: str | Path | None) -> "RunContext":
         run_dir = rundir.resolve_run(run)
-        if not (run_dir / "train.json").exists() or not (run_dir / "model.keras").exists():
+        if not (run_dir / "train.json").exists() or not (run_dir / MODEL).exists():
             raise RunDirError(f"{run_dir} has no trained model (model.keras, train.json): "
                               f"run `pipeline train` first")
         return cls(run_dir)
+
+    @classmethod
+    def run_stage(cls, run: str | Path | None, options, work):
+        """Check ``options``, then do ``work(context, options)`` on the locked run."""
+        options.validate()
+        with cls.locked(run) as context:
+            return work(context, options)
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, run: str | Path | None) -> Iterator["RunContext"]:
+        """The run, opened and locked against other pipeline processes for a stage's work."""
+        context = cls.open(run)
+        with rundir.locked(context.run_dir):
+            yield context
 
     @functools.cached_property
     def train_info(self) -> dict:
@@ -61,7 +79,7 @@ class RunContext:
         return dataset
 
     def model_path(self, pruned: bool = False) -> Path:
-        path = self.run_dir / ("model_pruned.keras" if pruned else "model.keras")
+        path = self.run_dir / source_model(pruned)
         if not path.exists():
             raise RunDirError(f"{path} does not exist: run `pipeline prune` first" if pruned
                               else f"{path} does not exist")

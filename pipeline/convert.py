@@ -8,20 +8,24 @@ from pathlib import Path
 from edge_runtime.artifact import read_sidecar
 from pipeline import __version__, rundir
 from pipeline.artifacts import write_artifact
+from pipeline.config import ConvertSection, QuantizeSection
 from pipeline.context import RunContext
 from pipeline.errors import UsageError, unknown_name
+from pipeline.formats import artifact_file
 from pipeline.fsutil import read_json, write_json
-from pipeline.onnx_export import DEFAULT_OPSET, check_opset
+from pipeline.onnx_export import check_opset
 
 TARGETS = ("tflite", "onnx")
 
 
 @dataclass
 class ConvertOptions:
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
-    opset: int = DEFAULT_OPSET
+    """Defaults are the config file's ``convert`` section (calibration: ``quantize``'s)."""
+
+    targets: list[str] = field(default_factory=lambda: ConvertSection().targets)
+    opset: int = ConvertSection.opset
     pruned: bool = False
-    calibration_samples: int = 300
+    calibration_samples: int = QuantizeSection.calibration_samples
     calibration_data: str | None = None  # raw samples (.npy / .npz "x") instead of the train split
     int8_onnx: bool = True
 
@@ -38,25 +42,14 @@ class ConvertOptions:
 
 
 def convert(run: str | Path | None, options: ConvertOptions) -> dict:
-    options.validate()
-    context = RunContext.open(run)
-    with rundir.locked(context.run_dir):
-        return _convert_locked(context, options)
-
-
-def _prefix(pruned: bool) -> str:
-    return "model_pruned_" if pruned else "model_"
+    return RunContext.run_stage(run, options, _convert_locked)
 
 
 def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
-    from pipeline.backend import import_keras
-
-    import_keras()
     source = context.model_path(options.pruned)
-    model = context.load_model(options.pruned)
+    model = context.load_model(options.pruned)  # Keras set up as every stage needs it
     report_path = context.run_dir / "convert.json"
     report = read_json(report_path) if report_path.exists() else {"artifacts": {}}
-    prefix = _prefix(options.pruned)
     written: list[Path] = []
     calibration = None
     if "onnx" in options.targets and options.int8_onnx:  # checked before anything is written
@@ -75,19 +68,20 @@ def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
         from pipeline.tflite import to_tflite
 
         started = time.perf_counter()
-        path = context.run_dir / f"{prefix}float32.tflite"
+        path = context.run_dir / artifact_file("float32.tflite", options.pruned)
         sidecar = write_artifact(path, to_tflite(model, "float32"), fmt="tflite", mode="float32",
                                  context=context, source=source)
         record(path, sidecar, started)
     if "onnx" in options.targets:
-        _convert_onnx(context, options, model, source, prefix, record, calibration)
+        _convert_onnx(context, options, model, source, record, calibration)
     report["opset"] = options.opset
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "convert", artifacts=[*written, report_path])
     return report
 
 
-def _convert_onnx(context, options, model, source, prefix, record, calibration) -> None:
+def _convert_onnx(context, options, model, source, record, calibration) -> None:
+    pruned = options.pruned
     from pipeline import onnx_export
 
     metadata = {"version": __version__, "preprocessing": context.preprocessing,
@@ -96,7 +90,7 @@ def _convert_onnx(context, options, model, source, prefix, record, calibration) 
                 .get("artifacts", {}).get(source.name, "")}
     started = time.perf_counter()
     float_proto = onnx_export.keras_to_onnx(model, opset=options.opset)
-    path = context.run_dir / f"{prefix}float32.onnx"
+    path = context.run_dir / artifact_file("float32.onnx", pruned)
     sidecar = write_artifact(path, onnx_export.with_metadata(float_proto, {**metadata, "mode": "float32"}),
                              fmt="onnx", mode="float32", context=context, source=source,
                              options={"opset": options.opset})
@@ -106,20 +100,20 @@ def _convert_onnx(context, options, model, source, prefix, record, calibration) 
     started = time.perf_counter()
     calibration_source, indices, samples = calibration
     qdq = onnx_export.quantize_qdq(float_proto, samples)
-    path = context.run_dir / f"{prefix}int8.onnx"
+    path = context.run_dir / artifact_file("int8.onnx", pruned)
     sidecar = write_artifact(
         path, onnx_export.with_metadata(qdq, {**metadata, "mode": "int8",
                                               "calibration_indices": [int(i) for i in indices]}),
         fmt="onnx", mode="int8", context=context, source=source, calibration_indices=indices,
         calibration_source=calibration_source, options={"opset": options.opset, "method": "onnxruntime-qdq-per-channel"})
     record(path, sidecar, started, method="onnxruntime-qdq-per-channel")
-    int8_tflite = context.run_dir / f"{prefix}int8.tflite"
+    int8_tflite = context.run_dir / artifact_file("int8.tflite", pruned)
     if not int8_tflite.exists():
         return  # `pipeline quantize --int8` makes it; its ONNX twin follows on the next convert
     started = time.perf_counter()
     tflite_sidecar = read_sidecar(int8_tflite) or {}
     proto = onnx_export.tflite_to_onnx(int8_tflite, opset=options.opset)
-    path = context.run_dir / f"{prefix}int8_tflite.onnx"
+    path = context.run_dir / artifact_file("int8_tflite.onnx", pruned)
     calibration = (tflite_sidecar.get("calibration") or {}).get("indices")
     content = onnx_export.with_metadata(proto, {**metadata, "mode": "int8",
                                                 "calibration_indices": calibration or []})

@@ -76,10 +76,12 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetLoader:
+    """A data set name (``npz:PATH`` style when it ``takes_path``), its help line and loader."""
+
     name: str
-    load: Callable[..., Dataset]
-    takes_path: bool
     help: str
+    takes_path: bool
+    load: Callable[..., Dataset]
 
 
 _LOADERS: dict[str, DatasetLoader] = {}
@@ -89,7 +91,7 @@ def register_dataset(name: str, *, takes_path: bool = False, help: str = ""):
     def decorator(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
         if name in _LOADERS:
             raise ValueError(f"data set '{name}' is registered twice")
-        _LOADERS[name] = DatasetLoader(name, fn, takes_path, help or (fn.__doc__ or "").strip())
+        _LOADERS[name] = DatasetLoader(name, help or (fn.__doc__ or "").strip(), takes_path, fn)
         return fn
     return decorator
 

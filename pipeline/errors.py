@@ -8,53 +8,39 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
-
-class PipelineError(Exception):
-    """Base class: a problem the user can fix. ``exit_code`` is what the CLI exits with."""
-
-    exit_code = 1
+from edge_runtime.errors import CodedError
 
 
-class UsageError(PipelineError):
+class PipelineError(CodedError):
+    """Base class: a problem the user can fix (exit 1 unless a subclass says otherwise)."""
+
+
+class UsageError(PipelineError, exit_code=2):
     """An option value or combination that cannot work."""
 
-    exit_code = 2
 
-
-class DataError(PipelineError):
+class DataError(PipelineError, exit_code=3):
     """Missing, corrupt or inconsistent data."""
 
-    exit_code = 3
 
-
-class ModelError(PipelineError):
+class ModelError(PipelineError, exit_code=4):
     """A model file that cannot be loaded, or a model that does not fit the data."""
 
-    exit_code = 4
 
-
-class ConversionError(PipelineError):
+class ConversionError(PipelineError, exit_code=5):
     """Quantization or conversion failed (unsupported ops, missing calibration data...)."""
 
-    exit_code = 5
 
-
-class ParityError(PipelineError):
+class ParityError(PipelineError, exit_code=6):
     """An artifact failed a verification gate."""
 
-    exit_code = 6
 
-
-class CollapseError(PipelineError):
-    """Training produced a model that does not work in inference mode (chance-level accuracy)."""
-
-    exit_code = 10
-
-
-class RunDirError(PipelineError):
+class RunDirError(PipelineError, exit_code=7):
     """The run directory is missing, locked, unwritable or from another pipeline version."""
 
-    exit_code = 7
+
+class CollapseError(PipelineError, exit_code=10):
+    """Training produced a model that does not work in inference mode (chance-level accuracy)."""
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UsageError:

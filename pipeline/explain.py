@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.artifact import read_sidecar
+from pipeline.formats import PRUNED_MODEL
 from pipeline.fsutil import sha256_file
 
 # Uniform rounding noise alone gives rmse/scale = 1/sqrt(12) ≈ 0.29.
@@ -53,7 +54,7 @@ def explain_tflite(context, path: Path, x_test: np.ndarray, top: int = 3) -> dic
         calibration, described = recorded_calibration(context, sidecar)
     except FileNotFoundError as exc:
         return {"method": "tf.lite.experimental.QuantizationDebugger", "error": str(exc)}
-    model = context.load_model(pruned=sidecar.get("source_model", {}).get("path") == "model_pruned.keras")
+    model = context.load_model(pruned=sidecar.get("source_model", {}).get("path") == PRUNED_MODEL)
     converter = make_converter(model, "int8", calibration=calibration,
                                float_io=options.get("float_io", False),
                                dynamic_batch=options.get("dynamic_batch", False))

@@ -10,23 +10,41 @@ from dataclasses import dataclass
 from pipeline.errors import unknown_name
 
 
+# The models a run holds, and the names of the artifacts made from each.
+MODEL = "model.keras"
+PRUNED_MODEL = "model_pruned.keras"
+
+
+def source_model(pruned: bool) -> str:
+    return PRUNED_MODEL if pruned else MODEL
+
+
+def artifact_file(kind: str, pruned: bool = False) -> str:
+    """``int8.tflite`` → ``model_int8.tflite``, or ``model_pruned_int8.tflite`` when made from
+    the pruned model."""
+    return f"{'model_pruned_' if pruned else 'model_'}{kind}"
+
+
 @dataclass(frozen=True)
 class QuantMode:
     name: str
-    artifact: str            # file name in the run directory
+    kind: str                # the artifact's file name after ``model_`` (see artifact_file)
     needs_calibration: bool
     gate_kind: str           # which default verification gates apply
     description: str
 
+    def file(self, pruned: bool = False) -> str:
+        return artifact_file(self.kind, pruned)
+
 
 QUANT_MODES: dict[str, QuantMode] = {m.name: m for m in (
-    QuantMode("float32", "model_float32.tflite", False, "float32", "no quantization"),
-    QuantMode("float16", "model_float16.tflite", False, "float16", "float16 weights"),
-    QuantMode("dynamic", "model_dynamic.tflite", False, "quantized",
+    QuantMode("float32", "float32.tflite", False, "float32", "no quantization"),
+    QuantMode("float16", "float16.tflite", False, "float16", "float16 weights"),
+    QuantMode("dynamic", "dynamic.tflite", False, "quantized",
               "int8 weights, float activations (dynamic range)"),
-    QuantMode("int8", "model_int8.tflite", True, "quantized",
+    QuantMode("int8", "int8.tflite", True, "quantized",
               "full integer: int8 weights and activations"),
-    QuantMode("int16x8", "model_int16x8.tflite", True, "quantized",
+    QuantMode("int16x8", "int16x8.tflite", True, "quantized",
               "int16 activations, int8 weights"),
 )}
 

@@ -134,42 +134,13 @@ def _load_saved_model(path: Path):
 def save_model(model, path: str | os.PathLike) -> Path:
     """Save atomically (an interrupted save never leaves a truncated ``.keras`` behind) and
     reproducibly: the same weights give the same bytes, so hashes identify models."""
+    from pipeline.keras_compat import normalize_keras_archive
+
     with atomic_path(path) as tmp:
         model.save(tmp)
         if tmp.suffix == ".keras":
-            _normalize_keras_archive(tmp)
+            normalize_keras_archive(tmp)
     return Path(path)
-
-
-def _renumber_shared_objects(node, ids: dict) -> None:
-    """Keras tags shared objects with their Python ``id()``; number them in order instead."""
-    if isinstance(node, dict):
-        if "shared_object_id" in node:
-            node["shared_object_id"] = ids.setdefault(node["shared_object_id"], len(ids) + 1)
-        for value in node.values():
-            _renumber_shared_objects(value, ids)
-    elif isinstance(node, list):
-        for value in node:
-            _renumber_shared_objects(value, ids)
-
-
-def _normalize_keras_archive(path: Path) -> None:
-    """Drop the save date and zip timestamps that make two saves of one model differ."""
-    import json
-
-    with zipfile.ZipFile(path) as archive:
-        entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, data in entries:
-            if name == "metadata.json":
-                metadata = json.loads(data)
-                metadata.pop("date_saved", None)
-                data = json.dumps(metadata).encode()
-            elif name == "config.json":
-                config = json.loads(data)
-                _renumber_shared_objects(config, {})
-                data = json.dumps(config).encode()
-            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
 
 
 def check_input_shape(model, input_shape: tuple[int, ...], where: str) -> None:
@@ -184,13 +155,15 @@ def float32_copy(model):
     """A float32 twin of a mixed-precision model (TFLite cannot convert mixed_float16)."""
     import keras
 
+    from pipeline.keras_compat import strip_dtype_policies
+
     policy = getattr(model, "dtype_policy", None)
     if policy is None or getattr(policy, "compute_dtype", "float32") == "float32":
         if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32"
                for layer in model.layers):
             return model
     config = model.get_config()
-    _strip_policies(config)
+    strip_dtype_policies(config)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
@@ -199,15 +172,3 @@ def float32_copy(model):
         keras.config.set_dtype_policy(previous)
     twin.set_weights(model.get_weights())
     return twin
-
-
-def _strip_policies(node) -> None:
-    if isinstance(node, dict):
-        if "dtype" in node and isinstance(node["dtype"], dict) and \
-                node["dtype"].get("class_name") == "DTypePolicy":
-            node["dtype"] = "float32"
-        for value in node.values():
-            _strip_policies(value)
-    elif isinstance(node, list):
-        for value in node:
-            _strip_policies(value)

@@ -13,7 +13,9 @@ import numpy as np
 from edge_runtime.errors import first_line
 from pipeline.errors import ConversionError
 
-DEFAULT_OPSET = 17
+from pipeline.config import ConvertSection
+
+DEFAULT_OPSET = ConvertSection.opset
 MAX_OPSET = 18
 
 

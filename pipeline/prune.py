@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import rundir
+from pipeline.config import PruneSection
 from pipeline.context import RunContext
 from pipeline.errors import UsageError
+from pipeline.formats import PRUNED_MODEL
 from pipeline.fsutil import write_json
 
 log = logging.getLogger("pipeline")
@@ -27,10 +29,12 @@ PRUNABLE_WEIGHTS = ("kernel", "depthwise_kernel", "recurrent_kernel")
 
 @dataclass
 class PruneOptions:
-    sparsity: float = 0.8
-    structured: bool = False
-    fine_tune_epochs: int = 8
-    learning_rate: float = 1e-3
+    """Defaults are the config file's ``prune`` section (its sweep's largest sparsity)."""
+
+    sparsity: float = max(PruneSection().sparsity)
+    structured: bool = PruneSection.structured
+    fine_tune_epochs: int = PruneSection.fine_tune_epochs
+    learning_rate: float = PruneSection.learning_rate
     batch_size: int = 32
     skip_layers: list[str] = field(default_factory=list)
 
@@ -60,60 +64,33 @@ def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def prune(run: str | Path | None, options: PruneOptions) -> dict:
-    options.validate()
-    context = RunContext.open(run)
-    with rundir.locked(context.run_dir):
-        return _prune_locked(context, options)
+    return RunContext.run_stage(run, options, _prune_locked)
 
 
 def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
     from pipeline.backend import import_keras
     from pipeline.batchnorm import recalibrate_batchnorm
     from pipeline.modelio import save_model
+    from pipeline.train import split_for_task
 
     keras = import_keras()
     keras.utils.set_random_seed(context.seed)
     model = context.load_model()
-    dataset = context.dataset
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
-        dataset.split("train"), dataset.split("val"), dataset.split("test"))
-    if context.task == "autoencoder":
-        y_train, y_val, y_test = x_train, x_val, x_test
+    train, val, test = (split_for_task(context.dataset, split, context.task)
+                        for split in ("train", "val", "test"))
     unknown = sorted(set(options.skip_layers) - {layer.name for layer in model.layers})
     if unknown:
         from pipeline.errors import unknown_name
 
         raise unknown_name("layer", unknown[0], [layer.name for layer in model.layers])
-    before = _summary(model, x_test, y_test, context.task)
+    before = _summary(model, *test, context.task)
     started = time.perf_counter()
-    if options.structured:
-        from pipeline.structured import shrink
-
-        pruned = shrink(model, options.sparsity, skip=options.skip_layers)
-        # Removing filters changes what every later BatchNorm sees: re-estimate before
-        # fine-tuning (and after it, below), or the shrunk model starts from chance.
-        recalibrate_batchnorm(pruned, x_train, seed=context.seed)
-        _compile(keras, pruned, context.task, options, len(x_train))
-        if options.fine_tune_epochs:
-            pruned.fit(x_train, y_train, batch_size=options.batch_size, epochs=options.fine_tune_epochs,
-                       validation_data=(x_val, y_val) if len(x_val) else None, verbose=0)
-    else:
-        pruned = model
-        _compile(keras, pruned, context.task, options, len(x_train))
-        targets = _prunable(pruned, options.skip_layers)
-        if not targets:
-            raise UsageError("no prunable kernels left (every layer is skipped)")
-        steps = -(-len(x_train) // options.batch_size) * max(options.fine_tune_epochs, 1)
-        callback = _masking_callback(keras, targets, options.sparsity, end_step=int(steps * 0.7))
-        if options.fine_tune_epochs:
-            pruned.fit(x_train, y_train, batch_size=options.batch_size, epochs=options.fine_tune_epochs,
-                       validation_data=(x_val, y_val) if len(x_val) else None, verbose=0,
-                       callbacks=[callback])
-        callback.apply(final=True)
-    recalibrate_batchnorm(pruned, x_train, seed=context.seed)
+    prune_fn = _prune_structured if options.structured else _prune_unstructured
+    pruned = prune_fn(keras, model, context, options, train, val)
+    recalibrate_batchnorm(pruned, train[0], seed=context.seed)
     seconds = time.perf_counter() - started
-    after = _summary(pruned, x_test, y_test, context.task)
-    pruned_path = save_model(pruned, context.run_dir / "model_pruned.keras")
+    after = _summary(pruned, *test, context.task)
+    pruned_path = save_model(pruned, context.run_dir / PRUNED_MODEL)
     report = {
         "method": "structured-l1" if options.structured else "unstructured-magnitude",
         "schedule": None if options.structured else "polynomial-decay (power 3, 0 → target by 70% of steps)",
@@ -132,12 +109,44 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
     return report
 
 
+def _prune_structured(keras, model, context: RunContext, options: PruneOptions, train, val):
+    """A smaller model without the least important filters/units, fine-tuned."""
+    from pipeline.batchnorm import recalibrate_batchnorm
+    from pipeline.structured import shrink
+
+    pruned = shrink(model, options.sparsity, skip=options.skip_layers)
+    # Removing filters changes what every later BatchNorm sees: re-estimate before
+    # fine-tuning (and after it), or the shrunk model starts from chance.
+    recalibrate_batchnorm(pruned, train[0], seed=context.seed)
+    _fine_tune(keras, pruned, context, options, train, val, callbacks=[])
+    return pruned
+
+
+def _prune_unstructured(keras, model, context: RunContext, options: PruneOptions, train, val):
+    """The same model with the smallest weights zeroed, ramped up while fine-tuning."""
+    targets = _prunable(model, options.skip_layers)
+    if not targets:
+        raise UsageError("no prunable kernels left (every layer is skipped)")
+    steps = -(-len(train[0]) // options.batch_size) * max(options.fine_tune_epochs, 1)
+    callback = _masking_callback(keras, targets, options.sparsity, end_step=int(steps * 0.7))
+    _fine_tune(keras, model, context, options, train, val, callbacks=[callback])
+    callback.apply(final=True)
+    return model
+
+
+def _fine_tune(keras, model, context: RunContext, options: PruneOptions, train, val, callbacks) -> None:
+    _compile(keras, model, context.task, options, len(train[0]))
+    if options.fine_tune_epochs:
+        model.fit(*train, batch_size=options.batch_size, epochs=options.fine_tune_epochs,
+                  validation_data=val if len(val[0]) else None, verbose=0, callbacks=callbacks)
+
+
 def _compile(keras, model, task: str, options: PruneOptions, num_train: int) -> None:
+    from pipeline.train import compile_for_task
+
     steps = -(-num_train // options.batch_size) * max(options.fine_tune_epochs, 1)
     rate = keras.optimizers.schedules.CosineDecay(options.learning_rate, steps)
-    model.compile(optimizer=keras.optimizers.RMSprop(rate),
-                  loss="sparse_categorical_crossentropy" if task == "classifier" else "mse",
-                  metrics=["accuracy"] if task == "classifier" else [])
+    compile_for_task(model, task, keras.optimizers.RMSprop(rate))
 
 
 def _prunable(model, skip: list[str]):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline import rundir
 from pipeline.artifacts import write_artifact
+from pipeline.config import QuantizeSection
 from pipeline.context import RunContext
 from pipeline.errors import UsageError
 from pipeline.formats import quant_mode
@@ -17,10 +18,12 @@ COMPAT = ("tflite-runtime",)
 
 @dataclass
 class QuantizeOptions:
-    modes: list[str] = field(default_factory=lambda: ["int8"])
+    """Defaults are the config file's ``quantize`` section."""
+
+    modes: list[str] = field(default_factory=lambda: QuantizeSection().modes)
     pruned: bool = False
-    calibration_samples: int = 300
-    float_io: bool = False
+    calibration_samples: int = QuantizeSection.calibration_samples
+    float_io: bool = QuantizeSection.float_io
     dynamic_batch: bool = False
     compat: str | None = None
     calibration_data: str | None = None  # .npy/.npz (key "x") of raw samples, instead of train
@@ -39,24 +42,14 @@ class QuantizeOptions:
         check("calibration_samples", self.calibration_samples)
 
 
-def artifact_name(mode: str, pruned: bool) -> str:
-    name = quant_mode(mode).artifact
-    return name.replace("model_", "model_pruned_", 1) if pruned else name
-
-
 def quantize(run: str | Path | None, options: QuantizeOptions) -> dict:
     """Write one TFLite artifact (+ sidecar) per mode and ``quantize.json``; return its content."""
-    options.validate()
-    context = RunContext.open(run)
-    with rundir.locked(context.run_dir):
-        return _quantize_locked(context, options)
+    return RunContext.run_stage(run, options, _quantize_locked)
 
 
 def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
-    from pipeline.backend import import_keras
     from pipeline.tflite import to_tflite
 
-    import_keras()
     source = context.model_path(options.pruned)
     model = context.load_model(options.pruned)
     needs_calibration = any(quant_mode(m).needs_calibration for m in options.modes)
@@ -71,7 +64,7 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
         flatbuffer = to_tflite(model, mode, calibration=samples if spec.needs_calibration else None,
                                float_io=options.float_io, dynamic_batch=options.dynamic_batch,
                                compat=options.compat)
-        path = context.run_dir / artifact_name(mode, options.pruned)
+        path = context.run_dir / quant_mode(mode).file(options.pruned)
         sidecar = write_artifact(
             path, flatbuffer, fmt="tflite", mode=mode, context=context, source=source,
             calibration_indices=indices if spec.needs_calibration else None,

@@ -23,8 +23,8 @@ _REMOTE_DIR = re.compile(r"^(?:~|~/[A-Za-z0-9_./-]*|/[A-Za-z0-9_./-]*)$")
 DEFAULT_REMOTE_ROOT = "~/.edge-runtime"
 
 
-class RemoteError(PipelineError):
-    exit_code = 9
+class RemoteError(PipelineError, exit_code=9):
+    """The device cannot be reached, or its edge-runtime failed."""
 
 
 def parse_device(url: str) -> tuple[str | None, str, int]:

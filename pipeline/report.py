@@ -110,64 +110,124 @@ def _plots(run_dir: Path, rows, train: dict, chosen) -> dict[str, bytes]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plots = {}
+    plots = {
+        "accuracy_latency.png": _accuracy_latency_plot(plt, rows),
+        "sizes.png": _size_plot(plt, rows),
+        "training_curves.png": _training_plot(plt, train.get("history") or {}),
+        "confusion_matrix.png": _confusion_plot(plt, run_dir, chosen),
+    }
+    plots = {name: data for name, data in plots.items() if data is not None}
+    for name, data in plots.items():
+        write_bytes(run_dir / "report" / name, data)
+    plt.close("all")
+    return plots
+
+
+# Latency spread beyond which the latency axis is logarithmic (int8 vs float32 on a slow
+# device easily spans 10x; a linear axis then crushes the fast artifacts into one corner).
+LOG_AXIS_SPREAD = 10.0
+
+
+def _accuracy_latency_plot(plt, rows) -> bytes | None:
+    figure = accuracy_latency_figure(plt, rows)
+    return None if figure is None else _png(figure)
+
+
+def accuracy_latency_figure(plt, rows):
+    """Accuracy against p50 latency, the Pareto front, and labels that do not overlap."""
     timed = [r for r in rows if r["p50_ms"] is not None]
-    if timed:
-        figure, axis = plt.subplots(figsize=(7, 4.5))
-        for row in timed:
-            axis.scatter(row["p50_ms"], row["value"] * 100, s=30 + row["size_kb"] / 4,
-                         c="tab:green" if row["pareto"] else "tab:gray", alpha=0.8,
-                         edgecolors="black" if row["recommended"] else "none")
-            axis.annotate(f"{row['variant']}/{row['artifact'].removeprefix('model_')}",
-                          (row["p50_ms"], row["value"] * 100), fontsize=7, xytext=(4, 2),
-                          textcoords="offset points")
-        front = sorted((r for r in timed if r["pareto"]), key=lambda r: r["p50_ms"])
-        axis.step([r["p50_ms"] for r in front], [r["value"] * 100 for r in front], where="post",
-                  color="tab:green", label="Pareto front (accuracy, latency, size)")
-        axis.set_xlabel("p50 latency (ms, batch 1)")
-        axis.set_ylabel("test accuracy (%)" if timed[0]["metric"] == "accuracy" else timed[0]["metric"])
-        axis.set_title("Accuracy vs latency (marker area ~ size)")
-        axis.legend(fontsize=8)
-        plots["accuracy_latency.png"] = _png(figure)
+    if not timed:
+        return None
+    figure, axis = plt.subplots(figsize=(7.5, 5))
+    for row in timed:
+        axis.scatter(row["p50_ms"], row["value"] * 100, s=30 + row["size_kb"] / 4,
+                     c="tab:green" if row["pareto"] else "tab:gray", alpha=0.8,
+                     edgecolors="black" if row["recommended"] else "none")
+    front = sorted((r for r in timed if r["pareto"]), key=lambda r: r["p50_ms"])
+    axis.step([r["p50_ms"] for r in front], [r["value"] * 100 for r in front], where="post",
+              color="tab:green", label="Pareto front (accuracy, latency, size)")
+    latencies = [r["p50_ms"] for r in timed]
+    if max(latencies) > LOG_AXIS_SPREAD * min(latencies):
+        axis.set_xscale("log")
+    axis.set_xlabel("p50 latency (ms, batch 1" + (", log scale)" if axis.get_xscale() == "log" else ")"))
+    axis.set_ylabel("test accuracy (%)" if timed[0]["metric"] == "accuracy" else timed[0]["metric"])
+    axis.set_title("Accuracy vs latency (marker area ~ size)")
+    axis.legend(fontsize=8, loc="lower right")
+    # Most important first: the recommended artifact, then the front, then the rest.
+    ordered = sorted(timed, key=lambda r: (not r["recommended"], not r["pareto"], r["p50_ms"]))
+    place_labels(axis, [(r["p50_ms"], r["value"] * 100) for r in ordered],
+                 [f"{r['variant']}/{r['artifact'].removeprefix('model_')}" for r in ordered])
+    return figure
+
+
+# Where a label may sit around its point, in points: right, left, above, below, then farther.
+_LABEL_OFFSETS = ((5, 3), (-5, 3), (5, -11), (-5, -11), (0, 9), (0, -17), (12, 12), (-12, 12),
+                  (12, -22), (-12, -22))
+
+
+def place_labels(axis, points, labels, fontsize: int = 7) -> list:
+    """Put each label at the first offset where it overlaps no label already placed and stays
+    inside the axes; a label with no free place is left out (the report's table lists every
+    artifact). Returns the placed labels' boxes in display coordinates."""
+    figure = axis.figure
+    figure.tight_layout()
+    renderer = figure.canvas.get_renderer()
+    frame = axis.get_window_extent(renderer)
+    placed = []
+    for (x, y), label in zip(points, labels):
+        for dx, dy in _LABEL_OFFSETS:
+            text = axis.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points",
+                                 fontsize=fontsize, ha="left" if dx >= 0 else "right")
+            box = text.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            text.remove()
+    return placed
+
+
+def _size_plot(plt, rows) -> bytes:
     figure, axis = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
     labels = [f"{r['variant']}/{r['artifact']}" for r in rows]
     axis.barh(labels, [r["size_kb"] for r in rows], color=["tab:green" if r["pareto"] else "tab:blue" for r in rows])
     axis.set_xlabel("size (KiB)")
     axis.tick_params(axis="y", labelsize=7)
     axis.set_title("Artifact sizes")
-    plots["sizes.png"] = _png(figure)
-    history = train.get("history") or {}
-    if history.get("loss"):
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for key in ("loss", "val_loss"):
+    return _png(figure)
+
+
+def _training_plot(plt, history: dict) -> bytes | None:
+    if not history.get("loss"):
+        return None
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axis, title, keys in zip(axes, ("loss", "accuracy"), (("loss", "val_loss"), ("accuracy", "val_accuracy"))):
+        for key in keys:
             if key in history:
-                axes[0].plot(range(1, len(history[key]) + 1), history[key], label=key)
-        for key in ("accuracy", "val_accuracy"):
-            if key in history:
-                axes[1].plot(range(1, len(history[key]) + 1), history[key], label=key)
-        for axis, title in zip(axes, ("loss", "accuracy")):
-            axis.set_xlabel("epoch")
-            axis.set_title(title)
-            axis.legend(fontsize=8)
-        plots["training_curves.png"] = _png(figure)
-    if chosen and chosen["metric"] == "accuracy":
-        matrix = _confusion(run_dir, chosen)
-        if matrix is not None:
-            figure, axis = plt.subplots(figsize=(5, 4.5))
-            image = axis.imshow(matrix, cmap="Blues")
-            for (i, j), count in np.ndenumerate(matrix):
-                if count:
-                    axis.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                              color="white" if count > matrix.max() / 2 else "black")
-            axis.set_xlabel("predicted")
-            axis.set_ylabel("true")
-            axis.set_title(f"Confusion matrix: {chosen['artifact']}")
-            figure.colorbar(image)
-            plots["confusion_matrix.png"] = _png(figure)
-    for name, data in plots.items():
-        write_bytes(run_dir / "report" / name, data)
-    plt.close("all")
-    return plots
+                axis.plot(range(1, len(history[key]) + 1), history[key], label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def _confusion_plot(plt, run_dir: Path, chosen) -> bytes | None:
+    if not chosen or chosen["metric"] != "accuracy":
+        return None
+    matrix = _confusion(run_dir, chosen)
+    if matrix is None:
+        return None
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    image = axis.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            axis.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if count > matrix.max() / 2 else "black")
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"Confusion matrix: {chosen['artifact']}")
+    figure.colorbar(image)
+    return _png(figure)
 
 
 def _confusion(run_dir: Path, chosen: dict):

@@ -27,13 +27,17 @@ _VERSIONED_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", 
                        "numpy", "scikit-learn")
 
 
+def safe_name(text: str) -> str:
+    """``text`` (a data set spec such as ``npz:/data/x.npz``) as part of a directory name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40]
+
+
 def new_run_dir(model: str, dataset: str, out: str | os.PathLike | None = None,
                 runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT) -> Path:
     """Create the directory for a new training run (``--out`` or a timestamped default)."""
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        safe_dataset = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[:40]
-        out = Path(runs_root) / f"{model}-{safe_dataset}-{stamp}"
+        out = Path(runs_root) / f"{model}-{safe_name(dataset)}-{stamp}"
     run_dir = Path(out)
     if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / MANIFEST).exists():
         raise RunDirError(f"{run_dir} is not empty and is not a pipeline run: choose a new or "

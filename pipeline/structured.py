@@ -62,44 +62,39 @@ class _Groups:
         return self.find(g) in self.frozen
 
 
-def _inbound(model) -> dict[str, list[str]]:
+def _graph(model) -> tuple[dict[str, list[str]], set[str]]:
+    """The layers that feed each layer, and the layers that produce the model's outputs, from
+    the public ``layer.input`` / ``layer.output`` tensors (zoo and user models call each
+    layer once)."""
     import keras
 
-    if isinstance(model, keras.Sequential):
-        names = [layer.name for layer in model.layers]
-        return {name: ([names[i - 1]] if i else []) for i, name in enumerate(names)}
-    inbound = {}
-    for entry in model.get_config()["layers"]:
-        found: list[str] = []
-        _collect_history(entry.get("inbound_nodes", []), found)
-        inbound[entry["config"]["name"]] = found
-    return inbound
-
-
-def _collect_history(node, found: list[str]) -> None:
-    if isinstance(node, dict):
-        history = node.get("config", {}).get("keras_history") if "config" in node else None
-        if history:
-            found.append(history[0])
-            return
-        for value in node.values():
-            _collect_history(value, found)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _collect_history(value, found)
-
-
-def _output_names(model) -> set[str]:
-    return {t._keras_history[0].name for t in model.outputs}
+    if isinstance(model, keras.Sequential):  # a chain (its layers' tensors belong to its
+        names = [layer.name for layer in model.layers]  # inner functional model)
+        return {name: names[i - 1:i] for i, name in enumerate(names)}, {names[-1]}
+    producer = {id(layer.output): layer.name for layer in model.layers}
+    inbound = {layer.name: [] if isinstance(layer, keras.layers.InputLayer) else
+               [producer[id(t)] for t in keras.tree.flatten(layer.input) if id(t) in producer]
+               for layer in model.layers}
+    return inbound, {producer[id(t)] for t in model.outputs}
 
 
 def shrink(model, sparsity: float, skip: list[str] | tuple[str, ...] = ()):
     """A new, smaller model with ``sparsity`` of each prunable group's channels removed."""
     import keras
 
-    inbound = _inbound(model)
-    outputs = _output_names(model)
     layers = {layer.name: layer for layer in model.layers}
+    groups, opened, consumed = _trace_groups(model, layers, skip)
+    keep, widths = _choose_channels(layers, opened, groups, sparsity)
+    if all(len(keep[root]) == widths[root] for root in keep):
+        raise UsageError("structured pruning found nothing to remove: every channel group is "
+                         "frozen (outputs, skipped layers or unsupported layers)")
+    return _rebuild(keras, model, layers, opened, groups, keep, consumed)
+
+
+def _trace_groups(model, layers: dict, skip):
+    """Walk the graph once: the channel groups, the group each producer opens, and the group
+    each layer consumes."""
+    inbound, outputs = _graph(model)
     groups = _Groups()
     tensor_group: dict[str, object] = {}   # layer name -> group id, _Flat, or None (input)
     opened: dict[str, int] = {}            # producer layer -> the group it opens
@@ -107,16 +102,13 @@ def shrink(model, sparsity: float, skip: list[str] | tuple[str, ...] = ()):
     for name, layer in layers.items():
         kind = type(layer).__name__
         sources = [tensor_group.get(src) for src in inbound.get(name, [])]
-        source = sources[0] if sources else None
-        consumed[name] = source
+        source = consumed[name] = sources[0] if sources else None
         if kind == "InputLayer":
             tensor_group[name] = None
         elif kind in PRODUCERS:
-            group = groups.new()
-            opened[name] = group
+            tensor_group[name] = opened[name] = groups.new()
             if name in outputs or name in skip:
-                groups.freeze(group)
-            tensor_group[name] = group
+                groups.freeze(opened[name])
         elif kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
             if source is not None:
                 groups.freeze(source)
@@ -125,34 +117,37 @@ def shrink(model, sparsity: float, skip: list[str] | tuple[str, ...] = ()):
         elif kind in PASS_THROUGH:
             tensor_group[name] = source
         elif kind == "Add":
-            real = [s for s in sources if isinstance(s, int)]
-            if len(real) != len(sources):
-                for s in sources:
-                    if s is not None:
-                        groups.freeze(s)
-                tensor_group[name] = real[0] if real else None
-            else:
-                merged = real[0]
-                for other in real[1:]:
-                    merged = groups.union(merged, other)
-                tensor_group[name] = merged
+            tensor_group[name] = _merge_add(sources, groups)
         elif kind == "Flatten" and isinstance(source, int):
             shape = layers[inbound[name][0]].output.shape
             tensor_group[name] = _Flat(source, math.prod(shape[1:-1]), shape[-1])
         else:
-            for s in sources:
-                if s is not None:
-                    groups.freeze(s)
             # Unknown to this module (Reshape, Concatenate, recurrent...): its inputs keep
             # every channel and its weights are copied whole.
+            _freeze_all(sources, groups)
             tensor_group[name] = None
         if name in outputs and tensor_group.get(name) is not None:
             groups.freeze(tensor_group[name])
-    keep, widths = _choose_channels(layers, opened, groups, sparsity)
-    if all(len(keep[root]) == widths[root] for root in keep):
-        raise UsageError("structured pruning found nothing to remove: every channel group is "
-                         "frozen (outputs, skipped layers or unsupported layers)")
-    return _rebuild(keras, model, layers, opened, groups, keep, consumed)
+    return groups, opened, consumed
+
+
+def _merge_add(sources: list, groups: _Groups):
+    """An ``Add`` ties its inputs' channels together (a residual block keeps them aligned);
+    an input that is not a plain group (the model input, a flattened tensor) freezes them."""
+    real = [s for s in sources if isinstance(s, int)]
+    if len(real) != len(sources):
+        _freeze_all(sources, groups)
+        return real[0] if real else None
+    merged = real[0]
+    for other in real[1:]:
+        merged = groups.union(merged, other)
+    return merged
+
+
+def _freeze_all(sources: list, groups: _Groups) -> None:
+    for source in sources:
+        if source is not None:
+            groups.freeze(source)
 
 
 def _choose_channels(layers, opened, groups: _Groups, sparsity: float):

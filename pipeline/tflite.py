@@ -60,8 +60,9 @@ def _configure(converter, mode: str, calibration, float_io: bool, compat: str | 
         return
     if mode == "dynamic":
         if compat == "tflite-runtime":
-            # tflite-runtime 2.14 lacks the per-channel dynamic-range FULLY_CONNECTED version.
-            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+            from pipeline.tf_compat import per_tensor_dense_weights
+
+            per_tensor_dense_weights(converter)
         return
     samples = np.asarray(calibration, dtype=np.float32)
     converter.representative_dataset = lambda: ([sample[None]] for sample in samples)

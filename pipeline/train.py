@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from pipeline import rundir
+from pipeline.config import DataSection, TrainSection
 from pipeline.errors import UsageError, unknown_name
+from pipeline.formats import MODEL
 from pipeline.fsutil import read_json, write_json
 
 log = logging.getLogger("pipeline")
@@ -29,29 +31,12 @@ CHECKPOINT_STATE = "checkpoints/state.json"
 
 
 @dataclass
-class TrainConfig:
-    """Everything ``pipeline train`` needs; the CLI and the config file fill the same fields."""
+class TrainConfig(TrainSection, DataSection):
+    """Everything ``pipeline train`` needs: the config file's ``data`` and ``train`` sections
+    (one definition, so the CLI and the config file cannot drift) plus the command's switches."""
 
-    model: str = "mnist_cnn"
-    dataset: str = "digits"
-    # None: the model's recipe (``pipeline models``), filled in by ``with_recipe``.
-    epochs: int | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    learning_rate: float | None = None
-    lr_schedule: str | None = None
-    early_stopping: int = 0
-    class_weight: str | None = None
-    augment: bool = False
-    seed: int = 0
-    image_size: int | None = None
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    mixed_precision: bool = False
-    distribute: str = "none"
     tensorboard: bool = False
     unsafe: bool = False
-    backend: str | None = None  # tensorflow, jax or torch (default: $KERAS_BACKEND or tensorflow)
 
     def with_recipe(self) -> "TrainConfig":
         """A copy whose unset training fields come from the model's default recipe."""
@@ -82,14 +67,24 @@ class TrainConfig:
                              "(KERAS_DISTRIBUTION_*), not torch")
 
 
+def zoo_spec(name: str):
+    """The zoo's entry for ``name``; an unknown name is a usage error naming the closest."""
+    import models
+
+    try:
+        return models.get_model_spec(name)
+    except models.UnknownModelError as exc:
+        raise unknown_name("model", exc.name, exc.known) from None
+
+
 def recipe_for(model: str) -> dict[str, Any]:
     """The default training recipe of a zoo model (a user's model file gets the common one)."""
-    import models
+    from models.registry import DEFAULT_RECIPE
     from pipeline.modelio import is_model_path
 
     if is_model_path(model):
-        return dict(models.registry.DEFAULT_RECIPE)
-    return models.get_model_spec(model).full_recipe()
+        return dict(DEFAULT_RECIPE)
+    return zoo_spec(model).full_recipe()
 
 
 @dataclass
@@ -179,75 +174,24 @@ def _resume_config(run_dir: Path, config: TrainConfig, given: set[str]) -> Train
 
 def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bool,
                   verbose: int, chief: bool = True) -> TrainResult:
-    from pipeline.backend import seed_everything
-    from pipeline.batchnorm import recalibrate_batchnorm
-    from pipeline.collapse import check_collapse
     from pipeline.modelio import float32_copy, save_model
 
-    # Fresh Keras state: auto-generated layer names ("dense", "dense_1") end up in the saved
-    # model and in every artifact's tensor names, so they must not depend on what this process
-    # built before. Then seed (clearing the session also clears the seed).
-    keras.backend.clear_session()
-    seed_everything(config.seed)
-    devices = _devices(keras)
-    strategy = _strategy(config.distribute, keras)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    x_train, y_train = dataset.split("train")
-    x_val, y_val = dataset.split("val")
-    x_test, y_test = dataset.split("test")
-    task = _task(config.model)
-    initial_epoch = 0
-    with strategy.scope() if strategy else contextlib.nullcontext():
-        if resume:
-            model, initial_epoch = _load_checkpoint(keras, run_dir, config, len(x_train), task)
-        else:
-            model = _build(keras, config, dataset)
-            model.compile(optimizer=_optimizer(keras, config, len(x_train)),
-                          loss=_loss(task), metrics=["accuracy"] if task == "classifier" else [])
-    if task == "autoencoder":
-        y_train, y_val, y_test = x_train, x_val, x_test
+    model, task, initial_epoch, devices = _model_to_train(keras, config, dataset, run_dir, resume)
     history = read_json(run_dir / CHECKPOINT_STATE)["history"] if resume else {}
-    timer = _epoch_timer(keras)
-    callbacks = [*_callbacks(keras, config, run_dir, history), timer]  # last: checkpoints count
-    ((fit_x, fit_y), (fit_x_val, fit_y_val)), batch_size = _shard(
-        config, keras, (x_train, y_train), (x_val, y_val))
-    train_input = _training_input(keras, config, fit_x, fit_y, task, batch_size)
     log.info("training on %s", ", ".join(devices))
-    started = time.perf_counter()
-    model.fit(
-        train_input if train_input is not None else fit_x,
-        None if train_input is not None else fit_y,
-        batch_size=None if train_input is not None else batch_size,
-        epochs=config.epochs, initial_epoch=initial_epoch,
-        validation_data=(fit_x_val, fit_y_val) if len(fit_x_val) else None,
-        class_weight=_class_weights(config, y_train) if task == "classifier" else None,
-        callbacks=callbacks, verbose=verbose, shuffle=True)
-    train_seconds = time.perf_counter() - started
+    timer = _fit(keras, model, config, dataset, task, run_dir, history, initial_epoch, verbose)
     if config.distribute == "multiworker" and keras.backend.backend() == "jax":
         model = _process_local_copy(keras, model, task)
-    recalibrated = recalibrate_batchnorm(model, x_train, seed=config.seed)
-    evaluation = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
-    collapse = None
-    if task == "classifier":
-        x_check, y_check = (x_val, y_val) if len(x_val) else (x_train, y_train)
-        collapse = check_collapse(model, x_check, y_check, history, dataset.num_classes)
-        if collapse["collapsed"]:
-            log.warning("warning: %s", collapse["reason"])
+    outcome = _evaluate(model, config, dataset, task, history)
     model = float32_copy(model)
-    model_path = save_model(model, run_dir / "model.keras")
-    epochs_run = len(history.get("loss", []))
+    model_path = save_model(model, run_dir / MODEL)
     metrics = {
         "model": config.model,
         "task": task,
-        "test_accuracy": float(evaluation["accuracy"]) if "accuracy" in evaluation else None,
-        "test_loss": float(evaluation["loss"]),
-        "collapsed": bool(collapse and collapse["collapsed"]),
-        "collapse_check": collapse,
-        "batchnorm_recalibrated_layers": recalibrated,
-        "epochs_run": epochs_run,
-        "train_seconds": round(train_seconds, 3),
-        **timer.throughput(len(x_train)),
+        **outcome,
+        "epochs_run": len(history.get("loss", [])),
+        "train_seconds": round(timer.total_seconds, 3),
+        **timer.throughput(len(dataset.y_train)),
         "backend": keras.backend.backend(),
         "devices": devices,
         "device_kind": "gpu" if any("gpu" in d.lower() or "cuda" in d.lower() for d in devices) else "cpu",
@@ -265,6 +209,84 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
                            seed=config.seed, dataset=metrics["data"]["name"],
                            dataset_sha256=metrics["data"]["sha256"])
     return TrainResult(run_dir, metrics)
+
+
+def _model_to_train(keras, config: TrainConfig, dataset, run_dir: Path, resume: bool):
+    """A compiled model (new, or the run's checkpoint) in fresh Keras state, with its task,
+    the epoch it starts at and the devices it trains on."""
+    from pipeline.backend import seed_everything
+
+    # Fresh Keras state: auto-generated layer names ("dense", "dense_1") end up in the saved
+    # model and in every artifact's tensor names, so they must not depend on what this process
+    # built before. Then seed (clearing the session also clears the seed).
+    keras.backend.clear_session()
+    seed_everything(config.seed)
+    devices = _devices(keras)
+    strategy = _strategy(config.distribute, keras)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    task, num_train = _task(config.model), len(dataset.y_train)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        if resume:
+            model, initial_epoch = _load_checkpoint(keras, run_dir, config, num_train, task)
+        else:
+            model, initial_epoch = _build(keras, config, dataset), 0
+            compile_for_task(model, task, _optimizer(keras, config, num_train))
+    return model, task, initial_epoch, devices
+
+
+def split_for_task(dataset, split: str, task: str):
+    """``(x, y)`` of a split, where an autoencoder's target is its input."""
+    x, y = dataset.split(split)
+    return (x, x) if task == "autoencoder" else (x, y)
+
+
+def _fit(keras, model, config: TrainConfig, dataset, task: str, run_dir: Path, history: dict,
+         initial_epoch: int, verbose: int):
+    """``model.fit`` with checkpoints, the schedule's callbacks and this worker's shard; returns
+    the epoch timer."""
+    (x_train, y_train), (x_val, y_val) = split_for_task(dataset, "train", task), split_for_task(dataset, "val", task)
+    timer = _epoch_timer(keras)
+    callbacks = [*_callbacks(keras, config, run_dir, history), timer]  # last: checkpoints count
+    ((fit_x, fit_y), (fit_x_val, fit_y_val)), batch_size = _shard(
+        config, keras, (x_train, y_train), (x_val, y_val))
+    train_input = _training_input(keras, config, fit_x, fit_y, task, batch_size)
+    started = time.perf_counter()
+    model.fit(
+        train_input if train_input is not None else fit_x,
+        None if train_input is not None else fit_y,
+        batch_size=None if train_input is not None else batch_size,
+        epochs=config.epochs, initial_epoch=initial_epoch,
+        validation_data=(fit_x_val, fit_y_val) if len(fit_x_val) else None,
+        class_weight=_class_weights(config, y_train) if task == "classifier" else None,
+        callbacks=callbacks, verbose=verbose, shuffle=True)
+    timer.total_seconds = time.perf_counter() - started
+    return timer
+
+
+def _evaluate(model, config: TrainConfig, dataset, task: str, history: dict) -> dict:
+    """Re-estimate BatchNorm statistics, score the test split, and check for a collapse."""
+    from pipeline.batchnorm import recalibrate_batchnorm
+    from pipeline.collapse import check_collapse
+
+    x_train, y_train = dataset.split("train")
+    recalibrated = recalibrate_batchnorm(model, x_train, seed=config.seed)
+    x_test, y_test = split_for_task(dataset, "test", task)
+    evaluation = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+    collapse = None
+    if task == "classifier":
+        x_val, y_val = dataset.split("val")
+        x_check, y_check = (x_val, y_val) if len(x_val) else (x_train, y_train)
+        collapse = check_collapse(model, x_check, y_check, history, dataset.num_classes)
+        if collapse["collapsed"]:
+            log.warning("warning: %s", collapse["reason"])
+    return {
+        "test_accuracy": float(evaluation["accuracy"]) if "accuracy" in evaluation else None,
+        "test_loss": float(evaluation["loss"]),
+        "collapsed": bool(collapse and collapse["collapsed"]),
+        "collapse_check": collapse,
+        "batchnorm_recalibrated_layers": recalibrated,
+    }
 
 
 # -- pieces -------------------------------------------------------------------------------
@@ -303,9 +325,7 @@ def _task(model: str) -> str:
 
     if is_model_path(model):
         return "classifier"
-    import models
-
-    return models.get_model_spec(model).task
+    return zoo_spec(model).task
 
 
 def _build(keras, config: TrainConfig, dataset):
@@ -316,9 +336,7 @@ def _build(keras, config: TrainConfig, dataset):
         check_input_shape(model, dataset.input_shape, config.model)
         _check_class_count(model, dataset.num_classes, config.model)
         return model
-    import models
-
-    return models.build_model(config.model, dataset.input_shape, dataset.num_classes)
+    return zoo_spec(config.model).build(tuple(dataset.input_shape), int(dataset.num_classes))
 
 
 def _check_class_count(model, num_classes: int, where: str) -> None:
@@ -330,8 +348,11 @@ def _check_class_count(model, num_classes: int, where: str) -> None:
                          f"classes: pick a matching data set or a zoo model")
 
 
-def _loss(task: str) -> str:
-    return "sparse_categorical_crossentropy" if task == "classifier" else "mse"
+def compile_for_task(model, task: str, optimizer=None) -> None:
+    """The loss and metrics of a task, in one place: training, resuming and fine-tuning agree."""
+    model.compile(optimizer=optimizer if optimizer is not None else "rmsprop",
+                  loss="sparse_categorical_crossentropy" if task == "classifier" else "mse",
+                  metrics=["accuracy"] if task == "classifier" else [])
 
 
 def _optimizer(keras, config: TrainConfig, num_train: int):
@@ -408,6 +429,7 @@ def _epoch_timer(keras):
         def __init__(self):
             super().__init__()
             self.seconds: list[float] = []
+            self.total_seconds = 0.0  # the whole fit, set by its caller
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
@@ -452,8 +474,7 @@ def _load_checkpoint(keras, run_dir: Path, config: TrainConfig, num_train: int, 
                           f"{config.optimizer} run: start a new run")
     for mine, theirs in zip(optimizer.variables, saved.variables):
         mine.assign(theirs)
-    model.compile(optimizer=optimizer, loss=_loss(task),
-                  metrics=["accuracy"] if task == "classifier" else [])
+    compile_for_task(model, task, optimizer)
     return model, epoch
 
 
@@ -576,7 +597,7 @@ def _process_local_copy(keras, model, task: str):
     keras.distribution.set_distribution(None)
     local = keras.models.clone_model(model)
     local.set_weights(weights)
-    local.compile(loss=_loss(task), metrics=["accuracy"] if task == "classifier" else [])
+    compile_for_task(local, task)
     return local
 
 

@@ -12,7 +12,7 @@ from edge_runtime.artifact import read_sidecar
 from pipeline import rundir
 from pipeline.context import RunContext
 from pipeline.errors import ParityError, UsageError
-from pipeline.formats import QUANT_MODES
+from pipeline.formats import MODEL, PRUNED_MODEL, QUANT_MODES, artifact_file
 from pipeline.fsutil import write_json
 
 # Default gates per artifact kind: (metric, comparison, threshold).
@@ -60,9 +60,8 @@ def parse_gate(text: str) -> tuple[str, str, float]:
 
 
 def verify(run: str | Path | None, options: VerifyOptions) -> dict:
-    context = RunContext.open(run)
     gates = options.resolved_gates()
-    with rundir.locked(context.run_dir):
+    with RunContext.locked(run) as context:
         report = _verify_locked(context, options, gates)
         path = write_json(context.run_dir / "verify.json", report)
         rundir.update_manifest(context.run_dir, "verify", artifacts=[path])
@@ -93,7 +92,7 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
     for path in paths:
         found = read_sidecar(path)
         sidecar = found or {"mode": _infer_mode(path)}
-        source = sidecar.get("source_model", {}).get("path", "model.keras")
+        source = sidecar.get("source_model", {}).get("path", MODEL)
         if source not in references:
             references[source] = _keras_predict(context, source, x_test)
         # As the device sees it: raw test samples through the sidecar's own preprocessing.
@@ -142,7 +141,7 @@ def _artifact_paths(context: RunContext, names: list[str] | None) -> list[Path]:
 
 
 def _keras_predict(context: RunContext, source: str, x_test: np.ndarray) -> np.ndarray:
-    model = context.load_model(pruned=source == "model_pruned.keras")
+    model = context.load_model(pruned=source == PRUNED_MODEL)
     return model.predict(x_test, batch_size=256, verbose=0)
 
 
@@ -230,15 +229,16 @@ def _apply_gates(row: dict, rules: dict[str, tuple[str, float]]) -> dict[str, di
     return results
 
 
-_PAIRS = (("model_float32.tflite", "model_float32.onnx"), ("model_int8.tflite", "model_int8.onnx"),
-          ("model_int8.tflite", "model_int8_tflite.onnx"))
+# The same model in both runtimes: (TFLite, ONNX) artifact kinds.
+_PAIRS = (("float32.tflite", "float32.onnx"), ("int8.tflite", "int8.onnx"),
+          ("int8.tflite", "int8_tflite.onnx"))
 
 
 def _cross_runtime(outputs: dict[str, np.ndarray]) -> list[dict]:
     rows = []
-    for prefix in ("model_", "model_pruned_"):
+    for pruned in (False, True):
         for left, right in _PAIRS:
-            left, right = left.replace("model_", prefix, 1), right.replace("model_", prefix, 1)
+            left, right = artifact_file(left, pruned), artifact_file(right, pruned)
             if left in outputs and right in outputs:
                 a, b = outputs[left], outputs[right]
                 rows.append({"tflite": left, "onnx": right,

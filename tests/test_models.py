@@ -42,9 +42,21 @@ def test_registry_rejects_duplicates_and_bad_names():
 
 def test_unknown_model_suggests_closest():
     from pipeline.errors import UsageError
+    from pipeline.train import zoo_spec
 
-    with pytest.raises(UsageError, match="Did you mean 'resnet8'"):
+    with pytest.raises(models.UnknownModelError, match="unknown model 'resnet'"):
         models.get_model_spec("resnet")
+    with pytest.raises(UsageError, match="Did you mean 'resnet8'"):
+        zoo_spec("resnet")
+
+
+def test_the_zoo_does_not_import_the_pipeline():
+    import subprocess
+    import sys
+
+    code = "import sys, models; models.model_names(); print(any(m.startswith('pipeline') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("name", models.model_names())

@@ -106,7 +106,7 @@ def test_full_disk_loses_nothing(tmp_path, trained_run):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "prune", "--fine-tune-epochs", "1",
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "prune", "--unstructured", "--fine-tune-epochs", "1",
                            "--run", str(run_dir)], capture_output=True, text=True, preexec_fn=limit,
                           cwd=PROJECT, timeout=600)
     assert done.returncode == 7, done.stderr[-2000:]

@@ -206,3 +206,42 @@ def test_bench_defaults_agree_everywhere():
     edge_default = _parser().parse_args(["bench", "model.tflite"]).min_seconds
     assert cli_default == edge_default == BenchOptions().min_seconds == BenchSection().min_seconds \
         == DEFAULT_MIN_SECONDS
+
+
+def _plot_rows(latencies, accuracies):
+    return [{"variant": "base", "artifact": f"model_artifact_number_{i}.tflite", "metric": "accuracy",
+             "value": a, "p50_ms": p, "size_kb": 100.0, "pareto": i % 2 == 0, "recommended": i == 0}
+            for i, (p, a) in enumerate(zip(latencies, accuracies))]
+
+
+def test_plot_labels_never_overlap_and_the_recommended_one_is_always_shown():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.report import accuracy_latency_figure
+
+    # A crowded cluster, as a run with int8 TFLite, int8 ONNX and QDQ ONNX at ~0.1 ms gives.
+    rows = _plot_rows([0.10, 0.101, 0.102, 0.104, 0.11, 0.12, 0.5, 0.52], [0.97, 0.969, 0.97, 0.968,
+                                                                         0.971, 0.97, 0.972, 0.972])
+    figure = accuracy_latency_figure(plt, rows)
+    renderer = figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in figure.axes[0].texts]
+    assert boxes and figure.axes[0].texts[0].get_text() == "base/artifact_number_0.tflite"
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close("all")
+
+
+def test_latency_axis_is_logarithmic_when_the_spread_is_wide():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.report import LOG_AXIS_SPREAD, accuracy_latency_figure
+
+    narrow = accuracy_latency_figure(plt, _plot_rows([1.0, LOG_AXIS_SPREAD * 0.9], [0.9, 0.95]))
+    wide = accuracy_latency_figure(plt, _plot_rows([1.0, LOG_AXIS_SPREAD * 1.1], [0.9, 0.95]))
+    assert narrow.axes[0].get_xscale() == "linear" and wide.axes[0].get_xscale() == "log"
+    plt.close("all")

@@ -30,14 +30,14 @@ def _ic01(ic):
 @pytest.mark.slow
 def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
     from edge_runtime import load
-    from pipeline.adopt import adopt
+    from pipeline.import_model import import_model
     from pipeline.quantize import QuantizeOptions, quantize
 
     ic = shared_data("mlperf_tiny", "ic")
     x, y = _ic01(ic)
     first, second = np.arange(0, 200, 2), np.arange(1, 200, 2)
     np.savez(tmp_path / "ic.npz", x_train=x[first], y_train=y[first], x_test=x[second], y_test=y[second])
-    run_dir, metrics = adopt(ic / "pretrainedResnet.h5", dataset=f"npz:{tmp_path / 'ic.npz'}",
+    run_dir, metrics = import_model(ic / "pretrainedResnet.h5", dataset=f"npz:{tmp_path / 'ic.npz'}",
                              val_fraction=0.0, out=tmp_path / "run", runs_root=tmp_path)
     quantize(run_dir, QuantizeOptions(modes=["int8"], calibration_samples=100))
     ours = np.mean(load(run_dir / "model_int8.tflite").predict(x[second]).argmax(1) == y[second])

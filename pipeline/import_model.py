@@ -9,13 +9,15 @@ import numpy as np
 
 from pipeline import rundir
 from pipeline.errors import ModelError
+from pipeline.formats import MODEL
 from pipeline.fsutil import write_json
 
 
-def adopt(model_path: str | os.PathLike, *, dataset: str, seed: int = 0, image_size: int | None = None,
-          val_fraction: float = 0.1, test_fraction: float = 0.2, unsafe: bool = False,
-          out: str | os.PathLike | None = None,
-          runs_root: str | os.PathLike = rundir.DEFAULT_RUNS_ROOT):
+def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
+                 image_size: int | None = None, val_fraction: float = 0.1,
+                 test_fraction: float = 0.2, unsafe: bool = False,
+                 out: str | os.PathLike | None = None,
+                 runs_root: str | os.PathLike = rundir.DEFAULT_RUNS_ROOT):
     """Load ``model_path`` (.keras, Keras 2 .h5, SavedModel), check it against the data set,
     and write ``model.keras`` + ``train.json`` so every later stage can work on it."""
     from pipeline.backend import import_keras
@@ -43,7 +45,7 @@ def adopt(model_path: str | os.PathLike, *, dataset: str, seed: int = 0, image_s
         if predictions.shape[-1] != data.num_classes:
             raise ModelError(f"{model_path} outputs {predictions.shape[-1]} values per sample, "
                              f"the data set has {data.num_classes} classes")
-        saved = save_model(model, run_dir / "model.keras")
+        saved = save_model(model, run_dir / MODEL)
         config = TrainConfig(model=str(model_path), dataset=dataset, seed=seed, image_size=image_size,
                              val_fraction=val_fraction, test_fraction=test_fraction, unsafe=unsafe)
         metrics = {

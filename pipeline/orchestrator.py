@@ -19,6 +19,7 @@ from typing import Any, Callable
 from pipeline import rundir
 from pipeline.config import Config
 from pipeline.errors import CollapseError, ParityError
+from pipeline.formats import MODEL, PRUNED_MODEL, artifact_file, source_model
 from pipeline.fsutil import read_json, sha256_file, write_json
 
 STAGES = ("train", "prune", "quantize", "convert", "verify", "bench", "report")
@@ -54,8 +55,8 @@ def code_version() -> str:
 
 
 def default_out(config: Config) -> Path:
-    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in config.data.dataset)[:40]
-    return rundir.DEFAULT_RUNS_ROOT / f"pipeline-{Path(config.train.model).stem}-{name}"
+    return (rundir.DEFAULT_RUNS_ROOT
+            / f"pipeline-{Path(config.train.model).stem}-{rundir.safe_name(config.data.dataset)}")
 
 
 class _Stages:
@@ -194,7 +195,7 @@ def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
             train(train_config, out=run_dir, verbose=0)
         else:  # Keras' backend is fixed per process: train there, convert here under TensorFlow
             _train_in_child(train_config, run_dir)
-        return [run_dir / "model.keras", run_dir / "train.json"]
+        return [run_dir / MODEL, run_dir / "train.json"]
 
     stages.run("train", "train", inputs, work)
     stages.finish("train")
@@ -237,14 +238,14 @@ def _variants(config: Config, run_dir: Path, stages: _Stages) -> list[tuple[Path
                                fine_tune_epochs=config.prune.fine_tune_epochs,
                                learning_rate=config.prune.learning_rate)
         inputs = {"prune": {**config.section("prune"), "sparsity": sparsity},
-                  "model": sha256_file(run_dir / "model.keras")}
+                  "model": sha256_file(run_dir / MODEL)}
 
         def work(variant=variant, options=options) -> list[Path]:
             variant.mkdir(parents=True, exist_ok=True)
-            for name in ("model.keras", "train.json"):
+            for name in (MODEL, "train.json"):
                 shutil.copy2(run_dir / name, variant / name)
             prune(variant, options)
-            return [variant / "model_pruned.keras", variant / "prune.json"]
+            return [variant / PRUNED_MODEL, variant / "prune.json"]
 
         stages.run("prune", f"prune@{variant.name}", inputs, work)
         variants.append((variant, True))
@@ -258,11 +259,12 @@ def _label(run_dir: Path, variant: Path) -> str:
 
 
 def _source(variant: Path, pruned: bool) -> Path:
-    return variant / ("model_pruned.keras" if pruned else "model.keras")
+    return variant / source_model(pruned)
 
 
 def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
-    from pipeline.quantize import QuantizeOptions, artifact_name, quantize
+    from pipeline.formats import quant_mode
+    from pipeline.quantize import QuantizeOptions, quantize
 
     options = QuantizeOptions(modes=config.quantize.modes, pruned=pruned,
                               calibration_samples=config.quantize.calibration_samples,
@@ -273,7 +275,7 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
 
     def work() -> list[Path]:
         quantize(variant, options)
-        artifacts = [variant / artifact_name(m, pruned) for m in config.quantize.modes]
+        artifacts = [variant / quant_mode(m).file(pruned) for m in config.quantize.modes]
         return [*artifacts, *(a.with_name(a.name + ".json") for a in artifacts)]
 
     stages.run("quantize", f"quantize@{_label(run_dir, variant)}", inputs, work)
@@ -286,12 +288,11 @@ def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages:
     options = ConvertOptions(targets=config.convert.targets, opset=config.convert.opset,
                              pruned=pruned, calibration_samples=config.quantize.calibration_samples,
                              calibration_data=config.quantize.calibration_data)
-    prefix = "model_pruned_" if pruned else "model_"
+    int8 = variant / artifact_file("int8.tflite", pruned)
     inputs = {"convert": config.section("convert"), "model": sha256_file(_source(variant, pruned)),
               "calibration": [config.quantize.calibration_samples,
                               _file_fingerprint(config.quantize.calibration_data)],
-              "int8": sha256_file(variant / f"{prefix}int8.tflite")
-              if (variant / f"{prefix}int8.tflite").exists() else None}
+              "int8": sha256_file(int8) if int8.exists() else None}
 
     def work() -> list[Path]:
         report = convert(variant, options)

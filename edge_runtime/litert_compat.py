@@ -1,0 +1,10 @@
+"""The one place that touches LiteRT internals: the interpreter has no public list of the ops
+in a model. ``tests/test_compat.py`` checks it, so an upgrade that drops it fails there."""
+from __future__ import annotations
+
+
+def op_names(interpreter) -> list[str]:
+    """The builtin (or custom) op of every node, in execution order; empty when the runtime
+    lacks the private helper (older tflite-runtime)."""
+    details = getattr(interpreter, "_get_ops_details", None)
+    return [op["op_name"] for op in details()] if details is not None else []

@@ -1,0 +1,111 @@
+"""Every library internal the project relies on, checked: an upgrade that moves one fails
+here, with the name of what moved, instead of somewhere downstream."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+
+def _small_model():
+    import keras
+
+    inputs = keras.Input((8,))
+    shared = keras.layers.Dense(4, name="shared")
+    outputs = keras.layers.Add()([shared(inputs), shared(inputs)])
+    return keras.Model(inputs, keras.layers.Dense(3)(outputs))
+
+
+def test_keras_seeding_without_tensorflow_sets_what_set_random_seed_sets():
+    import keras
+    from keras.src.backend.common import global_state  # the internals seed_keras_without_tensorflow uses
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    from pipeline.keras_compat import seed_keras_without_tensorflow
+
+    keras.utils.set_random_seed(5)  # the public call: it must still keep its seed where we put ours
+    assert global_state.get_global_attribute(rng_utils.GLOBAL_RANDOM_SEED) == 5
+    seed_generator.global_seed_generator()
+    assert global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR) is not None
+    seed_keras_without_tensorflow(7)
+    assert global_state.get_global_attribute(rng_utils.GLOBAL_RANDOM_SEED) == 7
+    assert global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR) is None
+    keras.utils.set_random_seed(0)
+
+
+def test_keras_archive_layout_and_normalization(tmp_path):
+    from pipeline.keras_compat import ARCHIVE_FILES
+    from pipeline.modelio import save_model
+
+    model = _small_model()
+    one, two = save_model(model, tmp_path / "a.keras"), save_model(model, tmp_path / "b.keras")
+    with zipfile.ZipFile(one) as archive:
+        assert sorted(archive.namelist()) == sorted(ARCHIVE_FILES), "the .keras layout changed"
+        metadata = json.loads(archive.read("metadata.json"))
+        config = archive.read("config.json").decode()
+    assert "date_saved" not in metadata and "keras_version" in metadata
+    assert '"shared_object_id": 1' in config  # the shared Dense, renumbered from its id()
+    assert one.read_bytes() == two.read_bytes()
+
+
+def test_mixed_precision_config_strips_to_float32():
+    import keras
+
+    from pipeline.modelio import float32_copy
+
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        mixed = _small_model()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert any(isinstance(layer.get("config", {}).get("dtype"), dict)
+               and layer["config"]["dtype"].get("class_name") == "DTypePolicy"
+               for layer in mixed.get_config()["layers"]), "Keras serializes policies differently"
+    twin = float32_copy(mixed)
+    assert all(layer.dtype_policy.compute_dtype == "float32" for layer in twin.layers)
+    x = np.random.default_rng(0).normal(size=(2, 8)).astype("float32")
+    np.testing.assert_allclose(twin.predict(x, verbose=0), mixed.predict(x, verbose=0), atol=0.05)
+
+
+def test_converter_still_has_the_per_tensor_dense_switch():
+    import tensorflow as tf
+
+    from pipeline.tf_compat import _PER_TENSOR_DENSE, per_tensor_dense_weights
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(_small_model())
+    assert hasattr(converter, _PER_TENSOR_DENSE), f"TensorFlow dropped {_PER_TENSOR_DENSE}"
+    per_tensor_dense_weights(converter)
+    assert getattr(converter, _PER_TENSOR_DENSE) is True
+
+
+def test_litert_interpreter_still_lists_its_ops(tmp_path):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_runtime.litert_compat import op_names
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(_small_model())
+    interpreter = Interpreter(model_content=converter.convert())
+    assert hasattr(interpreter, "_get_ops_details"), "LiteRT dropped _get_ops_details"
+    names = op_names(interpreter)
+    assert "FULLY_CONNECTED" in names and "ADD" in names, names
+
+
+def test_no_private_imports_outside_the_compat_modules():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    private = re.compile(r"^\s*(from|import)\s+(keras\.src|tensorflow\.python)\b", re.M)
+    offenders = [str(p.relative_to(root)) for package in ("pipeline", "edge_runtime", "models")
+                 for p in (root / package).rglob("*.py")
+                 if not p.name.endswith("_compat.py") and private.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("module", ["pipeline.keras_compat", "pipeline.tf_compat", "edge_runtime.litert_compat"])
+def test_compat_modules_import_cleanly(module):
+    import importlib
+
+    importlib.import_module(module)
