@@ -54,11 +54,17 @@ def _listed(help_text: str, default: str | None = None):
                         show_default=False)
 
 
-def _items(values: list[str] | None, *, keyed: bool = False) -> list[str]:
+def _items(values: list[str] | None, option: str, *, keyed: bool = False) -> list[str]:
     """The values of a list option, split at commas. For KEY=VALUE options (``keyed``) a comma
-    starts a new item only before another KEY=, so a value may hold commas."""
+    starts a new item only before another KEY=, so a value may hold commas. An option given
+    with nothing in it is a mistake, not a request for the default."""
     separator = r",(?=\s*[\w.\-]+=)" if keyed else ","
-    return [item.strip() for value in values or [] for item in re.split(separator, value) if item.strip()]
+    items = [item.strip() for value in values or [] for item in re.split(separator, value) if item.strip()]
+    if values and not items:
+        from pipeline.errors import UsageError
+
+        raise UsageError(f"{option} was given without a value")
+    return items
 
 
 def _show_native_output() -> None:
@@ -219,7 +225,7 @@ def prune(
 
     report = run_prune(run, PruneOptions(
         sparsity=sparsity, structured=structured, fine_tune_epochs=fine_tune_epochs,
-        learning_rate=learning_rate, skip_layers=_items(skip)))
+        learning_rate=learning_rate, skip_layers=_items(skip, "--skip")))
     before, after = report["before"], report["after"]
     typer.echo(f"{report['method']}: sparsity {after['sparsity']:.2%}, params "
                f"{before['params']:,} → {after['params']:,} ({after['nonzero_params']:,} non-zero), "
@@ -282,7 +288,7 @@ def convert(
     from pipeline.convert import ConvertOptions, convert as run_convert
 
     report = run_convert(run, ConvertOptions(
-        targets=_items(to) if to else list(DEFAULTS.convert.targets), opset=opset, pruned=pruned,
+        targets=_items(to, "--to") if to else list(DEFAULTS.convert.targets), opset=opset, pruned=pruned,
         calibration_samples=calibration_samples,
         calibration_data=str(calibration_data) if calibration_data else None, int8_onnx=int8_onnx))
     _echo_artifacts(report, None)
@@ -306,10 +312,10 @@ def verify(
     from pipeline.verify import VerifyOptions, parse_gate, verify as run_verify
 
     overrides: dict[str, dict[str, float]] = {}
-    for text in _items(gate, keyed=True):
+    for text in _items(gate, "--gate", keyed=True):
         kind, metric, value = parse_gate(text)
         overrides.setdefault(kind, {})[metric] = value
-    options = VerifyOptions(artifacts=_items(artifact) or None, gates=overrides, explain=explain)
+    options = VerifyOptions(artifacts=_items(artifact, "--artifact") or None, gates=overrides, explain=explain)
     try:
         report = run_verify(run, options)
     except ParityError:
@@ -364,13 +370,13 @@ def bench(
     from pipeline.errors import UsageError
 
     try:
-        thread_counts = [int(t) for t in _items(threads)] or list(DEFAULTS.bench.threads)
+        thread_counts = [int(t) for t in _items(threads, "--threads")] or list(DEFAULTS.bench.threads)
     except ValueError:
         raise UsageError(f"--threads takes integers, got '{','.join(threads or [])}'") from None
     report = run_bench(run, BenchOptions(
         threads=thread_counts, runs=runs, warmup=warmup, min_seconds=min_seconds, xnnpack=xnnpack,
-        artifacts=_items(artifact) or None, device=device,
-        ssh_options=_ssh_options(_items(ssh_option, keyed=True)), remote_root=remote_dir))
+        artifacts=_items(artifact, "--artifact") or None, device=device,
+        ssh_options=_ssh_options(_items(ssh_option, "--ssh-option", keyed=True)), remote_root=remote_dir))
     where = report["device"].get("cpu_model") or report["device"].get("machine")
     typer.echo(f"device: {report['device']['location']} ({where})")
     for row in report["results"]:
@@ -406,8 +412,8 @@ def run_all(
     from pipeline.config import load_config
     from pipeline.orchestrator import run as run_pipeline
 
-    resolved = load_config(config, _items(set_, keyed=True))
-    result = run_pipeline(resolved, out=out, force=_items(force),
+    resolved = load_config(config, _items(set_, "--set", keyed=True))
+    result = run_pipeline(resolved, out=out, force=_items(force, "--force"),
                           progress=None if quiet else _progress)
     typer.echo(f"recommended: {result.recommended or 'none meets the constraints'}")
     typer.echo(f"report: {result.report}")

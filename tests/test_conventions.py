@@ -119,7 +119,14 @@ def test_a_command_without_flags_does_what_the_config_does(trained_run, tmp_path
     (None, False, []),
 ])
 def test_list_options_repeat_or_take_commas(values, keyed, expected):
-    assert _items(values, keyed=keyed) == expected
+    assert _items(values, "--option", keyed=keyed) == expected
+
+
+def test_a_list_option_given_empty_is_an_error():
+    from pipeline.errors import UsageError
+
+    with pytest.raises(UsageError, match="--threads was given without a value"):
+        _items(["", " , "], "--threads")
 
 
 def test_set_reaches_every_config_field():
