@@ -78,9 +78,36 @@ def bench(run: str | Path | None, options: BenchOptions) -> dict:
             report = bench_remote(options.device, artifacts, sample, options, options.remote_root)
         else:
             report = _bench_here(artifacts, sample, options)
+        report["microcontroller"] = microcontroller_memory(artifacts)
         path = write_json(context.run_dir / options.output, report)
         rundir.update_manifest(context.run_dir, "bench", artifacts=[path])
     return report
+
+
+def microcontroller_memory(artifacts: list[Path]) -> dict:
+    """Per integer TFLite artifact: the TFLite Micro tensor arena it needs (measured) and its
+    flash bytes; or why they could not be measured. The same on every device: a property of
+    the model and TFLM, measured on this machine."""
+    from edge_runtime.artifact import read_sidecar
+    from pipeline.micro import MICRO_MODES, MicroError, run_micro, unavailable
+
+    candidates = [p for p in artifacts if p.suffix == ".tflite"
+                  and (read_sidecar(p) or {}).get("mode") in MICRO_MODES]
+    if not candidates:
+        return {}
+    reason = unavailable()
+    memory = {}
+    for path in candidates:
+        if reason:
+            memory[path.name] = {"skipped": reason}
+            continue
+        try:
+            result = run_micro(path)
+        except MicroError as exc:
+            memory[path.name] = {"error": str(exc)}
+            continue
+        memory[path.name] = {"arena_bytes": result.arena_bytes, "flash_bytes": result.flash_bytes}
+    return memory
 
 
 def _bench_here(artifacts: list[Path], sample, options: BenchOptions) -> dict:

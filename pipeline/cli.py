@@ -302,6 +302,13 @@ def verify(
     gate: Annotated[Optional[list[str]], _listed(
         "Override a gate: KIND.METRIC=VALUE, e.g. quantized.metric_drop=0.02.")] = None,
     explain: Annotated[bool, typer.Option(help="Name the layers that lose most to quantization.")] = False,
+    ram_kb: Annotated[Optional[float], typer.Option(
+        help="Microcontroller RAM budget: fail an integer TFLite artifact whose TFLite Micro "
+             "tensor arena (measured) is larger (default: the config's constraints.max_ram_kb, "
+             "unset).")] = DEFAULTS.constraints.max_ram_kb,
+    flash_kb: Annotated[Optional[float], typer.Option(
+        help="Microcontroller flash budget for the model's bytes (default: the config's "
+             "constraints.max_flash_kb, unset).")] = DEFAULTS.constraints.max_flash_kb,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -315,13 +322,28 @@ def verify(
     for text in _items(gate, "--gate", keyed=True):
         kind, metric, value = parse_gate(text)
         overrides.setdefault(kind, {})[metric] = value
-    options = VerifyOptions(artifacts=_items(artifact, "--artifact") or None, gates=overrides, explain=explain)
+    options = VerifyOptions(artifacts=_items(artifact, "--artifact") or None, gates=overrides,
+                            explain=explain, max_ram_kb=ram_kb, max_flash_kb=flash_kb)
     try:
         report = run_verify(run, options)
     except ParityError:
         _print_verify_table(read_json(resolve_run(run) / "verify.json"))
         raise
     _print_verify_table(report)
+
+
+def _describe_micro(micro: dict) -> str:
+    """One line for a microcontroller check: TFLM's answers and memory, or why it did not run."""
+    if "skipped" in micro or "error" in micro:
+        return f"TFLite Micro: {micro.get('skipped') or micro['error']}"
+    parts = []
+    if micro["accuracy"] is not None:
+        parts.append(f"accuracy {micro['accuracy']:.2%}, top-1 agreement {micro['top1_agreement']:.2%} "
+                     f"with LiteRT's reference kernels ({micro['top1_agreement_xnnpack']:.2%} with XNNPACK)")
+    parts.append(f"largest output difference {micro['max_output_difference']:g} "
+                 f"{micro['output_difference_unit']}")
+    parts.append(f"arena {micro['arena_bytes']:,} B, flash {micro['flash_bytes']:,} B")
+    return "TFLite Micro: " + "; ".join(parts)
 
 
 def _print_verify_table(report: dict) -> None:
@@ -340,6 +362,8 @@ def _print_verify_table(report: dict) -> None:
             typer.echo(f"    worst layer {layer['layer']} ({measure})")
         for hint in (row.get("explain") or {}).get("hints", []):
             typer.echo(f"    hint: {hint}")
+        if row.get("micro"):
+            typer.echo(f"    {_describe_micro(row['micro'])}")
     for pair in report.get("cross_runtime", []):
         typer.echo(f"{pair['tflite']} vs {pair['onnx']}: top-1 agreement {pair['top1_agreement']:.2%}, "
                    f"max diff {pair['max_abs_difference']:.2e}")
@@ -392,6 +416,32 @@ def _ssh_options(values: list[str]) -> list[str]:
         else:
             options += ["-o", value]
     return options
+
+
+@command()
+def export(
+    run: RunOption = None,
+    c_array: Annotated[bool, typer.Option(
+        "--c-array", help="Write model_data.h / model_data.cc: the model as an aligned C array "
+                          "with its length, the measured TFLite Micro arena, input/output "
+                          "quantization and class names.")] = False,
+    artifact: Annotated[str, typer.Option(
+        help="The integer TFLite model to export (a name in the run, or a path).")] = "model_int8.tflite",
+    out: Annotated[Optional[Path], typer.Option(help="Where to write (default: RUN/c_array).")] = None,
+    symbol: Annotated[str, typer.Option(help="The array's C name.")] = DEFAULTS.export.symbol,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """Export an artifact for a microcontroller project (TensorFlow Lite for Microcontrollers)."""
+    from pipeline.c_export import export_c_array
+    from pipeline.errors import UsageError
+    from pipeline.rundir import resolve_run
+
+    if not c_array:
+        raise UsageError("choose what to export: --c-array")
+    run_dir = resolve_run(run)
+    facts = export_c_array(run_dir, artifact, out or run_dir / "c_array", symbol=symbol)
+    typer.echo(f"{facts['artifact']}: {facts['length']:,} bytes, tensor arena {facts['arena_bytes']:,} "
+               f"bytes → {', '.join(facts['files'][:2])}")
 
 
 @command("run")

@@ -83,10 +83,21 @@ class BenchSection:
 
 
 @dataclass
+class ExportSection:
+    # Write c_array/model_data.{h,cc}: the recommended integer TFLite model (else the base
+    # int8) as C++ source for a TFLite Micro project.
+    c_array: bool = False
+    symbol: str = "g_model_data"  # the array's C name
+
+
+@dataclass
 class ConstraintsSection:
     max_accuracy_drop: float | None = 0.01
     max_latency_ms: float | None = None
     max_size_kb: float | None = None
+    # A microcontroller target: TFLM's measured tensor arena and the model's flash bytes.
+    max_ram_kb: float | None = None
+    max_flash_kb: float | None = None
 
 
 @dataclass
@@ -98,6 +109,7 @@ class Config:
     convert: ConvertSection = field(default_factory=ConvertSection)
     verify: VerifySection = field(default_factory=VerifySection)
     bench: BenchSection = field(default_factory=BenchSection)
+    export: ExportSection = field(default_factory=ExportSection)
     constraints: ConstraintsSection = field(default_factory=ConstraintsSection)
 
     def to_dict(self) -> dict[str, Any]:
@@ -272,6 +284,12 @@ def _check_values(config: Config) -> None:
             parse_device(device)
         except UsageError as exc:
             raise ConfigError(f"bench.devices[{i}]: {exc}") from None
+    from pipeline.c_export import check_symbol
+
+    try:
+        check_symbol(config.export.symbol)
+    except UsageError as exc:
+        raise ConfigError(f"export.symbol: {exc}") from None
     if config.quantize.calibration_data and not Path(config.quantize.calibration_data).is_file():
         raise ConfigError(f"quantize.calibration_data: {config.quantize.calibration_data} does not exist")
 
@@ -284,6 +302,7 @@ _NUMERIC_FIELDS = (
     "prune.fine_tune_epochs", "prune.learning_rate", "quantize.calibration_samples",
     "convert.opset", "bench.runs", "bench.warmup", "bench.min_seconds",
     "constraints.max_accuracy_drop", "constraints.max_latency_ms", "constraints.max_size_kb",
+    "constraints.max_ram_kb", "constraints.max_flash_kb",
 )
 
 

@@ -15,6 +15,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "runs": (1, 10_000_000), "warmup": (0, 1_000_000), "min_seconds": (0.0, 3600.0),
     "warmup_seconds": (0.0, 3600.0), "threads": (1, 1024),
     "max_accuracy_drop": (0.0, 1.0), "max_latency_ms": (0.0, 1e9), "max_size_kb": (0.0, 1e12),
+    "max_ram_kb": (0.0, 1e9), "max_flash_kb": (0.0, 1e12),
 }
 
 

@@ -87,6 +87,61 @@ def run_micro(model: Path, feeds: np.ndarray | None = None, *, timeout: float = 
                        model.stat().st_size)
 
 
+def micro_parity(path: Path, x_model: np.ndarray, y: np.ndarray | None,
+                 verified: np.ndarray, task: str) -> dict:
+    """TFLM on the test split against LiteRT's reference kernels on the same quantized
+    inputs (the kernels TFLM derives from), and against the outputs ``verify`` checked
+    (LiteRT's default XNNPACK path); with the measured arena and flash bytes."""
+    from edge_runtime import load
+    from edge_runtime.runner import dequantize, quantize
+
+    runner = load(path, xnnpack=False)
+    feeds = quantize(np.asarray(x_model, dtype=np.float32), runner.input)
+    result = run_micro(path, feeds)
+    reference = _litert_reference(path, feeds, stateful=runner.stateful)
+    tflm = result.outputs
+    steps = np.abs(tflm.astype(np.int64) - reference.astype(np.int64)) if runner.outputs[0].quantized \
+        else np.abs(tflm.astype(np.float64) - reference)
+    classifier = task == "classifier"
+    top1 = tflm.argmax(1)
+    return {
+        "runtime": "tflite-micro (reference kernels, host build)",
+        "accuracy": float(np.mean(top1 == y)) if classifier and y is not None else None,
+        "top1_agreement": float(np.mean(top1 == reference.argmax(1))) if classifier else None,
+        "top1_agreement_xnnpack": (float(np.mean(top1 == verified.reshape(len(verified), -1).argmax(1)))
+                                   if classifier else None),
+        "max_output_difference": float(steps.max()) if steps.size else 0.0,
+        "output_difference_unit": "quantization steps" if runner.outputs[0].quantized else "float",
+        "mean_abs_error_vs_float": float(np.mean(np.abs(
+            dequantize(tflm, runner.outputs[0]) - verified.reshape(len(verified), -1)))),
+        "arena_bytes": result.arena_bytes,
+        "recorded_arena_bytes": result.recorded_arena_bytes,
+        "flash_bytes": result.flash_bytes,
+        "samples": int(len(feeds)),
+    }
+
+
+def _litert_reference(path: Path, feeds: np.ndarray, *, stateful: bool) -> np.ndarray:
+    """LiteRT with its reference kernels (no XNNPACK, no optimized kernels), one sample a call."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edge_runtime.quiet import quiet_native
+
+    with quiet_native():
+        interpreter = Interpreter(model_path=str(path),
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    outputs = []
+    for feed in feeds:
+        if stateful:
+            interpreter.reset_all_variables()
+        interpreter.set_tensor(source["index"], feed.reshape(source["shape"]))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(target["index"]).reshape(-1).copy())
+    return np.stack(outputs)
+
+
 def _last_json(text: str) -> dict | None:
     for line in reversed(text.strip().splitlines()):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from typing import Any, Callable
 from pipeline import rundir
 from pipeline.config import Config
 from pipeline.errors import CollapseError, ParityError
-from pipeline.formats import MODEL, PRUNED_MODEL, artifact_file, source_model
+from pipeline.formats import MODEL, PRUNED_MODEL, artifact_file, quant_mode, source_model
 from pipeline.fsutil import read_json, sha256_file, write_json
 
-STAGES = ("train", "prune", "quantize", "convert", "verify", "bench", "report")
+log = logging.getLogger("pipeline")
+STAGES = ("train", "prune", "quantize", "convert", "verify", "bench", "report", "export")
 STATE = "pipeline_state.json"
 Progress = Callable[[str, str, float], None]
 
@@ -172,11 +174,37 @@ def _run_locked(config: Config, run_dir: Path, stages: _Stages) -> RunResult:
     stages.finish("report")
     if not summary:
         summary.update(read_json(run_dir / "report.json"))
+    if config.export.c_array:
+        _export_c_array(config, run_dir, summary.get("recommended"), stages)
     result = RunResult(run_dir, run_dir / "report.html", not failures,
                        summary.get("recommended"), list(stages.records.values()))
     if failures:
         raise ParityError(f"{'; '.join(failures)} — report: {run_dir / 'report.html'}")
     return result
+
+
+def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stages: _Stages) -> None:
+    """C source of the artifact a board would take: the recommended one when it is an integer
+    TFLite model, else the base int8 model."""
+    from pipeline.c_export import export_c_array
+    from pipeline.micro import MICRO_MODES
+
+    chosen = run_dir / (recommended or "")
+    if not (recommended and chosen.suffix == ".tflite"
+            and any(chosen.name.endswith(f"_{mode}.tflite") for mode in MICRO_MODES)):
+        chosen = run_dir / quant_mode("int8").file()
+    if not chosen.is_file():
+        log.warning("warning: no integer TFLite model to export as a C array "
+                    "(add int8 to quantize.modes)")
+        return
+    out_dir = run_dir / "c_array"
+
+    def work() -> list[Path]:
+        export_c_array(run_dir, str(chosen), out_dir, symbol=config.export.symbol)
+        return [out_dir / "model_data.h", out_dir / "model_data.cc", out_dir / "model_data.json"]
+
+    stages.run("export", "export", {"model": sha256_file(chosen), "export": config.section("export")}, work)
+    stages.finish("export")
 
 
 def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
@@ -263,7 +291,6 @@ def _source(variant: Path, pruned: bool) -> Path:
 
 
 def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
-    from pipeline.formats import quant_mode
     from pipeline.quantize import QuantizeOptions, quantize
 
     options = QuantizeOptions(modes=config.quantize.modes, pruned=pruned,

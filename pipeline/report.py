@@ -47,6 +47,7 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
                 "p50_ms": timing.get("p50_ms"), "p90_ms": timing.get("p90_ms"),
                 "threads": timing.get("threads"),
                 "failed_gates": [g for g, r in artifact["gates"].items() if not r["passed"]],
+                **_micro_memory(artifact.get("micro") or {}),
             })
     reference = next((r for r in rows if r["variant"] == "base" and r["artifact"] == "model_float32.tflite"
                       and r["p50_ms"]), None)
@@ -54,6 +55,14 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
         row["speedup"] = (reference["p50_ms"] / row["p50_ms"]
                           if reference and row["p50_ms"] else None)
     return rows, base_accuracy
+
+
+def _micro_memory(micro: dict) -> dict:
+    """A row's TFLite Micro numbers: measured arena and flash (None when not measured)."""
+    measured = "arena_bytes" in micro
+    return {"arena_kb": micro["arena_bytes"] / 1024 if measured else None,
+            "flash_kb": micro["flash_bytes"] / 1024 if measured else None,
+            "tflm_agreement": micro.get("top1_agreement")}
 
 
 def pareto(rows: list[dict]) -> None:
@@ -73,10 +82,14 @@ def recommend(rows: list[dict], constraints: dict) -> dict | None:
     def fits(row):
         drop = constraints.get("max_accuracy_drop")
         latency, size = constraints.get("max_latency_ms"), constraints.get("max_size_kb")
+        ram, flash = constraints.get("max_ram_kb"), constraints.get("max_flash_kb")
         return (row["passed"] and row["pareto"]
                 and (drop is None or row["metric"] != "accuracy" or -row["delta"] <= drop + 1e-12)
                 and (latency is None or row["p50_ms"] <= latency)
-                and (size is None or row["size_kb"] <= size))
+                and (size is None or row["size_kb"] <= size)
+                # a microcontroller budget: only artifacts measured on TFLM can meet it
+                and (ram is None or (row["arena_kb"] is not None and row["arena_kb"] <= ram))
+                and (flash is None or (row["flash_kb"] is not None and row["flash_kb"] <= flash)))
     candidates = [r for r in rows if fits(r)]
     return min(candidates, key=lambda r: (r["p50_ms"], r["size_kb"])) if candidates else None
 
@@ -254,7 +267,7 @@ def _png(figure) -> bytes:
 # -- text ----------------------------------------------------------------------------------
 
 _COLUMNS = ("Variant", "Format", "Status", "Size", "Accuracy", "Δ", "Agreement", "p50 ms", "p90 ms",
-            "Speed-up", "Pareto")
+            "Speed-up", "TFLM arena / flash", "Pareto")
 
 
 def _cells(row: dict) -> list[str]:
@@ -267,7 +280,14 @@ def _cells(row: dict) -> list[str]:
     agreement = "–" if row["agreement"] is None else f"{row['agreement'] * 100:.2f}%"
     return [row["variant"], name, status, f"{row['size_kb']:.1f} KiB", value, delta, agreement,
             number(row["p50_ms"], ".3f"), number(row["p90_ms"], ".3f"),
-            "–" if row["speedup"] is None else f"{row['speedup']:.2f}x", "●" if row["pareto"] else ""]
+            "–" if row["speedup"] is None else f"{row['speedup']:.2f}x", _micro_cell(row),
+            "●" if row["pareto"] else ""]
+
+
+def _micro_cell(row: dict) -> str:
+    if row.get("arena_kb") is None:
+        return "–"
+    return f"{row['arena_kb']:.1f} / {row['flash_kb']:.1f} KiB"
 
 
 def describe_constraints(constraints: dict) -> str:
@@ -279,6 +299,10 @@ def describe_constraints(constraints: dict) -> str:
         parts.append(f"max p50 {constraints['max_latency_ms']:g} ms")
     if constraints.get("max_size_kb") is not None:
         parts.append(f"max size {constraints['max_size_kb']:g} KiB")
+    if constraints.get("max_ram_kb") is not None:
+        parts.append(f"max TFLM arena {constraints['max_ram_kb']:g} KiB")
+    if constraints.get("max_flash_kb") is not None:
+        parts.append(f"max flash {constraints['max_flash_kb']:g} KiB")
     return ", ".join(parts) or "none"
 
 
@@ -292,7 +316,9 @@ def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
     lines += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
     lines += ["", "Δ is against the unpruned Keras model; speed-up against the base float32 TFLite "
-              "model; latency is batch 1, p50 of timed set+invoke+get calls (time.perf_counter_ns).", ""]
+              "model; latency is batch 1, p50 of timed set+invoke+get calls (time.perf_counter_ns). "
+              "TFLM arena: the smallest tensor arena TFLite Micro runs the model in, measured; "
+              "flash: the model's bytes.", ""]
     lines += [f"![{name}](report/{name})" for name in plots]
     lines += ["", "## Environment", "", "```", *[f"{k}: {v}" for k, v in manifest.get("versions", {}).items()],
               f"platform: {manifest.get('platform')}", "```", "", "## Manifest (sha256)", "", "```",
@@ -330,7 +356,8 @@ Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the const
 (constraints: {escape(describe_constraints(summary['constraints']))}). Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
 <table><thead><tr>{''.join(f'<th>{c}</th>' for c in _COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>
 <p>Δ: against the unpruned Keras model. Speed-up: against the base float32 TFLite model. Latency: batch 1,
-p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up.</p>
+p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up. TFLM arena: the smallest tensor
+arena TFLite Micro runs the model in, measured; flash: the model's bytes.</p>
 {images}
 <h2>Environment</h2><table>{versions}<tr><td>platform</td><td>{escape(str(manifest.get('platform')))}</td></tr></table>
 <h2>Manifest</h2><table>{hashes}</table>

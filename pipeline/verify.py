@@ -20,6 +20,8 @@ DEFAULT_GATES: dict[str, dict[str, tuple[str, float]]] = {
     "float32": {"max_abs_error": ("<=", 1e-4), "top1_agreement": (">=", 1.0)},
     "float16": {"max_abs_error": ("<=", 1e-2)},
     "quantized": {"metric_drop": ("<=", 0.01), "top1_agreement": (">=", 0.98)},
+    # TFLite Micro against LiteRT's reference kernels, for int8 and int16x8 TFLite artifacts.
+    "micro": {"top1_agreement": (">=", 0.99)},
 }
 
 
@@ -29,6 +31,16 @@ class VerifyOptions:
     gates: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> metric -> threshold
     explain: bool = False
     explain_top: int = 3
+    # Microcontroller budgets: the measured TFLM tensor arena and the model's flash bytes.
+    max_ram_kb: float | None = None
+    max_flash_kb: float | None = None
+
+    def validate(self) -> None:
+        from pipeline.limits import check
+
+        check("max_ram_kb", self.max_ram_kb, label="--ram-kb")
+        check("max_flash_kb", self.max_flash_kb, label="--flash-kb")
+        self.resolved_gates()
 
     def resolved_gates(self) -> dict[str, dict[str, tuple[str, float]]]:
         gates = {kind: dict(rules) for kind, rules in DEFAULT_GATES.items()}
@@ -60,13 +72,14 @@ def parse_gate(text: str) -> tuple[str, str, float]:
 
 
 def verify(run: str | Path | None, options: VerifyOptions) -> dict:
+    options.validate()
     gates = options.resolved_gates()
     with RunContext.locked(run) as context:
         report = _verify_locked(context, options, gates)
         path = write_json(context.run_dir / "verify.json", report)
         rundir.update_manifest(context.run_dir, "verify", artifacts=[path])
     if not report["passed"]:
-        failures = [f"{a['artifact']} ({', '.join(g for g, r in a['gates'].items() if not r['passed'])})"
+        failures = [f"{a['artifact']} ({', '.join(_failed(g, r) for g, r in a['gates'].items() if not r['passed'])})"
                     for a in report["artifacts"] if not a["passed"]]
         raise ParityError(f"{len(failures)} artifact(s) failed verification: {'; '.join(failures)}"
                           f" — see {path}")
@@ -105,12 +118,15 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
                                   in_run=path.resolve().parent == context.run_dir.resolve())
         row["gates"]["sidecar"] = {"op": "==", "threshold": "training preprocessing",
                                    "value": problem or "matches", "passed": problem is None}
+        if _runs_on_micro(path, sidecar["mode"]):
+            row.update(_micro(path, x_test, y_test, outputs[path.name], context.task, gates["micro"], options))
+            row["gates"].update(row.pop("micro_gates"))
         row["passed"] = all(g["passed"] for g in row["gates"].values())
         rows.append(row)
-    if options.explain or not all(r["passed"] for r in rows):
-        for row, path in zip(rows, paths):
-            if row["gate_kind"] == "quantized" and (options.explain or not row["passed"]):
-                row["explain"] = _explain(context, path, x_test, options.explain_top)
+    for row, path in zip(rows, paths):  # explain what quantization cost, not a memory budget
+        lost = any(not row["gates"][m]["passed"] for m in gates["quantized"] if m in row["gates"])
+        if row["gate_kind"] == "quantized" and (options.explain or lost):
+            row["explain"] = _explain(context, path, x_test, options.explain_top)
     keras_metrics = {source: _task_metric(ref, y_test, x_test, context.task)
                      for source, ref in references.items()}
     return {
@@ -124,6 +140,49 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
         "artifacts": rows,
         "cross_runtime": _cross_runtime(outputs),
     }
+
+
+def _failed(name: str, gate: dict) -> str:
+    """A failed gate for the error line; a budget names the measured value and the limit."""
+    if name in ("ram_kb", "flash_kb"):
+        what = "tensor arena" if name == "ram_kb" else "flash (model bytes)"
+        return (f"{what} {gate['value']:,.1f} KiB ({gate['bytes']:,} bytes) is over the "
+                f"{gate['threshold']:g} KiB budget")
+    return name
+
+
+def _runs_on_micro(path: Path, mode: str) -> bool:
+    from pipeline.micro import MICRO_MODES
+
+    return path.suffix == ".tflite" and mode in MICRO_MODES
+
+
+def _micro(path: Path, x_test, y_test, verified, task: str, rules, options: VerifyOptions) -> dict:
+    """TFLM parity and memory of one integer TFLite artifact, with its gates: agreement with
+    LiteRT, and the RAM/flash budgets when given. A model TFLM cannot run fails only when a
+    budget says a microcontroller is the target."""
+    from pipeline.micro import MicroError, micro_parity, unavailable
+
+    budgets = {"ram_kb": options.max_ram_kb, "flash_kb": options.max_flash_kb}
+    targeted = any(v is not None for v in budgets.values())
+    reason = unavailable()
+    if reason:
+        if targeted:
+            raise UsageError(f"--ram-kb/--flash-kb need TFLite Micro to measure: {reason}")
+        return {"micro": {"skipped": reason}, "micro_gates": {}}
+    try:
+        micro = micro_parity(path, x_test, y_test, verified, task)
+    except MicroError as exc:
+        gate = {"op": "runs", "threshold": "on TFLM", "value": str(exc), "passed": not targeted}
+        return {"micro": {"error": str(exc)}, "micro_gates": {"tflm": gate}}
+    gates = {f"tflm_{metric}": result for metric, result in _apply_gates(micro, rules).items()}
+    measured = {"ram_kb": micro["arena_bytes"], "flash_kb": micro["flash_bytes"]}
+    for name, budget in budgets.items():
+        if budget is not None:
+            value = measured[name] / 1024
+            gates[name] = {"op": "<=", "threshold": budget, "value": value, "bytes": measured[name],
+                           "passed": bool(value <= budget)}
+    return {"micro": micro, "micro_gates": gates}
 
 
 def _artifact_paths(context: RunContext, names: list[str] | None) -> list[Path]:

@@ -18,7 +18,7 @@ from pipeline.cli import app
 from pipeline.config import ConfigError
 
 SMALL = ["train.model=mlp", "train.epochs=2", "prune.sparsity=[0, 0.5, 0.8]", 'quantize.modes=["int8", "float16"]',
-         "bench.runs=20", "bench.min_seconds=0"]
+         "bench.runs=20", "bench.min_seconds=0", "export.c_array=true"]
 
 
 def test_config_defaults_file_and_overrides(tmp_path):
@@ -85,6 +85,21 @@ def test_whole_pipeline_with_sweep_and_report(small_run):
     html = (run_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4  # scatter, sizes, curves, confusion matrix
     assert json.loads((run_dir / "config.json").read_text())["train"]["model"] == "mlp"
+    # The microcontroller view: every int8 TFLite row carries its measured arena and flash,
+    # and the C array of the exported model holds exactly its bytes.
+    from pipeline.micro import unavailable
+
+    if unavailable() is None:
+        int8_rows = [r for r in report["rows"] if r["mode"] == "int8" and r["format"] == "tflite"]
+        assert int8_rows and all(r["arena_kb"] > 0 and r["flash_kb"] == r["size_kb"] for r in int8_rows)
+        assert any(line.startswith("| base | model_int8.tflite") and " KiB |" in line.split("|")[-3]
+                   for line in markdown.splitlines())
+        facts = json.loads((run_dir / "c_array" / "model_data.json").read_text())
+        chosen = run_dir / report["recommended"]  # the recommended model, if a board can take it
+        if not chosen.name.endswith(("_int8.tflite", "_int16x8.tflite")):
+            chosen = run_dir / "model_int8.tflite"
+        assert facts["artifact"] == chosen.name and facts["length"] == chosen.stat().st_size
+        assert facts["arena_bytes"] > 0
 
 
 def test_second_run_is_cached_and_force_reruns_one_stage(small_run):
