@@ -72,14 +72,15 @@ def test_stateful_lstm_resets_between_samples():
 
 
 def _kws01(kws):
-    features, labels = [], []
-    with open(kws / "kws01" / "y_labels.csv", newline="") as fh:
-        for row in csv.reader(fh):
-            if row and row[0].endswith(".bin"):
-                q = np.fromfile(kws / "kws01" / row[0], dtype=np.int8).astype(np.float32)
-                features.append(((q - 83) * np.float32(0.584703)).reshape(49, 10, 1))
-                labels.append(int(row[2]))
-    return np.stack(features), np.array(labels)
+    """The benchmark's reader (benchmarks/ is not a package: load it by path)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mlperf_micro.py"
+    spec = importlib.util.spec_from_file_location("mlperf_micro", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load_kws01(kws)
 
 
 @pytest.mark.parametrize("model", ["resnet8", "ds_cnn"])
