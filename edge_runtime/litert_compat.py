@@ -8,3 +8,12 @@ def op_names(interpreter) -> list[str]:
     lacks the private helper (older tflite-runtime)."""
     details = getattr(interpreter, "_get_ops_details", None)
     return [op["op_name"] for op in details()] if details is not None else []
+
+
+def op_outputs(interpreter) -> list[tuple[str, str]]:
+    """(op name, name of its first output tensor) of every node, in execution order."""
+    details = getattr(interpreter, "_get_ops_details", None)
+    if details is None:
+        return []
+    names = {tensor["index"]: tensor["name"] for tensor in interpreter.get_tensor_details()}
+    return [(op["op_name"], names.get(op["outputs"][0], "")) for op in details() if len(op["outputs"])]

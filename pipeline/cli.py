@@ -189,6 +189,8 @@ def import_command(
         help="The data set it was trained for (see `pipeline datasets`).")] = DEFAULTS.data.dataset,
     seed: Annotated[int, typer.Option(help="Seed for the splits.")] = DEFAULTS.data.seed,
     image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
+    val_fraction: Annotated[float, typer.Option(
+        help="Share of the training split kept for validation (int8 recovery scores on it).")] = DEFAULTS.data.val_fraction,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory to create (default: runs/<model>-<dataset>-<time>).")] = None,
     unsafe: UnsafeOption = False,
@@ -198,7 +200,7 @@ def import_command(
     from pipeline.import_model import import_model
 
     run_dir, metrics = import_model(model, dataset=dataset, seed=seed, image_size=image_size,
-                                    unsafe=unsafe, out=out)
+                                    val_fraction=val_fraction, unsafe=unsafe, out=out)
     typer.echo(f"test accuracy {metrics['test_accuracy']:.4f} → {run_dir}")
 
 
@@ -252,6 +254,12 @@ def quantize(
     dynamic_batch: Annotated[bool, typer.Option(help="Keep the batch dimension dynamic (default: 1).")] = False,
     compat: Annotated[Optional[str], typer.Option(
         help="'tflite-runtime': op versions that tflite-runtime 2.14 can load.")] = None,
+    recover: Annotated[Optional[bool], typer.Option(
+        "--recover/--no-recover",
+        help="When int8 fails its gates on the validation split, raise the fewest layers to "
+             "int16 activations (float as a last resort) → model_int8_mixed.tflite; --recover "
+             "fails (exit 6) if no mix passes. Default (the config's quantize.recover, unset): "
+             "try, and only warn.", show_default=False)] = DEFAULTS.quantize.recover,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -264,8 +272,26 @@ def quantize(
     report = run_quantize(run, QuantizeOptions(
         modes=modes, pruned=pruned, calibration_samples=calibration_samples,
         float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
-        calibration_data=str(calibration_data) if calibration_data else None))
-    _echo_artifacts(report, modes)
+        calibration_data=str(calibration_data) if calibration_data else None, recover=recover))
+    _echo_artifacts(report, [*modes, "int8_mixed"])
+    if report.get("recovery"):
+        typer.echo(_describe_recovery(report["recovery"]))
+
+
+def _describe_recovery(recovery: dict) -> str:
+    full = recovery.get("full_int8") or {}
+    agreement = full.get("top1_agreement")
+    before = "" if agreement is None else f" (validation agreement {agreement:.2%})"
+    if recovery.get("status") == "recovered":
+        raised = recovery["raised"]
+        kinds = " / ".join(sorted({layer["precision"] for layer in raised})) or "none"
+        after = recovery["validation"]["top1_agreement"]
+        return (f"int8 recovery: {len(raised)} of {recovery['raisable_layers']} layers raised "
+                f"({kinds}){before} → {recovery['artifact']}"
+                + ("" if after is None else f" ({after:.2%})"))
+    if recovery.get("needed") is False:
+        return f"int8 recovery: not needed{before}, full int8 left alone"
+    return f"int8 recovery: {recovery.get('status')}{before}"
 
 
 @command()

@@ -60,6 +60,9 @@ class QuantizeSection:
     # raw samples (.npy / .npz "x") for the int8 TFLite and ONNX, instead of the training split
     calibration_data: str | None = None
     float_io: bool = False
+    # int8 that fails its gates on the validation split: raise the fewest layers' precision
+    # (model_int8_mixed.tflite). null: try, warn if no mix passes; true: insist; false: never.
+    recover: bool | None = None
 
 
 @dataclass

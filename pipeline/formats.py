@@ -49,6 +49,12 @@ QUANT_MODES: dict[str, QuantMode] = {m.name: m for m in (
 )}
 
 
+# What `quantize --int8 --recover` writes: int8 with its most sensitive layers raised to int16
+# activations or float. Not a mode to ask for: it exists only when full int8 fails its gates.
+MIXED_INT8 = QuantMode("int8_mixed", "int8_mixed.tflite", True, "quantized",
+                       "int8 except the layers raised to int16 activations or float (--recover)")
+
+
 def quant_mode(name: str) -> QuantMode:
     try:
         return QUANT_MODES[name]

@@ -29,6 +29,7 @@ def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
 
     check("seed", seed)
     check("image_size", image_size)
+    check("val_fraction", val_fraction)
     import_keras()
     data = load_dataset(dataset, seed=seed, image_size=image_size, val_fraction=val_fraction,
                         test_fraction=test_fraction)

@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 
 # Modes TFLM runs: integer models (its float kernels are a reference, not a target).
-MICRO_MODES = ("int8", "int16x8")
+MICRO_MODES = ("int8", "int16x8", "int8_mixed")
 _RECORDED = re.compile(r"Arena allocation total (\d+) bytes")
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
 # A generous first arena for the recording run; the search then finds the real minimum.

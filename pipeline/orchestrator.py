@@ -296,14 +296,18 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
     options = QuantizeOptions(modes=config.quantize.modes, pruned=pruned,
                               calibration_samples=config.quantize.calibration_samples,
                               calibration_data=config.quantize.calibration_data,
-                              float_io=config.quantize.float_io)
+                              float_io=config.quantize.float_io, recover=config.quantize.recover,
+                              gates=config.verify.gates)
     inputs = {"quantize": config.section("quantize"), "model": sha256_file(_source(variant, pruned)),
-              "calibration_file": _file_fingerprint(config.quantize.calibration_data)}
+              "calibration_file": _file_fingerprint(config.quantize.calibration_data),
+              "gates": config.verify.gates}  # int8 recovery aims at the verify gates
 
     def work() -> list[Path]:
-        quantize(variant, options)
-        artifacts = [variant / quant_mode(m).file(pruned) for m in config.quantize.modes]
-        return [*artifacts, *(a.with_name(a.name + ".json") for a in artifacts)]
+        report = quantize(variant, options)
+        artifacts = [variant / name for name in report["artifacts"]
+                     if name in {quant_mode(m).file(pruned) for m in config.quantize.modes}
+                     or name == (report.get("recovery") or {}).get("artifact")]
+        return [*artifacts, *(a.with_name(a.name + ".json") for a in artifacts), variant / "quantize.json"]
 
     stages.run("quantize", f"quantize@{_label(run_dir, variant)}", inputs, work)
     return None

@@ -10,7 +10,7 @@ from pipeline.artifacts import write_artifact
 from pipeline.config import QuantizeSection
 from pipeline.context import RunContext
 from pipeline.errors import UsageError
-from pipeline.formats import quant_mode
+from pipeline.formats import MIXED_INT8, quant_mode
 from pipeline.fsutil import read_json, write_json
 
 COMPAT = ("tflite-runtime",)
@@ -27,6 +27,10 @@ class QuantizeOptions:
     dynamic_batch: bool = False
     compat: str | None = None
     calibration_data: str | None = None  # .npy/.npz (key "x") of raw samples, instead of train
+    # When int8 fails its gates on the validation split, raise the fewest layers' precision:
+    # None tries (and only warns when no mix passes), True insists, False never tries.
+    recover: bool | None = QuantizeSection.recover
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)  # overrides, as verify's
 
     def validate(self) -> None:
         if not self.modes:
@@ -78,9 +82,62 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
             "pruned": options.pruned,
         }
         written.append(path)
+    if "int8" in options.modes and options.recover is not False:
+        recovery = report["recovery"] = _recover(context, options, model, source, samples, indices,
+                                                 calibration_source, written)
+        mixed = MIXED_INT8.file(options.pruned)
+        report["artifacts"].pop(mixed, None)
+        if recovery.get("artifact"):
+            report["artifacts"][mixed] = {"mode": "int8_mixed", "format": "tflite", "pruned": options.pruned,
+                                          "size_bytes": recovery["size_bytes"], "sha256": recovery["sha256"]}
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "quantize", artifacts=[*written, report_path])
     return report
+
+
+def _recover(context: RunContext, options: QuantizeOptions, model, source: Path, samples,
+             indices, calibration_source, written: list[Path]) -> dict:
+    """Keep a passing int8 model as it is; otherwise write ``model_int8_mixed.tflite``."""
+    import logging
+
+    from edge_runtime.artifact import sidecar_path
+    from pipeline.errors import ParityError
+    from pipeline.recover import MAX_FRACTION, recover_int8
+    from pipeline.verify import VerifyOptions
+
+    log = logging.getLogger("pipeline")
+    mixed = context.run_dir / MIXED_INT8.file(options.pruned)
+    x_val, y_val = context.dataset.split("val")
+    if len(x_val) == 0 and options.recover is None:
+        return {"status": "skipped: no validation split"}
+    rules = VerifyOptions(gates=options.gates).resolved_gates()["quantized"]
+    full = (context.run_dir / quant_mode("int8").file(options.pruned)).read_bytes()
+    result = recover_int8(model, full, samples, x_val, y_val, context.task, rules)
+    summary = {"needed": result.needed, "validation_samples": int(len(x_val)),
+               "full_int8": result.baseline.as_dict(), "tries": result.tries,
+               "raisable_layers": result.raisable_layers}
+    if not result.needed or result.model is None:
+        for stale in (mixed, sidecar_path(mixed)):  # never leave a mix that no longer applies
+            stale.unlink(missing_ok=True)
+    if not result.needed:
+        return {**summary, "status": "full int8 passes: left alone"}
+    if result.model is None:
+        best = result.best
+        message = (f"int8 recovery: no mix raising at most {max(1, int(result.raisable_layers * MAX_FRACTION))} of "
+                   f"{result.raisable_layers} layers passes on the validation split (best top-1 agreement "
+                   f"{best.agreement:.2%}, accuracy drop {best.metric_drop * 100:.2f} pt)"
+                   if best.agreement is not None else "int8 recovery: no mix passes on the validation split")
+        if options.recover:
+            raise ParityError(message)
+        log.warning("warning: %s", message)
+        return {**summary, "status": "no mix passes", "best": best.as_dict()}
+    recovery = {**summary, "status": "recovered", "raised": result.raised, "validation": result.best.as_dict()}
+    sidecar = write_artifact(mixed, result.model, fmt="tflite", mode=MIXED_INT8.name, context=context,
+                             source=source, calibration_indices=indices, calibration_source=calibration_source,
+                             options={"pruned": options.pruned, "recovery": recovery})
+    written.append(mixed)
+    return {**recovery, "artifact": mixed.name, "size_bytes": sidecar["size_bytes"],
+            "sha256": sidecar["sha256"]}
 
 
 def calibration_set(context: RunContext, count: int, path: str | None = None):

@@ -65,6 +65,42 @@ def _micro_memory(micro: dict) -> dict:
             "tflm_agreement": micro.get("top1_agreement")}
 
 
+def recovery_costs(run_dir: Path, rows: list[dict]) -> list[dict]:
+    """Per variant whose int8 was recovered: which layers were raised, and what the mixed
+    model costs in size and latency against the full int8 model."""
+    costs = []
+    for variant in _variants(run_dir):
+        quantize_json = variant / "quantize.json"
+        recovery = read_json(quantize_json).get("recovery") if quantize_json.exists() else None
+        if not recovery or recovery.get("status") != "recovered":
+            continue
+        label = "base" if variant == run_dir else variant.name
+        by_name = {r["artifact"]: r for r in rows if r["variant"] == label}
+        mixed, full = by_name.get(recovery["artifact"]), by_name.get(recovery["artifact"].replace("_mixed", ""))
+        if not (mixed and full):
+            continue
+        costs.append({
+            "variant": label, "artifact": recovery["artifact"],
+            "raised": [f"{layer['op']} ({layer['precision']})" for layer in recovery["raised"]],
+            "raisable_layers": recovery["raisable_layers"],
+            "size_ratio": mixed["size_kb"] / full["size_kb"],
+            "p50_ratio": (mixed["p50_ms"] / full["p50_ms"]) if mixed["p50_ms"] and full["p50_ms"] else None,
+            "validation_agreement": (recovery.get("full_int8", {}).get("top1_agreement"),
+                                     recovery.get("validation", {}).get("top1_agreement")),
+        })
+    return costs
+
+
+def describe_recovery(cost: dict) -> str:
+    before, after = cost["validation_agreement"]
+    agreement = ("" if before is None or after is None
+                 else f"; validation agreement {before:.2%} → {after:.2%}")
+    latency = "" if cost["p50_ratio"] is None else f", p50 ×{cost['p50_ratio']:.2f}"
+    return (f"{cost['variant']}/{cost['artifact']}: {len(cost['raised'])} of {cost['raisable_layers']} "
+            f"layers raised ({', '.join(cost['raised'])}); against full int8: size "
+            f"×{cost['size_ratio']:.2f}{latency}{agreement}")
+
+
 def pareto(rows: list[dict]) -> None:
     """Mark rows not dominated in (accuracy ↑ or reconstruction error ↓, p50 ↓, size ↓)."""
     for row in rows:
@@ -108,7 +144,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     plots = _plots(run_dir, rows, train, chosen)
     summary = {"recommended": f"{chosen['dir']}/{chosen['artifact']}" if chosen else None,
                "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
-               "passed": all(r["passed"] for r in rows)}
+               "passed": all(r["passed"] for r in rows), "recovery": recovery_costs(run_dir, rows)}
     write_json(run_dir / "report.json", summary)
     write_bytes(run_dir / "report.md", _markdown(run_dir, summary, train, manifest, plots).encode())
     write_bytes(run_dir / "report.html", _html(run_dir, summary, train, manifest, plots).encode())
@@ -315,6 +351,7 @@ def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
                  f"(constraints: {describe_constraints(summary['constraints'])})")
     lines += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
+    lines += [f"Int8 recovery: {describe_recovery(cost)}" for cost in summary["recovery"]]
     lines += ["", "Δ is against the unpruned Keras model; speed-up against the base float32 TFLite "
               "model; latency is batch 1, p50 of timed set+invoke+get calls (time.perf_counter_ns). "
               "TFLM arena: the smallest tensor arena TFLite Micro runs the model in, measured; "
@@ -354,6 +391,7 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
 <p class="summary">Keras test accuracy: <b>{'' if accuracy is None else f'{accuracy * 100:.2f}%'}</b>.
 Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the constraints')}</b>
 (constraints: {escape(describe_constraints(summary['constraints']))}). Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
+{''.join(f"<p>Int8 recovery: {escape(describe_recovery(cost))}</p>" for cost in summary['recovery'])}
 <table><thead><tr>{''.join(f'<th>{c}</th>' for c in _COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>
 <p>Δ: against the unpruned Keras model. Speed-up: against the base float32 TFLite model. Latency: batch 1,
 p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up. TFLM arena: the smallest tensor

@@ -29,6 +29,31 @@ def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = 
         raise _conversion_error(exc, mode) from None
 
 
+# The signature of float models made for per-layer quantization (ai-edge-quantizer calibrates
+# through a SignatureDef; the artifacts themselves are converted without one).
+SIGNATURE, SIGNATURE_INPUT = "serving_default", "input"
+
+
+def float_tflite_with_signature(model) -> bytes:
+    """Float32 TFLite with a ``serving_default`` signature, batch 1, weights as constants."""
+    import keras
+    import tensorflow as tf
+
+    from edge_runtime.quiet import quiet_native
+
+    inputs = keras.Input(shape=model.input_shape[1:], batch_size=1, name=SIGNATURE_INPUT)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, model(inputs)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    import contextlib
+    import io
+
+    try:  # from_keras_model exports a SavedModel first and prints where (stdout)
+        with quiet_native(), contextlib.redirect_stdout(io.StringIO()):
+            return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+        raise _conversion_error(exc, "float32") from None
+
+
 def make_converter(model, mode: str, *, calibration=None, float_io: bool = False,
                    dynamic_batch: bool = False, compat: str | None = None):
     """The configured ``TFLiteConverter`` (also what the quantization debugger re-runs)."""

@@ -1,0 +1,221 @@
+"""``quantize --int8 --recover``: when the full-int8 model fails its gates, find the fewest
+layers to raise in precision — int16 activations first, float as the last resort — so that
+the model passes them, and write it as ``model_int8_mixed.tflite``.
+
+Every try is scored on the **validation** split against the Keras model, never on the test
+split that ``verify`` later reports. The search (after NNCF's accuracy-aware quantization,
+which reverts layers one by one): measure how much raising each layer (or a layer with the
+next) alone helps, then add them greedily — at each step the one of the most promising that
+helps most — until the gates pass or a quarter of the layers are raised. Per-layer precision comes from
+``ai-edge-quantizer`` recipes on a float TFLite model with a signature.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ConversionError
+
+# Ops whose precision a recipe can raise (those with weights or requantized activations).
+RAISABLE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "AVERAGE_POOL_2D",
+            "MAX_POOL_2D", "MEAN", "SOFTMAX", "CONCATENATION", "BATCH_MATMUL")
+PRECISIONS = ("int16x8", "float")
+MAX_FRACTION = 0.25      # raise at most this share of the raisable layers
+SHORTLIST = 8            # candidates tried at each greedy step, best single-layer gain first
+
+
+@dataclass
+class Score:
+    """A model on the validation split, against the Keras model."""
+
+    agreement: float | None
+    metric_drop: float
+    passed: bool
+
+    def key(self) -> tuple:
+        return (self.passed, self.agreement if self.agreement is not None else 0.0, -self.metric_drop)
+
+    def as_dict(self) -> dict:
+        return {"top1_agreement": self.agreement, "metric_drop": self.metric_drop, "passed": self.passed}
+
+
+@dataclass
+class Recovery:
+    needed: bool                          # False: the full int8 model passes as it is
+    baseline: Score                       # the full int8 model on the validation split
+    model: bytes | None = None            # the recovered model, when one passes
+    raised: list[dict] = field(default_factory=list)
+    best: Score | None = None             # the best mix reached (passing or not)
+    tries: int = 0
+    raisable_layers: int = 0
+
+
+class _Validation:
+    """Scores a TFLite model on the validation split with the gates of quantized artifacts."""
+
+    def __init__(self, model, x_val, y_val, task: str, rules: dict):
+        self.x, self.y, self.task, self.rules = x_val, y_val, task, rules
+        self.reference = model.predict(x_val, batch_size=256, verbose=0)
+        self.keras_metric = self._metric(self.reference)
+
+    def _metric(self, outputs) -> float:
+        if self.task == "classifier":
+            return float(np.mean(outputs.argmax(-1) == self.y))
+        return float(np.mean((outputs - self.x) ** 2))
+
+    def score(self, flatbuffer: bytes) -> Score:
+        from edge_runtime import load
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "candidate.tflite"
+            path.write_bytes(flatbuffer)
+            outputs = load(path).predict(self.x).reshape(self.reference.shape)
+        metric = self._metric(outputs)
+        drop = self.keras_metric - metric if self.task == "classifier" else metric - self.keras_metric
+        agreement = (float(np.mean(outputs.argmax(-1) == self.reference.argmax(-1)))
+                     if self.task == "classifier" else None)
+        values = {"metric_drop": drop, "top1_agreement": agreement}
+        passed = all(values.get(name) is None or
+                     (values[name] <= limit + 1e-12 if op == "<=" else values[name] >= limit - 1e-12)
+                     for name, (op, limit) in self.rules.items() if name in values)
+        return Score(agreement, float(drop), bool(passed))
+
+
+def recover_int8(model, full_int8: bytes, calibration: np.ndarray, x_val, y_val, task: str,
+                 rules: dict) -> Recovery:
+    """Leave a passing full-int8 model alone; otherwise search for the fewest raised layers."""
+    if len(x_val) == 0:
+        from pipeline.errors import UsageError
+
+        raise UsageError("int8 recovery scores each try on the validation split, and this run "
+                         "has none: train or import with a validation fraction above 0")
+    validation = _Validation(model, x_val, y_val, task, rules)
+    baseline = validation.score(full_int8)
+    if baseline.passed:
+        return Recovery(needed=False, baseline=baseline)
+    from pipeline.tflite import float_tflite_with_signature
+
+    search = _Search(float_tflite_with_signature(model), calibration, validation)
+    return search.run(baseline)
+
+
+class _Search:
+    """Moves are a layer, or a layer with the one after it (a raised layer's output feeds the
+    next layer, which would otherwise requantize it to int8). Each move is tried alone and
+    ranked; then the best moves are combined greedily, int16 activations before float."""
+
+    def __init__(self, float_model: bytes, calibration: np.ndarray, validation: _Validation):
+        self.float_model, self.calibration, self.validation = float_model, calibration, validation
+        self.candidates = _raisable_layers(float_model)
+        self.limit = max(1, int(len(self.candidates) * MAX_FRACTION))
+        self.tries = 0
+
+    def _try(self, raised: list[tuple[str, str]], precision: str) -> tuple[bytes, Score]:
+        self.tries += 1
+        model = quantize_mixed(self.float_model, self.calibration, raised, precision)
+        return model, self.validation.score(model)
+
+    def run(self, baseline: Score) -> Recovery:
+        result = Recovery(needed=True, baseline=baseline, raisable_layers=len(self.candidates))
+        model, score = self._try([], "int16x8")  # this quantizer's own full int8 may pass
+        result.best = score
+        if score.passed:
+            result.model = model
+            return self._done(result, [], "int16x8", score)
+        for precision in PRECISIONS:
+            found = self._greedy(precision, result)
+            if found:
+                return found
+        result.tries = self.tries
+        return result
+
+    def _greedy(self, precision: str, result: Recovery) -> Recovery | None:
+        ranked = self._ranked(precision)
+        chosen: list[tuple[str, str]] = []
+        while len(chosen) < self.limit:
+            options = [_union(chosen, move) for move in ranked[:SHORTLIST]]
+            options = [o for o in options if len(chosen) < len(o) <= self.limit]
+            if not options:
+                return None
+            tried = [(option, *self._try(option, precision)) for option in options]
+            chosen, model, score = max(tried, key=lambda t: (t[2].passed, -len(t[0]), *t[2].key()[1:]))
+            if score.key() > result.best.key():
+                result.best = score
+            if score.passed:
+                result.model = model
+                return self._done(result, chosen, precision, score)
+        return None
+
+    def _ranked(self, precision: str) -> list[tuple[tuple[str, str], ...]]:
+        """Every move tried alone, the most helpful first (fewer layers first on a tie)."""
+        moves = [(c,) for c in self.candidates] + list(zip(self.candidates, self.candidates[1:]))
+        moves = [m for m in moves if len(m) <= self.limit]
+        scores = {m: self._try(list(m), precision)[1] for m in moves}
+        return sorted(moves, key=lambda m: (scores[m].key(), -len(m)), reverse=True)
+
+    def _done(self, result: Recovery, chosen, precision: str, score: Score) -> Recovery:
+        result.tries = self.tries
+        result.raised = [{"op": op, "tensor": tensor, "precision": precision,
+                          "why": f"validation agreement {_pct(result.baseline.agreement)} → "
+                                 f"{_pct(score.agreement)} with the layers before it raised"}
+                         for op, tensor in chosen]
+        return result
+
+
+def _union(chosen: list, move: tuple) -> list:
+    return chosen + [layer for layer in move if layer not in chosen]
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _raisable_layers(float_model: bytes) -> list[tuple[str, str]]:
+    """(op, output tensor name) of every op a recipe can raise, in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_runtime.litert_compat import op_outputs
+    from edge_runtime.quiet import quiet_native
+
+    with quiet_native():
+        interpreter = Interpreter(model_content=float_model)
+    return [(op, tensor) for op, tensor in op_outputs(interpreter) if op in RAISABLE]
+
+
+def quantize_mixed(float_model: bytes, calibration: np.ndarray, raised: list[tuple[str, str]],
+                   precision: str) -> bytes:
+    """int8 weights and activations, except the ``raised`` layers: int16 activations (with
+    int8 weights) or float. Calibrated on ``calibration`` (model-ready samples)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    from edge_runtime.quiet import quiet_native
+    from pipeline.tflite import SIGNATURE, SIGNATURE_INPUT
+
+    with quiet_native(), contextlib.redirect_stdout(io.StringIO()):  # it prints size reports
+        try:
+            qt = quantizer.Quantizer(bytearray(float_model))
+            qt.load_quantization_recipe(recipe.static_wi8_ai8())
+            for op, tensor in raised:
+                operation = getattr(qtyping.TFLOperationName, op)
+                # An op's "scope" is its output tensor names, each followed by ';'.
+                exact = f"^{re.escape(tensor)};"
+                if precision == "int16x8":
+                    qt.add_static_config(regex=exact, operation_name=operation,
+                                         activation_num_bits=16, weight_num_bits=8)
+                else:
+                    qt.update_quantization_recipe(regex=exact, operation_name=operation,
+                                                  algorithm_key=AlgorithmName.NO_QUANTIZE)
+            statistics = qt.calibrate({SIGNATURE: [{SIGNATURE_INPUT: sample[None].astype(np.float32)}
+                                                   for sample in calibration]})
+            return bytes(qt.quantize(statistics).quantized_model)
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises many kinds
+            from edge_runtime.errors import first_line
+
+            raise ConversionError(f"ai-edge-quantizer could not quantize the mix: {first_line(exc)}") from None

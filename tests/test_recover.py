@@ -1,0 +1,115 @@
+"""int8 recovery: a model whose full int8 fails its gates gets the fewest layers raised until
+it passes (scored on the validation split), written as a normal, verified artifact; a model
+whose int8 passes is left alone; a hopeless case fails in one line."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+
+@pytest.fixture(scope="module")
+def outlier_run(tmp_path_factory):
+    """An MLP on digits with one hidden unit scaled up 300x (and its outgoing weights down):
+    the same function in float, but the outlier takes the whole int8 range of its layer and
+    the tiny compensating weights of the next, so full int8 collapses."""
+    import keras
+
+    from pipeline.data import load_dataset
+    from pipeline.import_model import import_model
+
+    work = tmp_path_factory.mktemp("recover")
+    data = load_dataset("digits")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(data.input_shape), keras.layers.Flatten(),
+                              *[keras.layers.Dense(64, activation="relu") for _ in range(6)],
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(*data.split("train"), epochs=10, verbose=0)
+    kernel, bias = model.layers[1].get_weights()
+    following, following_bias = model.layers[2].get_weights()
+    kernel[:, 0] *= 300
+    bias[0] *= 300
+    following[0, :] /= 300
+    model.layers[1].set_weights([kernel, bias])
+    model.layers[2].set_weights([following, following_bias])
+    model.save(work / "outlier.keras")
+    run_dir, metrics = import_model(work / "outlier.keras", dataset="digits", out=work / "run", runs_root=work)
+    # float accuracy 0.9028 measured; the construction must keep it
+    assert metrics["test_accuracy"] >= 0.85
+    return run_dir
+
+
+def test_recovery_raises_the_fewest_layers_and_the_result_passes_verify(outlier_run):
+    runner = CliRunner()
+    result = runner.invoke(app, ["quantize", "--int8", "--recover", "--run", str(outlier_run)])
+    assert result.exit_code == 0, result.output
+    recovery = json.loads((outlier_run / "quantize.json").read_text())["recovery"]
+    assert recovery["status"] == "recovered"
+    # Measured: the full int8 model agrees with Keras on 65% of the 144 validation images;
+    # raising 2 of 8 layers (the outlier's layer and the next, to float: int16 activations
+    # cannot hold the next layer's tiny weights) brings it to 99.3%.
+    assert recovery["full_int8"]["top1_agreement"] < 0.9
+    assert 1 <= len(recovery["raised"]) <= recovery["raisable_layers"] // 4
+    assert recovery["validation"]["passed"]
+    sidecar = json.loads((outlier_run / "model_int8_mixed.tflite.json").read_text())
+    assert sidecar["mode"] == "int8_mixed"
+    assert [layer["tensor"] for layer in sidecar["options"]["recovery"]["raised"]] == \
+        [layer["tensor"] for layer in recovery["raised"]]
+    assert all(layer["why"] and layer["precision"] in ("int16x8", "float")
+               for layer in sidecar["options"]["recovery"]["raised"])
+    # The test split, never seen by the search: the full int8 fails, the mix passes.
+    verified = runner.invoke(app, ["verify", "--run", str(outlier_run)])
+    rows = {r["artifact"]: r for r in json.loads((outlier_run / "verify.json").read_text())["artifacts"]}
+    assert not rows["model_int8.tflite"]["passed"] and verified.exit_code == 6
+    assert rows["model_int8_mixed.tflite"]["passed"], rows["model_int8_mixed.tflite"]["gates"]
+    assert "model_int8_mixed.tflite" not in verified.stderr  # the error line names only int8
+
+
+def test_the_report_shows_what_recovery_costs(outlier_run):
+    from pipeline.report import build_report
+
+    runner = CliRunner()
+    if not (outlier_run / "model_int8_mixed.tflite").exists():
+        assert runner.invoke(app, ["quantize", "--int8", "--recover", "--run", str(outlier_run)]).exit_code == 0
+    runner.invoke(app, ["verify", "--run", str(outlier_run)])
+    assert runner.invoke(app, ["bench", "--run", str(outlier_run), "--artifact", "model_int8.tflite",
+                               "--artifact", "model_int8_mixed.tflite", "--runs", "20",
+                               "--min-seconds", "0"]).exit_code == 0
+    summary = build_report(outlier_run)
+    (cost,) = summary["recovery"]
+    assert cost["artifact"] == "model_int8_mixed.tflite" and cost["size_ratio"] > 1.0
+    assert cost["p50_ratio"] is not None and cost["p50_ratio"] > 0
+    assert "Int8 recovery: base/model_int8_mixed.tflite: " in (outlier_run / "report.md").read_text()
+
+
+def test_a_model_whose_int8_passes_is_left_alone(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir, symlinks=True)
+    (run_dir / "model_int8_mixed.tflite").write_bytes(b"left over from an earlier model")
+    result = CliRunner().invoke(app, ["quantize", "--int8", "--recover", "--run", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    recovery = json.loads((run_dir / "quantize.json").read_text())["recovery"]
+    assert recovery == {**recovery, "needed": False, "status": "full int8 passes: left alone"}
+    assert not (run_dir / "model_int8_mixed.tflite").exists()
+    assert "not needed" in result.output and "full int8 left alone" in result.output
+
+
+def test_no_passing_mix_is_one_gate_failure_line(outlier_run, tmp_path):
+    from pipeline.errors import ParityError
+    from pipeline.quantize import QuantizeOptions, quantize
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(outlier_run, run_dir, symlinks=True)
+    # No model agrees with Keras on more than 100% of the images: nothing can pass.
+    with pytest.raises(ParityError, match=r"^int8 recovery: no mix raising at most 2 of 8 layers passes "
+                                          r"on the validation split \(best top-1 agreement [0-9.]+%"):
+        quantize(run_dir, QuantizeOptions(modes=["int8"], recover=True,
+                                          gates={"quantized": {"top1_agreement": 1.5}}))
+    # Without --recover the same search only warns, and the run goes on to verify.
+    report = quantize(run_dir, QuantizeOptions(modes=["int8"], gates={"quantized": {"top1_agreement": 1.5}}))
+    assert report["recovery"]["status"] == "no mix passes"
+    assert not (run_dir / "model_int8_mixed.tflite").exists()
