@@ -83,15 +83,21 @@ def verify_ic(ic_dir: Path, workdir: Path) -> dict:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def ic_dir_from_arguments(description: str) -> Path:
+    """The ``--ic`` directory of a benchmark's command line; exits when it is absent."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--ic", type=Path, default=DEFAULT_IC)
-    args = parser.parse_args()
-    if not args.ic.exists():
-        sys.exit(f"{args.ic} is absent: pass --ic DIR")
+    ic = parser.parse_args().ic
+    if not ic.exists():
+        sys.exit(f"{ic} is absent: pass --ic DIR")
+    return ic
+
+
+def main() -> None:
+    ic = ic_dir_from_arguments(__doc__.splitlines()[0])
     with tempfile.TemporaryDirectory() as tmp:
-        scores = score_ic(args.ic, Path(tmp))
-        report = verify_ic(args.ic, Path(tmp))
+        scores = score_ic(ic, Path(tmp))
+        report = verify_ic(ic, Path(tmp))
     print("MLPerf Tiny IC, 200 ic01 samples (two-fold calibration: 100 samples, never the scored ones)")
     print(f"float .h5 {scores['float_h5']:.4f}, our int8 {scores['ours_int8']:.4f}, reference int8 "
           f"{scores['reference_int8']:.4f}, difference "

@@ -10,7 +10,6 @@ the size comparison), ``verify`` on the test split, and ``bench`` of float32, in
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mlperf_ic import DEFAULT_IC, load_ic01  # noqa: E402
+from mlperf_ic import ic_dir_from_arguments, load_ic01  # noqa: E402
 
 
 def fold(ic_dir: Path, train: np.ndarray, test: np.ndarray, work: Path) -> dict:
@@ -48,15 +47,11 @@ def fold(ic_dir: Path, train: np.ndarray, test: np.ndarray, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ic", type=Path, default=DEFAULT_IC)
-    args = parser.parse_args()
-    if not args.ic.exists():
-        sys.exit(f"{args.ic} is absent: pass --ic DIR")
+    ic = ic_dir_from_arguments(__doc__.splitlines()[0])
     even, odd = np.arange(0, 200, 2), np.arange(1, 200, 2)
     for name, (train, test) in (("fold A", (even, odd)), ("fold B", (odd, even))):
         with tempfile.TemporaryDirectory() as tmp:
-            result = fold(args.ic, train, test, Path(tmp))
+            result = fold(ic, train, test, Path(tmp))
         recovery, rows, p50 = result["recovery"], result["rows"], result["p50"]
         raised = ", ".join(f"{layer['op']} ({layer['precision']})" for layer in recovery.get("raised", []))
         print(f"{name}: recovery {recovery['status']}; validation agreement of full int8 "

@@ -110,19 +110,8 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
             references[source] = _keras_predict(context, source, x_test)
         # As the device sees it: raw test samples through the sidecar's own preprocessing.
         outputs[path.name] = _artifact_predict(path, raw_test, found, context.preprocessing)
-        row = _compare(path, sidecar, references[source], outputs[path.name], x_test, y_test,
-                       context.task)
-        row["source_model"] = source
-        row["gates"] = _apply_gates(row, gates[row["gate_kind"]])
-        problem = sidecar_problem(found, context.preprocessing,
-                                  in_run=path.resolve().parent == context.run_dir.resolve())
-        row["gates"]["sidecar"] = {"op": "==", "threshold": "training preprocessing",
-                                   "value": problem or "matches", "passed": problem is None}
-        if _runs_on_micro(path, sidecar["mode"]):
-            row.update(_micro(path, x_test, y_test, outputs[path.name], context.task, gates["micro"], options))
-            row["gates"].update(row.pop("micro_gates"))
-        row["passed"] = all(g["passed"] for g in row["gates"].values())
-        rows.append(row)
+        rows.append(_verify_artifact(context, path, found, sidecar, source, references[source],
+                                     outputs[path.name], gates, options))
     for row, path in zip(rows, paths):  # explain what quantization cost, not a memory budget
         lost = any(not row["gates"][m]["passed"] for m in gates["quantized"] if m in row["gates"])
         if row["gate_kind"] == "quantized" and (options.explain or lost):
@@ -140,6 +129,24 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
         "artifacts": rows,
         "cross_runtime": _cross_runtime(outputs),
     }
+
+
+def _verify_artifact(context: RunContext, path: Path, found: dict | None, sidecar: dict, source: str,
+                     reference, output, gates, options: VerifyOptions) -> dict:
+    """One artifact's row: its metrics against Keras, its gates, and TFLite Micro's view."""
+    x_test, y_test = context.dataset.split("test")
+    row = _compare(path, sidecar, reference, output, x_test, y_test, context.task)
+    row["source_model"] = source
+    row["gates"] = _apply_gates(row, gates[row["gate_kind"]])
+    problem = sidecar_problem(found, context.preprocessing,
+                              in_run=path.resolve().parent == context.run_dir.resolve())
+    row["gates"]["sidecar"] = {"op": "==", "threshold": "training preprocessing",
+                               "value": problem or "matches", "passed": problem is None}
+    if _runs_on_micro(path, sidecar["mode"]):
+        row.update(_micro(path, x_test, y_test, output, context.task, gates["micro"], options))
+        row["gates"].update(row.pop("micro_gates"))
+    row["passed"] = all(g["passed"] for g in row["gates"].values())
+    return row
 
 
 def _failed(name: str, gate: dict) -> str:
