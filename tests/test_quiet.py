@@ -41,7 +41,9 @@ def test_successful_quantize_prints_nothing_on_stderr(run_copy):
     done = _script("pipeline", "quantize", "--int8", "--run", "run", cwd=run_copy)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    assert re.fullmatch(r"model_int8\.tflite +[0-9.]+ KiB  sha256 [0-9a-f]{12}\n", done.stdout), done.stdout
+    assert re.fullmatch(r"model_int8\.tflite +[0-9.]+ KiB  sha256 [0-9a-f]{12}\n"
+                        r"int8 recovery: not needed \(validation agreement [0-9.]+%\), full int8 left alone\n",
+                        done.stdout), done.stdout
 
 
 def test_clean_error_is_exactly_one_line(run_copy):
@@ -51,7 +53,8 @@ def test_clean_error_is_exactly_one_line(run_copy):
     assert done.stdout == ""
     typo = _script("pipeline", "quantize", "--recvoer", cwd=run_copy)
     assert typo.returncode == 2
-    assert typo.stderr == "error: pipeline quantize: No such option: --recvoer\n", typo.stderr
+    assert typo.stderr == ("error: pipeline quantize: No such option: --recvoer (Possible options: "
+                           "--no-recover, --recover)\n"), typo.stderr
 
 
 def test_verbose_shows_what_was_captured(run_copy):
