@@ -10,20 +10,26 @@ def _padding_for(input_shape, min_side: int) -> str:
 
 
 @register_model("mnist_cnn")
-def mnist_cnn(input_shape, num_classes):
-    """The Keras MNIST tutorial CNN: Conv32-MaxPool-Conv64-MaxPool-Flatten-Dense64-Dense10."""
+def mnist_cnn(input_shape, num_classes, filters=(32, 64), dense=64, stem_pool=1):
+    """The Keras MNIST tutorial CNN: Conv32-MaxPool-Conv64-MaxPool-Flatten-Dense64-Dense10.
+
+    ``filters`` (one conv block per entry), ``dense`` and ``stem_pool`` (average-pool the
+    input by this factor first) make it narrower, shallower or cheaper (``pipeline search``
+    explores them); the defaults are the tutorial's network."""
     import keras
     from keras import layers
 
-    padding = _padding_for(input_shape, 10)
+    stem = [layers.AveragePooling2D(stem_pool)] if stem_pool > 1 else []
+    side = min(input_shape[:2]) // stem_pool
+    padding = "valid" if side >= 10 else "same"
+    blocks = [layer for width in filters
+              for layer in (layers.Conv2D(width, 3, activation="relu", padding=padding), layers.MaxPooling2D())]
     return keras.Sequential([
         keras.Input(input_shape),
-        layers.Conv2D(32, 3, activation="relu", padding=padding),
-        layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, activation="relu", padding=padding),
-        layers.MaxPooling2D(),
+        *stem,
+        *blocks,
         layers.Flatten(),
-        layers.Dense(64, activation="relu"),
+        layers.Dense(dense, activation="relu"),
         layers.Dense(num_classes, activation="softmax"),
     ], name="mnist_cnn")
 

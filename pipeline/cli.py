@@ -470,6 +470,48 @@ def export(
                f"bytes → {', '.join(facts['files'][:2])}")
 
 
+@command()
+def search(
+    model: Annotated[str, typer.Option(help="Zoo model whose variants to search (mnist_cnn, mlp).")] = "mnist_cnn",
+    dataset: Annotated[str, typer.Option(help="The data set (see `pipeline datasets`).")] = DEFAULTS.data.dataset,
+    trials: Annotated[int, typer.Option(help="Trials in all (a resumed search counts its finished ones).")] = 12,
+    time_limit: Annotated[Optional[float], typer.Option(
+        help="Start no trial after this many seconds (default: no limit).")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs per trial.")] = 15,
+    max_latency_ms: Annotated[Optional[float], typer.Option(
+        help="Budget: int8 p50 latency on this machine (default: none).")] = DEFAULTS.constraints.max_latency_ms,
+    max_size_kb: Annotated[Optional[float], typer.Option(
+        help="Budget: artifact size (default: none).")] = DEFAULTS.constraints.max_size_kb,
+    max_ram_kb: Annotated[Optional[float], typer.Option(
+        help="Budget: TFLite Micro tensor arena, measured (default: none).")] = DEFAULTS.constraints.max_ram_kb,
+    seed: Annotated[int, typer.Option(help="Seed for splits and initialisation.")] = DEFAULTS.data.seed,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Search directory; an existing one resumes (default: runs/search-<model>-<dataset>).")] = None,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """Hardware-aware search: the most accurate model variant whose int8 artifact fits the
+    budgets, measured on this machine → search.json, search_report.md and a run directory."""
+    from pipeline.rundir import DEFAULT_RUNS_ROOT, safe_name
+    from pipeline.search import SearchOptions, search as run_search
+
+    options = SearchOptions(model=model, dataset=dataset, trials=trials, time_limit_s=time_limit,
+                            epochs=epochs, max_latency_ms=max_latency_ms, max_size_kb=max_size_kb,
+                            max_ram_kb=max_ram_kb, seed=seed)
+    summary = run_search(options, out or DEFAULT_RUNS_ROOT / f"search-{model}-{safe_name(dataset)}")
+    if summary.get("worker"):
+        typer.echo("worker: trials done")
+        return
+    done = [t for t in summary["trials"] if t["status"] == "COMPLETED"]
+    typer.echo(f"{len(done)} trials in {summary['search_seconds']:.0f}s; baseline {model} int8: test accuracy "
+               f"{summary['baseline']['test_accuracy']:.2%}, p50 {summary['baseline']['p50_ms']:.3f} ms")
+    best = summary.get("best")
+    if best:
+        typer.echo(f"best: trial {best['trial']}, test accuracy {best['test_accuracy']:.2%}, p50 "
+                   f"{best['p50_ms']:.3f} ms (×{summary['comparison']['p50_ratio']:.2f}) → {best['run_dir']}")
+    else:
+        typer.echo("best: no trial fits the budgets")
+
+
 @command("run")
 def run_all(
     config: Annotated[Optional[Path], typer.Argument(help="YAML or TOML config (default: built-in defaults).")] = None,
