@@ -94,6 +94,22 @@ class ExportSection:
 
 
 @dataclass
+class SearchSection:
+    # pipeline run: search train.model's variants on data.dataset within the constraints'
+    # latency/size/arena budgets, then continue from the winner instead of training the model
+    # as it comes. `pipeline search` takes its defaults from here too.
+    enabled: bool = False
+    trials: int = 12
+    time_limit_s: float | None = None   # start no trial after this many seconds
+    epochs: int = 15                    # per trial
+    bench_seconds: float = 1.0          # timing per trial measurement
+    device: str | None = None           # ssh://user@host[:port]: time the trials there
+    # Hyperparameter -> the values to try, replacing the zoo model's defaults
+    # (`pipeline search --help` lists the names), e.g. {filters: ["8", "16-32"]}.
+    space: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass
 class ConstraintsSection:
     max_accuracy_drop: float | None = 0.01
     max_latency_ms: float | None = None
@@ -113,6 +129,7 @@ class Config:
     verify: VerifySection = field(default_factory=VerifySection)
     bench: BenchSection = field(default_factory=BenchSection)
     export: ExportSection = field(default_factory=ExportSection)
+    search: SearchSection = field(default_factory=SearchSection)
     constraints: ConstraintsSection = field(default_factory=ConstraintsSection)
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +149,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         key, sep, value = text.partition("=")
         if not sep:
             raise ConfigError(f"--set takes SECTION.FIELD=VALUE, got '{text}'")
-        _set(config, key.strip(), _parse_value(value.strip()))
+        _set(config, key.strip(), parse_value(value.strip()))
     _check_values(config)
     return config
 
@@ -187,7 +204,7 @@ def _coerce(kind, value, location: str):
     origin, args = get_origin(kind), get_args(kind)
     if origin is list:
         if isinstance(value, str) and "," in value:  # --set quantize.modes=int8,float16
-            value = [_parse_value(item.strip()) for item in value.split(",")]
+            value = [parse_value(item.strip()) for item in value.split(",")]
         items = value if isinstance(value, list) else [value]  # a scalar is a one-item sweep
         return [_coerce(args[0], item, f"{location}[{i}]") for i, item in enumerate(items)]
     if origin is dict:
@@ -217,7 +234,7 @@ def _coerce(kind, value, location: str):
     return value
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """``--set`` values are JSON where they parse (numbers, lists, true/null), else strings."""
     try:
         return json.loads(text)
@@ -293,6 +310,13 @@ def _check_values(config: Config) -> None:
         check_symbol(config.export.symbol)
     except UsageError as exc:
         raise ConfigError(f"export.symbol: {exc}") from None
+    if config.search.enabled:
+        from pipeline.search import options_from_config
+
+        try:
+            options_from_config(config).validate()
+        except UsageError as exc:
+            raise ConfigError(f"search: {exc}") from None
     if config.quantize.calibration_data and not Path(config.quantize.calibration_data).is_file():
         raise ConfigError(f"quantize.calibration_data: {config.quantize.calibration_data} does not exist")
 

@@ -24,7 +24,7 @@ from pipeline.formats import MODEL, PRUNED_MODEL, artifact_file, quant_mode, sou
 from pipeline.fsutil import read_json, sha256_file, write_json
 
 log = logging.getLogger("pipeline")
-STAGES = ("train", "prune", "quantize", "convert", "verify", "bench", "report", "export")
+STAGES = ("search", "train", "prune", "quantize", "convert", "verify", "bench", "report", "export")
 STATE = "pipeline_state.json"
 Progress = Callable[[str, str, float], None]
 
@@ -149,7 +149,10 @@ def run(config: Config, *, out: str | Path | None = None, force: list[str] = (),
 
 
 def _run_locked(config: Config, run_dir: Path, stages: _Stages) -> RunResult:
-    _train(config, run_dir, stages)
+    if config.search.enabled:
+        _search(config, run_dir, stages)
+    else:
+        _train(config, run_dir, stages)
     rundir.point_latest(run_dir)
     variants = _variants(config, run_dir, stages)
     failures = []
@@ -231,6 +234,33 @@ def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
     if check.get("collapsed") and not allow_collapse:
         raise CollapseError(f"{check['reason']} — stopping before optimizing it; "
                             f"pass --set train.allow_collapse=true to go on anyway")
+
+
+def _search(config: Config, run_dir: Path, stages: _Stages) -> None:
+    """The search's winner, retrained, is the run's model (in place of train.model as it comes)."""
+    from pipeline.errors import PipelineError
+    from pipeline.search import options_from_config, resumes, search
+
+    options = options_from_config(config)
+    out = run_dir / "search"
+    budgets = {k: v for k, v in config.section("constraints").items() if k in ("max_latency_ms", "max_size_kb",
+                                                                              "max_ram_kb")}
+    inputs = {"data": config.section("data"), "model": config.train.model, "search": config.section("search"),
+              "budgets": budgets, "data_files": _data_fingerprint(config.data.dataset)}
+
+    def work() -> list[Path]:
+        if out.exists() and not resumes(out, options):  # a search with other settings: start afresh
+            shutil.rmtree(out)
+        summary = search(options, out)
+        if not summary.get("best"):
+            raise PipelineError(f"search: no trial fits the budgets ({out / 'search_report.md'}): raise "
+                                f"constraints.max_latency_ms / max_size_kb / max_ram_kb or widen search.space")
+        for name in (MODEL, "train.json"):
+            shutil.copy2(Path(summary["best"]["run_dir"]) / name, run_dir / name)
+        return [run_dir / MODEL, run_dir / "train.json", out / "search.json"]
+
+    stages.run("search", "search", inputs, work)
+    stages.finish("search")
 
 
 def _train_in_child(train_config, run_dir: Path) -> None:

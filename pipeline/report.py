@@ -144,7 +144,8 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     plots = _plots(run_dir, rows, train, chosen)
     summary = {"recommended": f"{chosen['dir']}/{chosen['artifact']}" if chosen else None,
                "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
-               "passed": all(r["passed"] for r in rows), "recovery": recovery_costs(run_dir, rows)}
+               "passed": all(r["passed"] for r in rows), "recovery": recovery_costs(run_dir, rows),
+               "search": _search_line(run_dir)}
     write_json(run_dir / "report.json", summary)
     write_bytes(run_dir / "report.md", _markdown(run_dir, summary, train, manifest, plots).encode())
     write_bytes(run_dir / "report.html", _html(run_dir, summary, train, manifest, plots).encode())
@@ -164,12 +165,31 @@ def _plots(run_dir: Path, rows, train: dict, chosen) -> dict[str, bytes]:
         "sizes.png": _size_plot(plt, rows),
         "training_curves.png": _training_plot(plt, train.get("history") or {}),
         "confusion_matrix.png": _confusion_plot(plt, run_dir, chosen),
+        # the search that chose this run's model (`pipeline run` with search.enabled): every trial
+        "search_trials.png": _read_if_file(run_dir / "search" / "search_accuracy_latency.png"),
     }
     plots = {name: data for name, data in plots.items() if data is not None}
     for name, data in plots.items():
         write_bytes(run_dir / "report" / name, data)
     plt.close("all")
     return plots
+
+
+def _read_if_file(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def _search_line(run_dir: Path) -> str | None:
+    """What the search that chose this run's model found, when one did."""
+    path = run_dir / "search" / "search.json"
+    if not path.is_file():
+        return None
+    from pipeline.search import describe
+
+    try:
+        return describe(read_json(path))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return f"{path} is unreadable"
 
 
 # Latency spread beyond which the latency axis is logarithmic (int8 vs float32 on a slow
@@ -352,6 +372,7 @@ def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
     lines += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
     lines += [f"Int8 recovery: {describe_recovery(cost)}" for cost in summary["recovery"]]
+    lines += [f"Search: {summary['search']} (search/search_report.md)"] if summary.get("search") else []
     lines += ["", "Δ is against the unpruned Keras model; speed-up against the base float32 TFLite "
               "model; latency is batch 1, p50 of timed set+invoke+get calls (time.perf_counter_ns). "
               "TFLM arena: the smallest tensor arena TFLite Micro runs the model in, measured; "
@@ -392,6 +413,7 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
 Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the constraints')}</b>
 (constraints: {escape(describe_constraints(summary['constraints']))}). Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
 {''.join(f"<p>Int8 recovery: {escape(describe_recovery(cost))}</p>" for cost in summary['recovery'])}
+{f"<p>Search: {escape(summary['search'])}</p>" if summary.get('search') else ''}
 <table><thead><tr>{''.join(f'<th>{c}</th>' for c in _COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>
 <p>Δ: against the unpruned Keras model. Speed-up: against the base float32 TFLite model. Latency: batch 1,
 p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up. TFLM arena: the smallest tensor

@@ -65,6 +65,7 @@ def test_command_defaults_are_the_config_defaults():
     from pipeline.convert import ConvertOptions
     from pipeline.prune import PruneOptions
     from pipeline.quantize import QuantizeOptions
+    from pipeline.search import SearchOptions
 
     config = Config()
     pairs = [  # (command, option, Options default, config default)
@@ -83,6 +84,12 @@ def test_command_defaults_are_the_config_defaults():
         ("bench", "--min-seconds", BenchOptions().min_seconds, config.bench.min_seconds),
         ("import", "--dataset", config.data.dataset, config.data.dataset),
         ("import", "--seed", config.data.seed, config.data.seed),
+        ("search", "--trials", SearchOptions().trials, config.search.trials),
+        ("search", "--epochs", SearchOptions().epochs, config.search.epochs),
+        ("search", "--bench-seconds", SearchOptions().bench_seconds, config.search.bench_seconds),
+        ("search", "--time-limit", SearchOptions().time_limit_s, config.search.time_limit_s),
+        ("search", "--device", SearchOptions().device, config.search.device),
+        ("search", "--max-latency-ms", SearchOptions().max_latency_ms, config.constraints.max_latency_ms),
     ]
     for command, option, options_default, config_default in pairs:
         assert _option_default(command, option) == options_default == config_default, (command, option)

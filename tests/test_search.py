@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 pytest.importorskip("keras_tuner")
 PIPELINE = [sys.executable, "-m", "pipeline.launcher"]
@@ -90,3 +91,48 @@ def test_a_chief_and_two_workers_share_one_search(tmp_path):
     assert sorted(runs) == sorted(set(runs)) and len(runs) == 4  # no trial ran twice
     ran_by = {json.loads(p.read_text())["tuner_id"] for p in out.glob("tuner/trial_*/measurement.json")}
     assert ran_by <= {"tuner0", "tuner1"} and ran_by  # the workers ran them, the chief served
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "filterz=8"], "error: unknown hyperparameter for mnist_cnn 'filterz'. Did you mean 'filters'?"),
+    (["--space", "filters=8-x"], "error: --space filters: '8-x' is not layer widths joined by '-'"),
+    (["--space", "optimizer=adam,sgd"], "error: --space optimizer: 'sgd' is not one of adam, rmsprop"),
+    (["--space", "learning_rate=0.001,fast"], "error: --space learning_rate: 'fast' is not a number"),
+    (["--space", "dense="], "error: --space dense: give at least one value"),
+    # 28x28 digits, average-pooled to 14x14, then four 3x3 conv + pool blocks: nothing is left
+    (["--space", "filters=8-16-32-64,stem_pool=2"], "error: search space: mnist_cnn with filters=8-16-32-64"),
+    (["--device", "ssh://-oProxyCommand=x"], "error: --device: '-oProxyCommand=x' is not a host name"),
+    (["--bench-seconds", "-1"], "error: --bench-seconds must lie in"),
+])
+def test_bad_search_options_are_one_line_and_write_nothing(tmp_path, args, message):
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["search", *args, "--out", str(tmp_path / "search")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "search").exists()
+
+
+def test_pipeline_run_continues_from_the_searched_model(tmp_path):
+    """With search.enabled, `pipeline run` searches instead of training the model as it comes,
+    goes on from the winner, reports the search, and does not search again when nothing changed."""
+    from pipeline import load_config
+    from pipeline.orchestrator import run
+
+    overrides = ["train.model=mlp", "search.enabled=true", "search.trials=2", "search.epochs=2",
+                 "search.bench_seconds=0.2", "search.space.hidden=32,64", "constraints.max_latency_ms=50",
+                 "prune.sparsity=0", "quantize.modes=int8", "convert.targets=tflite", "bench.runs=20",
+                 "bench.min_seconds=0"]
+    result = run(load_config(overrides=overrides), out=tmp_path / "run")
+    run_dir = result.run_dir
+    summary = json.loads((run_dir / "search" / "search.json").read_text())
+    assert {t["hyperparameters"]["hidden"] for t in summary["trials"]} <= {"32", "64"}  # the user's space
+    winner = Path(summary["best"]["run_dir"])
+    assert (run_dir / "model.keras").read_bytes() == (winner / "model.keras").read_bytes()
+    assert result.passed and (run_dir / "model_int8.tflite").exists()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["search"].startswith("2 trials") and f"chosen trial {summary['best']['trial']}" in report["search"]
+    assert "Search: 2 trials" in (run_dir / "report.md").read_text()
+    assert (run_dir / "report" / "search_trials.png").stat().st_size > 0
+    again = run(load_config(overrides=overrides), out=run_dir)
+    assert {r.name: r.status for r in again.stages}["search"] == "cached"
