@@ -42,6 +42,14 @@ MARKER = "search.json"
 # three): microsecond latencies drift by about that much between processes.
 NEAR_BUDGET = 0.2
 FINAL_ROUNDS = 3  # the baseline and the winner, timed alternately, median of each
+# A candidate whose untrained twin is over a budget by more than this is not trained: a
+# trial's trained artifact times within a few percent of its twin (the kernels do not depend
+# on the weights), so this only spares trials that would be over budget anyway.
+SCREEN_TOLERANCE = 0.05
+SCREEN_DRAWS = 2000  # random draws per trial before the oracle gives up finding one that fits
+# Draws per trial spent looking for a fitting architecture no trial has had yet, before one
+# already tried gets new training choices: the budget question is mostly about architectures.
+NEW_ARCHITECTURE_DRAWS = 200
 # Options a resumed search may change: they do not change what a finished trial measured.
 RESUMABLE = ("trials", "time_limit_s", "ssh_options", "remote_root")
 
@@ -193,14 +201,14 @@ def search(options: SearchOptions, out: Path) -> dict:
     _check_builds(options, data)
     out = _search_dir(Path(out), options)
     timer = Timer(options, data.split("val")[0][0], out)
-    tuner = _tuner(options, data, out, timer)
+    tuner, screen = _tuner(options, data, out, timer)
     started = time.perf_counter()
     tuner.search(verbose=0)  # one line a trial instead (run_trial)
     if not tuner.is_chief():
         return {"worker": True}
     trials = _trial_table(tuner)
     summary = {"options": asdict(options), "search_seconds": round(time.perf_counter() - started, 1),
-               "timing": timer.where(), "trials": trials}
+               "timing": timer.where(), "trials": trials, "screened": screen.summary()}
     feasible = [t for t in trials if t["status"] == "COMPLETED" and t["metrics"].get("feasible")]
     baseline = _baseline(options, out)
     artifacts = [Path(baseline["run_dir"]) / "model_int8.tflite"]
@@ -326,16 +334,114 @@ def _search_dir(out: Path, options: SearchOptions) -> Path:
     return out
 
 
+class Screen:
+    """A candidate's budgets before it is trained. Latency, size and arena depend on the
+    architecture, not on the weights: the candidate built with its initial weights, pruned
+    to the same widths and quantized the same way, is measured as a trial would be (once per
+    architecture, kept in ``screen.json`` so a resumed search does not measure it again).
+    A candidate whose untrained twin is over a budget by more than ``SCREEN_TOLERANCE`` is
+    not trained at all; the trial itself still measures the trained artifact."""
+
+    def __init__(self, options: SearchOptions, data, timer: Timer, out: Path):
+        self.options, self.data, self.timer = options, data, timer
+        self.path, self.dir = out / "screen.json", out / "screen"
+        try:
+            recorded = read_json(self.path) if self.path.exists() else {}
+        except (OSError, ValueError):
+            recorded = {}
+        self.measured: dict[str, dict] = recorded if isinstance(recorded, dict) else {}
+
+    def summary(self) -> dict:
+        over = [key for key, m in self.measured.items() if isinstance(m, dict) and m.get("over", 0) > SCREEN_TOLERANCE]
+        return {"architectures": len(self.measured), "over_budget": len(over), "tolerance": SCREEN_TOLERANCE}
+
+    def p50_ms(self, values: dict) -> float | None:
+        """The untrained twin's p50, if it was measured."""
+        measured = self.measured.get(architecture(self.options.model, values))
+        return measured.get("p50_ms") if isinstance(measured, dict) else None
+
+    def active(self) -> bool:
+        return any(b is not None for b in (self.options.max_latency_ms, self.options.max_size_kb,
+                                           self.options.max_ram_kb))
+
+    def fits(self, values: dict) -> bool:
+        if not self.active():
+            return True
+        key = architecture(self.options.model, values)
+        if not isinstance(self.measured.get(key), dict) or "over" not in self.measured[key]:
+            self.measured[key] = self._measure(values)
+            write_json(self.path, self.measured)
+        return self.measured[key]["over"] <= SCREEN_TOLERANCE
+
+    def _measure(self, values: dict) -> dict:
+        import hashlib
+
+        from pipeline.backend import import_keras
+        from pipeline.tflite import to_tflite
+        from pipeline.train import zoo_spec
+
+        keras = import_keras()
+        keras.backend.clear_session()
+        model = zoo_spec(self.options.model).build(tuple(self.data.input_shape), int(self.data.num_classes),
+                                                   **_builder_options(self.options.model, values))
+        model = _pruned(model, values["sparsity"])
+        rng = np.random.default_rng(0)
+        for variable in model.weights:  # zero biases would be stored once, shared: not the real size
+            if variable.path.endswith("bias"):
+                variable.assign(rng.normal(0.0, 0.01, tuple(variable.shape)).astype(np.float32))
+        self.dir.mkdir(exist_ok=True)
+        name = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        artifact = self.dir / f"{name}.tflite"
+        calibration = self.data.split("train")[0][:100]
+        artifact.write_bytes(to_tflite(model, values["quantization"], calibration=calibration))
+        metrics = _budget_metrics(artifact, self.options, self.timer)
+        metrics["over"] = max(_over_budget(metrics, self.options).values(), default=0.0)
+        shown = ", ".join(f"{k}={values[k]}" for k in (*SPACES[self.options.model], "sparsity", "quantization"))
+        log.info("screened %s: p50 %.4f ms, %.1f KiB%s", shown,
+                 metrics["p50_ms"], metrics["size_kb"],
+                 "" if metrics["over"] <= SCREEN_TOLERANCE else " (over budget: not trained)")
+        return metrics
+
+
 def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     import keras_tuner
+    from keras_tuner.src.engine.trial import TrialStatus
 
-    class EdgeTuner(keras_tuner.RandomSearch):
-        """A random search whose trials end in a measured int8 artifact (see run_trial)."""
+    screen = Screen(options, data, timer, out)
+
+    class ScreenedOracle(keras_tuner.oracles.RandomSearchOracle):
+        """Random candidates, but only those whose untrained twin fits the budgets."""
+
+        def populate_space(self, trial_id):
+            tried = {architecture(options.model, t.hyperparameters.values) for t in self.trials.values()}
+            rejected, fallback = set(), None
+            for draw in range(SCREEN_DRAWS):
+                values = self._random_values()
+                if values is None:
+                    break
+                digest = self._compute_values_hash(values)
+                if digest in rejected:
+                    continue
+                if not screen.fits(values):
+                    rejected.add(digest)
+                    continue
+                if architecture(options.model, values) not in tried:  # a new one first
+                    return {"status": TrialStatus.RUNNING, "values": values}
+                fallback = fallback or values
+                if draw >= NEW_ARCHITECTURE_DRAWS:
+                    break
+            if fallback:  # every fitting architecture was tried: new training choices
+                return {"status": TrialStatus.RUNNING, "values": fallback}
+            return {"status": TrialStatus.STOPPED, "values": None}  # nothing left that fits
+
+    class EdgeTuner(keras_tuner.Tuner):
+        """Trials that end in a measured int8 artifact (see run_trial)."""
 
         def run_trial(self, trial, *args, **kwargs):
             if options.time_limit_s and time.perf_counter() - self.started > options.time_limit_s:
                 self.oracle.max_trials = len(self.oracle.trials)  # no new trials after this one
-            return _run_trial(trial.hyperparameters, options, data, Path(self.get_trial_dir(trial.trial_id)), timer)
+            return _run_trial(trial.hyperparameters, options, data, Path(self.get_trial_dir(trial.trial_id)), timer,
+                              screen.p50_ms(trial.hyperparameters.values))
 
         def on_search_begin(self):
             self.started = time.perf_counter()
@@ -347,9 +453,10 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     space = keras_tuner.HyperParameters()
     for name, values in options.hyperparameters().items():
         space.Choice(name, values)
-    return EdgeTuner(objective=keras_tuner.Objective("score", "max"), max_trials=options.trials,
-                     hyperparameters=space, seed=options.seed, directory=str(out), project_name="tuner",
-                     overwrite=False, max_consecutive_failed_trials=options.trials)
+    oracle = ScreenedOracle(objective=keras_tuner.Objective("score", "max"), max_trials=options.trials,
+                            hyperparameters=space, seed=options.seed,
+                            max_consecutive_failed_trials=options.trials)
+    return EdgeTuner(oracle=oracle, directory=str(out), project_name="tuner", overwrite=False), screen
 
 
 def _builder_options(model: str, values: dict) -> dict:
@@ -378,19 +485,32 @@ def _train_candidate(values: dict, options: SearchOptions, data, epochs: int, *,
     compile_for_task(model, "classifier", optimizer(values["learning_rate"]))
     model.fit(x_train, y_train, batch_size=values["batch_size"], epochs=epochs, verbose=0, shuffle=True)
     if values["sparsity"]:
-        from pipeline.structured import shrink
-
-        try:
-            model = shrink(model, values["sparsity"])
-        except UsageError:
-            pass  # nothing prunable: the candidate goes on unpruned
+        model = _pruned(model, values["sparsity"])
         compile_for_task(model, "classifier", optimizer(values["learning_rate"] / 3))
         model.fit(x_train, y_train, batch_size=values["batch_size"], epochs=2, verbose=0, shuffle=True)
     recalibrate_batchnorm(model, x_train, seed=options.seed)
     return model
 
 
-def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer) -> dict:
+def architecture(model: str, values: dict) -> str:
+    """What decides a candidate's latency, size and arena: its shape and its quantization."""
+    return json.dumps({k: values[k] for k in (*SPACES[model], "sparsity", "quantization")}, sort_keys=True)
+
+
+def _pruned(model, sparsity: float):
+    """``model`` with its filters/units structurally removed at ``sparsity`` (0: as it is)."""
+    if not sparsity:
+        return model
+    from pipeline.structured import shrink
+
+    try:
+        return shrink(model, sparsity)
+    except UsageError:
+        return model  # nothing prunable: the candidate goes on unpruned
+
+
+def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer,
+               untrained_p50_ms: float | None = None) -> dict:
     """Train, prune, quantize and measure one candidate; its files stay in ``trial_dir``."""
     from edge_runtime import load
     from pipeline.tflite import to_tflite
@@ -403,36 +523,48 @@ def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer) 
     artifact = trial_dir / f"model_{values['quantization']}.tflite"
     artifact.write_bytes(to_tflite(model, values["quantization"], calibration=x_train[:300]))
     probabilities = load(artifact).predict(x_val)
-    p50s = timer.p50([artifact])
-    if options.max_latency_ms and abs(p50s[0] / options.max_latency_ms - 1.0) < NEAR_BUDGET:
-        p50s += timer.p50([artifact]) + timer.p50([artifact])  # near the line: the median of three
     metrics = {"val_accuracy": float(np.mean(probabilities.argmax(-1) == y_val)),
                "val_log_loss": float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y_val)), y_val], 1e-7, 1.0)))),
-               "p50_ms": float(np.median(p50s)), "size_kb": artifact.stat().st_size / 1024}
-    if options.max_ram_kb is not None:
-        from pipeline.micro import run_micro
-
-        metrics["arena_kb"] = run_micro(artifact).arena_bytes / 1024
-    metrics.update(_score(metrics, options))
-    write_json(trial_dir / "measurement.json", {"hyperparameters": values, "metrics": metrics, "p50_ms_measured": p50s,
+               **_budget_metrics(artifact, options, timer, untrained_p50_ms)}
+    measured = metrics.pop("p50_ms_measured")
+    over = _over_budget(metrics, options)
+    metrics.update(feasible=float(not over),
+                   score=metrics["val_accuracy"] - (1.0 + sum(over.values()) if over else 0.0))
+    write_json(trial_dir / "measurement.json", {"hyperparameters": values, "metrics": metrics,
+                                                "p50_ms_measured": measured, "over_budget": over,
                                                 "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "chief")})
     with open(trial_dir.parent / "trials.log", "a", encoding="utf-8") as record:  # every run, appended
         record.write(f"{trial_dir.name} {os.getpid()}\n")
     log.info("trial %s: validation accuracy %.2f%%, p50 %.4f ms, %.1f KiB%s", trial_dir.name.removeprefix("trial_"),
-             metrics["val_accuracy"] * 100, metrics["p50_ms"], metrics["size_kb"],
-             "" if metrics["feasible"] else ", over budget")
+             metrics["val_accuracy"] * 100, metrics["p50_ms"], metrics["size_kb"], ", over budget" if over else "")
     return metrics
 
 
-def _score(metrics: dict, options: SearchOptions) -> dict:
-    """Validation accuracy when every budget holds; otherwise below every fitting trial, the
-    further over budget the lower."""
-    over = 0.0
-    for value, budget in ((metrics["p50_ms"], options.max_latency_ms), (metrics["size_kb"], options.max_size_kb),
-                          (metrics.get("arena_kb"), options.max_ram_kb)):
+def _budget_metrics(artifact: Path, options: SearchOptions, timer: Timer, expected_p50_ms: float | None = None) -> dict:
+    """What the budgets are about: p50, size and, with an arena budget, TFLite Micro's
+    measured arena. The p50 is the median of three timings when the first is near the latency
+    budget or far from ``expected_p50_ms`` (its untrained twin's: a disturbed timing)."""
+    p50s = timer.p50([artifact])
+    near = options.max_latency_ms and abs(p50s[0] / options.max_latency_ms - 1.0) < NEAR_BUDGET
+    if near or (expected_p50_ms and abs(p50s[0] / expected_p50_ms - 1.0) > NEAR_BUDGET):
+        p50s += timer.p50([artifact]) + timer.p50([artifact])
+    metrics = {"p50_ms": float(np.median(p50s)), "p50_ms_measured": p50s, "size_kb": artifact.stat().st_size / 1024}
+    if options.max_ram_kb is not None:
+        from pipeline.micro import run_micro
+
+        metrics["arena_kb"] = run_micro(artifact).arena_bytes / 1024
+    return metrics
+
+
+def _over_budget(metrics: dict, options: SearchOptions) -> dict[str, float]:
+    """Each exceeded budget and by how much (0.1: 10% over)."""
+    over = {}
+    for name, value, budget in (("latency", metrics["p50_ms"], options.max_latency_ms),
+                                ("size", metrics["size_kb"], options.max_size_kb),
+                                ("arena", metrics.get("arena_kb"), options.max_ram_kb)):
         if budget is not None and value > budget:
-            over += value / budget - 1.0
-    return {"feasible": float(over == 0.0), "score": metrics["val_accuracy"] - (1.0 + over if over else 0.0)}
+            over[name] = value / budget - 1.0
+    return over
 
 
 def _trial_table(tuner) -> list[dict]:
@@ -512,7 +644,12 @@ def _report(summary: dict, out: Path) -> None:
         lines.append(f"| {t['trial']} | {t['status']} | {json.dumps(t['hyperparameters'])} | "
                      + (f"{m['val_accuracy']:.2%} | {m['p50_ms']:.4f} | {m['size_kb']:.1f} | "
                         f"{'yes' if m.get('feasible') else 'no'} |" if m else "– | – | – | – |"))
-    baseline, timing = summary["baseline"], summary["timing"]
+    baseline, timing, screened = summary["baseline"], summary["timing"], summary["screened"]
+    if screened["architectures"]:
+        lines += ["", f"Screened: {screened['architectures']} architectures measured untrained before any "
+                      f"training; " + (f"{screened['over_budget']} of them were more than {screened['tolerance']:.0%} "
+                                       f"over a budget and never trained." if screened["over_budget"] else
+                                       f"all were within {screened['tolerance']:.0%} of the budgets.")]
     lines += ["", f"Latency: p50 at batch 1 on one thread, {timing['location']}"
               + (f" ({timing['cpu_model']})" if timing.get("cpu_model") else "") + "; the baseline and the best "
               f"timed alternately, median of {len(baseline['p50_ms_rounds'])}.", "",

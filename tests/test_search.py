@@ -28,7 +28,10 @@ def _finished(out: Path) -> list[str]:
 
 def test_a_killed_search_resumes_and_measures_every_trial_and_the_winner_is_a_run(tmp_path):
     out = tmp_path / "search"
-    command = [*PIPELINE, *SMALL, "--trials", "3", "--max-latency-ms", "1000", "--out", str(out)]
+    # int8 MLP on 28x28 inputs: about 1 KiB per unit of the first hidden layer, so a 40 KiB
+    # budget fits hidden 32 (pruned or not) and 64 pruned to 32, and no other architecture
+    budget = ["--max-size-kb", "40", "--max-latency-ms", "1000"]
+    command = [*PIPELINE, *SMALL, "--trials", "3", *budget, "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not _finished(out) and time.time() < deadline and process.poll() is None:
@@ -37,7 +40,7 @@ def test_a_killed_search_resumes_and_measures_every_trial_and_the_winner_is_a_ru
     process.wait()
     before = {name: (out / "tuner" / name / "measurement.json").read_bytes() for name in _finished(out)}
     assert before and len(before) < 3, "the kill came after the search had finished"
-    done = _pipeline(*SMALL, "--trials", "3", "--max-latency-ms", "1000", "--out", out)
+    done = _pipeline(*SMALL, "--trials", "3", *budget, "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
     for name, content in before.items():  # finished trials were not run again
         assert (out / "tuner" / name / "measurement.json").read_bytes() == content
@@ -50,6 +53,11 @@ def test_a_killed_search_resumes_and_measures_every_trial_and_the_winner_is_a_ru
         metrics = trial["metrics"]
         assert trial["status"] == "COMPLETED" and metrics["p50_ms"] > 0 and metrics["size_kb"] > 0
         assert set(trial["hyperparameters"]) >= {"hidden", "learning_rate", "optimizer", "sparsity"}
+        assert metrics["size_kb"] <= 40  # candidates over budget were screened out untrained
+    architectures = {(t["hyperparameters"]["hidden"], t["hyperparameters"]["sparsity"]) for t in summary["trials"]}
+    assert len(architectures) == 3  # a new architecture each trial while fitting ones are left
+    screened = json.loads((out / "screen.json").read_text())
+    assert summary["screened"]["over_budget"] == sum(m["over"] > 0.05 for m in screened.values()) >= 1
     best = summary["best"]
     # The MLP after 2 epochs scores 0.90-0.95 on the 144 validation images (measured); 0.8
     # leaves 14 images. The winner is the best validation score of the fitting trials.
