@@ -634,7 +634,12 @@ def _report(summary: dict, out: Path) -> None:
     pareto(rows)
     figure = accuracy_latency_figure(plt, rows) if rows else None
     if figure is not None:
-        figure.axes[0].set_ylabel("validation accuracy (%)")
+        axis = figure.axes[0]
+        axis.set_ylabel("validation accuracy (%)")
+        budget = summary["options"].get("max_latency_ms")
+        if budget:
+            axis.axvline(budget, color="tab:red", linestyle="--", linewidth=1, label=f"latency budget {budget:g} ms")
+            axis.legend(loc="lower right", fontsize=8)
         write_bytes(out / "search_accuracy_latency.png", _png(figure))
     plt.close("all")
     lines = ["# Search report", "", "| Trial | Status | Hyperparameters | Val. accuracy | p50 ms | Size KiB | Fits |",
