@@ -208,7 +208,8 @@ def search(options: SearchOptions, out: Path) -> dict:
         return {"worker": True}
     trials = _trial_table(tuner)
     summary = {"options": asdict(options), "search_seconds": round(time.perf_counter() - started, 1),
-               "timing": timer.where(), "trials": trials, "screened": screen.summary()}
+               "timing": timer.where(), "trials": trials, "screened": screen.summary(),
+               "front": [row["trial"] for row in _trial_rows(trials, None) if row["pareto"]]}
     feasible = [t for t in trials if t["status"] == "COMPLETED" and t["metrics"].get("feasible")]
     baseline = _baseline(options, out)
     artifacts = [Path(baseline["run_dir"]) / "model_int8.tflite"]
@@ -614,6 +615,19 @@ def _baseline(options: SearchOptions, out: Path) -> dict:
     return {"run_dir": str(run_dir), "test_accuracy": test_accuracy, "size_kb": artifact.stat().st_size / 1024}
 
 
+def _trial_rows(trials: list[dict], best: str | None) -> list[dict]:
+    """Finished trials as report rows, each marked on or off the front (validation accuracy,
+    p50, size)."""
+    from pipeline.report import pareto
+
+    rows = [{"variant": f"trial {t['trial']}", "trial": t["trial"], "artifact": "model_int8", "metric": "accuracy",
+             "value": t["metrics"]["val_accuracy"], "score": t["metrics"]["val_accuracy"],
+             "p50_ms": t["metrics"]["p50_ms"], "size_kb": t["metrics"]["size_kb"], "recommended": t["trial"] == best}
+            for t in trials if t["status"] == "COMPLETED"]
+    pareto(rows)
+    return rows
+
+
 def _report(summary: dict, out: Path) -> None:
     """search_report.md and the accuracy-vs-latency scatter of every trial with its front."""
     import matplotlib
@@ -622,16 +636,10 @@ def _report(summary: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     from pipeline.fsutil import write_bytes
-    from pipeline.report import _png, accuracy_latency_figure, pareto
+    from pipeline.report import _png, accuracy_latency_figure
 
-    rows = [{"variant": f"trial {t['trial']}", "artifact": "model_int8", "metric": "accuracy",
-             "value": t["metrics"]["val_accuracy"], "score": t["metrics"]["val_accuracy"],
-             "p50_ms": t["metrics"]["p50_ms"], "size_kb": t["metrics"]["size_kb"], "recommended": False}
-            for t in summary["trials"] if t["status"] == "COMPLETED"]
     best = summary.get("best")
-    for row in rows:
-        row["recommended"] = bool(best) and row["variant"] == f"trial {best['trial']}"
-    pareto(rows)
+    rows = _trial_rows(summary["trials"], best["trial"] if best else None)
     figure = accuracy_latency_figure(plt, rows) if rows else None
     if figure is not None:
         axis = figure.axes[0]
@@ -650,6 +658,8 @@ def _report(summary: dict, out: Path) -> None:
                      + (f"{m['val_accuracy']:.2%} | {m['p50_ms']:.4f} | {m['size_kb']:.1f} | "
                         f"{'yes' if m.get('feasible') else 'no'} |" if m else "– | – | – | – |"))
     baseline, timing, screened = summary["baseline"], summary["timing"], summary["screened"]
+    lines += ["", f"Front (validation accuracy, p50, size: no other trial is better in one without being "
+                  f"worse in another): trials {', '.join(summary['front']) or 'none'}."]
     if screened["architectures"]:
         lines += ["", f"Screened: {screened['architectures']} architectures measured untrained before any "
                       f"training; " + (f"{screened['over_budget']} of them were more than {screened['tolerance']:.0%} "

@@ -67,6 +67,9 @@ def test_a_killed_search_resumes_and_measures_every_trial_and_the_winner_is_a_ru
     assert _pipeline("verify", "--run", run_dir, "--quiet").returncode == 0  # later stages go on
     assert summary["baseline"]["p50_ms"] > 0 and "p50_ratio" in summary["comparison"]
     assert len(summary["baseline"]["p50_ms_rounds"]) == len(best["p50_ms_rounds"]) == 3
+    first = min(summary["trials"], key=lambda t: (-t["metrics"]["val_accuracy"], t["metrics"]["p50_ms"],
+                                                  t["metrics"]["size_kb"]))
+    assert first["trial"] in summary["front"]  # nothing beats the most accurate on accuracy
     assert (out / "search_accuracy_latency.png").stat().st_size > 0
     assert "| Trial | Status |" in (out / "search_report.md").read_text()
 
