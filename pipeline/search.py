@@ -10,6 +10,8 @@ zoo model's default, trained and measured in the same search as the baseline.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -201,7 +203,12 @@ def search(options: SearchOptions, out: Path) -> dict:
     _check_builds(options, data)
     out = _search_dir(Path(out), options)
     timer = Timer(options, data.split("val")[0][0], out)
-    tuner, screen = _tuner(options, data, out, timer)
+    try:  # a search directory is untrusted: its saved tuner state may be anything
+        with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from …"
+            tuner, screen = _tuner(options, data, out, timer)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise UsageError(f"{out / 'tuner'} holds a damaged search state ({type(exc).__name__}): "
+                         f"choose a new --out") from None
     started = time.perf_counter()
     tuner.search(verbose=0)  # one line a trial instead (run_trial)
     if not tuner.is_chief():
@@ -353,13 +360,13 @@ class Screen:
         self.measured: dict[str, dict] = recorded if isinstance(recorded, dict) else {}
 
     def summary(self) -> dict:
-        over = [key for key, m in self.measured.items() if isinstance(m, dict) and m.get("over", 0) > SCREEN_TOLERANCE]
+        over = [key for key, m in self.measured.items() if _screened(m) and m["over"] > SCREEN_TOLERANCE]
         return {"architectures": len(self.measured), "over_budget": len(over), "tolerance": SCREEN_TOLERANCE}
 
     def p50_ms(self, values: dict) -> float | None:
         """The untrained twin's p50, if it was measured."""
         measured = self.measured.get(architecture(self.options.model, values))
-        return measured.get("p50_ms") if isinstance(measured, dict) else None
+        return measured["p50_ms"] if _screened(measured) else None
 
     def active(self) -> bool:
         return any(b is not None for b in (self.options.max_latency_ms, self.options.max_size_kb,
@@ -369,7 +376,7 @@ class Screen:
         if not self.active():
             return True
         key = architecture(self.options.model, values)
-        if not isinstance(self.measured.get(key), dict) or "over" not in self.measured[key]:
+        if not _screened(self.measured.get(key)):  # new, or damaged
             self.measured[key] = self._measure(values)
             write_json(self.path, self.measured)
         return self.measured[key]["over"] <= SCREEN_TOLERANCE
@@ -402,6 +409,13 @@ class Screen:
                  metrics["p50_ms"], metrics["size_kb"],
                  "" if metrics["over"] <= SCREEN_TOLERANCE else " (over budget: not trained)")
         return metrics
+
+
+def _screened(entry) -> bool:
+    """Whether a ``screen.json`` entry is a measurement (the file may have been edited)."""
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool) and np.isfinite(entry[k])
+        and entry[k] >= 0 for k in ("over", "p50_ms"))
 
 
 def _tuner(options: SearchOptions, data, out: Path, timer: Timer):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("keras_tuner")
 PIPELINE = [sys.executable, "-m", "pipeline.launcher"]
-SMALL = ["search", "--model", "mlp", "--epochs", "2", "--quiet"]
+SMALL = ["search", "--model", "mlp", "--epochs", "2", "--bench-seconds", "0.1", "--quiet"]
 
 
 def _pipeline(*args, env=None, **kwargs):
@@ -57,7 +57,9 @@ def test_a_killed_search_resumes_and_measures_every_trial_and_the_winner_is_a_ru
     architectures = {(t["hyperparameters"]["hidden"], t["hyperparameters"]["sparsity"]) for t in summary["trials"]}
     assert len(architectures) == 3  # a new architecture each trial while fitting ones are left
     screened = json.loads((out / "screen.json").read_text())
-    assert summary["screened"]["over_budget"] == sum(m["over"] > 0.05 for m in screened.values()) >= 1
+    assert summary["screened"]["over_budget"] == sum(m["over"] > 0.05 for m in screened.values())
+    trained = {json.dumps({"hidden": h, "quantization": "int8", "sparsity": s}, sort_keys=True) for h, s in architectures}
+    assert trained <= {key for key, m in screened.items() if m["over"] <= 0.05}  # only fitting ones
     best = summary["best"]
     # The MLP after 2 epochs scores 0.90-0.95 on the 144 validation images (measured); 0.8
     # leaves 14 images. The winner is the best validation score of the fitting trials.
@@ -72,6 +74,14 @@ def test_a_killed_search_resumes_and_measures_every_trial_and_the_winner_is_a_ru
     assert first["trial"] in summary["front"]  # nothing beats the most accurate on accuracy
     assert (out / "search_accuracy_latency.png").stat().st_size > 0
     assert "| Trial | Status |" in (out / "search_report.md").read_text()
+
+    # A search directory is not trusted: damaged tuner state is one line, not a traceback.
+    (out / "tuner" / "oracle.json").write_text('{"ongoing_trials": ')
+    from pipeline.cli import app
+
+    damaged = CliRunner().invoke(app, [*SMALL, "--trials", "4", *budget, "--out", str(out)])
+    assert damaged.exit_code == 2
+    assert damaged.stderr == f"error: {out / 'tuner'} holds a damaged search state (JSONDecodeError): choose a new --out\n"
 
 
 def test_a_chief_and_two_workers_share_one_search(tmp_path):
