@@ -249,6 +249,8 @@ def _search(config: Config, run_dir: Path, stages: _Stages) -> None:
               "budgets": budgets, "data_files": _data_fingerprint(config.data.dataset)}
 
     def work() -> list[Path]:
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            raise PipelineError(f"{out} is not a directory this run made: remove it, or choose a new --out")
         if out.exists() and not resumes(out, options):  # a search with other settings: start afresh
             shutil.rmtree(out)
         summary = search(options, out)

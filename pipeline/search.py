@@ -2,11 +2,14 @@
 
 Each trial (a KerasTuner trial, so the search resumes from its directory and can run as a
 chief with workers) trains a zoo model variant briefly, optionally prunes it, quantizes it
-(int8 by default), times it with the same code as ``pipeline bench`` and scores its **int8
-artifact** on the validation split. The objective is that accuracy when the artifact fits
-the budgets, and below every fitting trial when it does not. The test split is used once:
-for the winner (made a normal run directory that later stages continue from) and for the
-zoo model's default, trained and measured in the same search as the baseline.
+(int8 by default), times it with the same code as ``pipeline bench`` (in a fresh process
+that loads only edge_runtime, or on ``--device`` over SSH) and scores its **int8 artifact**
+on the validation split. The objective is that accuracy when the artifact fits the budgets,
+and below every fitting trial when it does not. Before a candidate is trained, its untrained
+twin is measured (``Screen``): architectures over budget are never trained. The test split
+is used once: for the winner (made a normal run directory that later stages continue from)
+and for the zoo model's default, trained in the same search as the baseline, and the two are
+timed side by side.
 """
 from __future__ import annotations
 
