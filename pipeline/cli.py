@@ -472,7 +472,8 @@ def export(
 
 @command()
 def search(
-    model: Annotated[str, typer.Option(help="Zoo model whose variants to search (mnist_cnn, mlp).")] = "mnist_cnn",
+    model: Annotated[str, typer.Option(
+        help="Zoo model whose variants to search (mnist_cnn, mlp, resnet8, ds_cnn, mobilenet_v1).")] = "mnist_cnn",
     dataset: Annotated[str, typer.Option(help="The data set (see `pipeline datasets`).")] = DEFAULTS.data.dataset,
     trials: Annotated[int, typer.Option(
         help="Trials in all (a resumed search counts its finished ones).")] = DEFAULTS.search.trials,
@@ -481,8 +482,9 @@ def search(
     epochs: Annotated[int, typer.Option(help="Training epochs per trial.")] = DEFAULTS.search.epochs,
     space: Annotated[Optional[list[str]], _listed(
         "Values to try for a hyperparameter, replacing the model's: NAME=V1,V2, e.g. filters=8,16-32 or "
-        "learning_rate=0.001,0.003. Names: filters, dense, stem_pool (mnist_cnn), hidden (mlp), "
-        "learning_rate, optimizer, batch_size, sparsity, quantization.")] = None,
+        "learning_rate=0.001,0.003. Names: filters, dense, stem_pool (mnist_cnn), hidden (mlp), filters "
+        "(resnet8), width, blocks (ds_cnn), alpha (mobilenet_v1), and for all: learning_rate, optimizer, "
+        "batch_size, sparsity, quantization.")] = None,
     max_latency_ms: Annotated[Optional[float], typer.Option(
         help="Budget: int8 p50 latency where the trials are timed (default: none).")] = DEFAULTS.constraints.max_latency_ms,
     max_size_kb: Annotated[Optional[float], typer.Option(

@@ -34,6 +34,17 @@ log = logging.getLogger("pipeline")
 SPACES: dict[str, dict[str, list]] = {
     "mnist_cnn": {"filters": ["8", "8-16", "16-32", "32-64"], "dense": [32, 64], "stem_pool": [1, 2]},
     "mlp": {"hidden": ["32", "64", "128-64"]},
+    "resnet8": {"filters": ["8-16-32", "16-32-64"]},
+    "ds_cnn": {"width": [32, 64], "blocks": [2, 4]},
+    "mobilenet_v1": {"alpha": [0.25, 0.5]},
+}
+# Hyperparameter values -> the zoo builder's keyword arguments.
+_BUILDER_ARGS = {
+    "mnist_cnn": lambda v: {"filters": _widths(v["filters"]), "dense": v["dense"], "stem_pool": v["stem_pool"]},
+    "mlp": lambda v: {"hidden": _widths(v["hidden"])},
+    "resnet8": lambda v: {"filters": _widths(v["filters"])},
+    "ds_cnn": lambda v: {"filters": v["width"], "blocks": v["blocks"]},
+    "mobilenet_v1": lambda v: {"alpha": v["alpha"]},
 }
 # Training and deployment choices every model shares.
 COMMON_SPACE: dict[str, list] = {
@@ -87,7 +98,8 @@ def _number(kind, low, high):
 # Every hyperparameter's check: the value as the trial uses it, or ValueError saying what fits.
 _VALUES = {
     "filters": lambda v: "-".join(map(str, _widths(v))), "hidden": lambda v: "-".join(map(str, _widths(v))),
-    "dense": _number(int, 1, 4096), "stem_pool": _number(int, 1, 8),
+    "dense": _number(int, 1, 4096), "stem_pool": _number(int, 1, 8), "width": _number(int, 1, 4096),
+    "blocks": _number(int, 1, 16), "alpha": _number(float, 0.05, 2.0),
     "learning_rate": _number(float, 1e-6, 1.0), "optimizer": _one_of(OPTIMIZERS),
     "batch_size": _number(int, 1, 4096), "sparsity": _number(float, 0.0, 0.9),
     "quantization": _one_of(QUANTIZATIONS),
@@ -478,9 +490,7 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
 
 
 def _builder_options(model: str, values: dict) -> dict:
-    if model == "mnist_cnn":
-        return {"filters": _widths(values["filters"]), "dense": values["dense"], "stem_pool": values["stem_pool"]}
-    return {"hidden": _widths(values["hidden"])}
+    return _BUILDER_ARGS[model](values)
 
 
 def _train_candidate(values: dict, options: SearchOptions, data, epochs: int, *, with_val: bool = False):
