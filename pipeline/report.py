@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fsutil import read_json, write_bytes, write_json
+from pipeline.fsutil import read_json, sha256_file, write_bytes, write_json
 
 
 def _variants(run_dir: Path) -> list[Path]:
@@ -166,8 +166,11 @@ def _plots(run_dir: Path, rows, train: dict, chosen) -> dict[str, bytes]:
         "training_curves.png": _training_plot(plt, train.get("history") or {}),
         "confusion_matrix.png": _confusion_plot(plt, run_dir, chosen),
         # the search that chose this run's model (`pipeline run` with search.enabled): every trial
-        "search_trials.png": _read_if_file(run_dir / "search" / "search_accuracy_latency.png"),
+        "search_trials.png": (_read_if_file(run_dir / "search" / "search_accuracy_latency.png")
+                              if _searched(run_dir) else None),
     }
+    for name in [name for name, data in plots.items() if data is None]:
+        (run_dir / "report" / name).unlink(missing_ok=True)  # not a stale one from an earlier report
     plots = {name: data for name, data in plots.items() if data is not None}
     for name, data in plots.items():
         write_bytes(run_dir / "report" / name, data)
@@ -179,10 +182,17 @@ def _read_if_file(path: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
+def _searched(run_dir: Path) -> bool:
+    """Whether this run's model is its search's winner (a later plain training replaces it
+    and leaves the old search behind)."""
+    winner, model = run_dir / "search" / "best" / "model.keras", run_dir / "model.keras"
+    return winner.is_file() and model.is_file() and sha256_file(winner) == sha256_file(model)
+
+
 def _search_line(run_dir: Path) -> str | None:
     """What the search that chose this run's model found, when one did."""
     path = run_dir / "search" / "search.json"
-    if not path.is_file():
+    if not path.is_file() or not _searched(run_dir):
         return None
     from pipeline.search import describe
 

@@ -157,6 +157,13 @@ def test_pipeline_run_continues_from_the_searched_model(tmp_path):
     assert (run_dir / "report" / "search_trials.png").stat().st_size > 0
     again = run(load_config(overrides=overrides), out=run_dir)
     assert {r.name: r.status for r in again.stages}["search"] == "cached"
+    # Searching off again: the model is trained as it comes, and the report no longer claims
+    # the search that is still on disk chose it.
+    plain = run(load_config(overrides=[o for o in overrides if not o.startswith("search.")]), out=run_dir)
+    assert {r.name: r.status for r in plain.stages}["train"] == "ran"
+    assert json.loads((run_dir / "report.json").read_text())["search"] is None
+    assert "Search:" not in (run_dir / "report.md").read_text()
+    assert not (run_dir / "report" / "search_trials.png").exists()
 
 
 def test_every_searchable_model_has_a_default_space_that_builds(digits):
