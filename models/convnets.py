@@ -21,7 +21,7 @@ def mnist_cnn(input_shape, num_classes, filters=(32, 64), dense=64, stem_pool=1)
 
     stem = [layers.AveragePooling2D(stem_pool)] if stem_pool > 1 else []
     side = min(input_shape[:2]) // stem_pool
-    padding = "valid" if side >= 10 else "same"
+    padding = _padding_for((side, side), 10)
     blocks = [layer for width in filters
               for layer in (layers.Conv2D(width, 3, activation="relu", padding=padding), layers.MaxPooling2D())]
     return keras.Sequential([

@@ -54,6 +54,10 @@ def _listed(help_text: str, default: str | None = None):
                         show_default=False)
 
 
+SshOption = Annotated[Optional[list[str]], _listed("Extra ssh option, e.g. -i=KEY or UserKnownHostsFile=FILE.")]
+RemoteDirOption = Annotated[str, typer.Option(help="Where the device keeps its edge-runtime venv and jobs.")]
+
+
 def _items(values: list[str] | None, option: str, *, keyed: bool = False) -> list[str]:
     """The values of a list option, split at commas. For KEY=VALUE options (``keyed``) a comma
     starts a new item only before another KEY=, so a value may hold commas. An option given
@@ -409,10 +413,7 @@ def bench(
     artifact: Annotated[Optional[list[str]], _listed(
         "Artifacts to time (names in the run).", "every artifact in the run")] = None,
     device: Annotated[Optional[str], typer.Option(help="ssh://user@host[:port] to benchmark on a device.")] = None,
-    ssh_option: Annotated[Optional[list[str]], _listed(
-        "Extra ssh option, e.g. -i=KEY or UserKnownHostsFile=FILE.")] = None,
-    remote_dir: Annotated[str, typer.Option(
-        help="Where the device keeps its edge-runtime venv and jobs.")] = "~/.edge-runtime",
+    ssh_option: SshOption = None, remote_dir: RemoteDirOption = "~/.edge-runtime",
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Latency of every artifact (p50/p90/p99 per backend and thread count) → bench.json."""
@@ -495,10 +496,7 @@ def search(
         help="Timing per latency measurement.")] = DEFAULTS.search.bench_seconds,
     device: Annotated[Optional[str], typer.Option(
         help="ssh://user@host[:port]: time every trial on this device (default: this machine).")] = DEFAULTS.search.device,
-    ssh_option: Annotated[Optional[list[str]], _listed(
-        "Extra ssh option, e.g. -i=KEY or UserKnownHostsFile=FILE.")] = None,
-    remote_dir: Annotated[str, typer.Option(
-        help="Where the device keeps its edge-runtime venv and jobs.")] = "~/.edge-runtime",
+    ssh_option: SshOption = None, remote_dir: RemoteDirOption = "~/.edge-runtime",
     seed: Annotated[int, typer.Option(help="Seed for splits and initialisation.")] = DEFAULTS.data.seed,
     out: Annotated[Optional[Path], typer.Option(
         help="Search directory; an existing one resumes (default: runs/search-<model>-<dataset>).")] = None,

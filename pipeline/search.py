@@ -51,7 +51,7 @@ COMMON_SPACE: dict[str, list] = {
     "learning_rate": [1e-3, 3e-3], "optimizer": ["adam", "rmsprop"], "batch_size": [32, 64],
     "sparsity": [0.0, 0.5], "quantization": ["int8"],
 }
-OPTIMIZERS = ("adam", "rmsprop")
+OPTIMIZERS = ("adam", "rmsprop")  # of pipeline.train's
 QUANTIZATIONS = ("int8", "int16x8")  # integer models: what an MCU or an NPU runs
 MARKER = "search.json"
 # A trial timed within this fraction of the latency budget is timed twice more (median of
@@ -261,7 +261,6 @@ def _check_builds(options: SearchOptions, data) -> None:
     import itertools
 
     from pipeline.backend import import_keras
-    from pipeline.train import zoo_spec
 
     keras = import_keras()
     space = options.hyperparameters()
@@ -269,8 +268,7 @@ def _check_builds(options: SearchOptions, data) -> None:
     for combination in itertools.product(*(space[name] for name in names)):
         values = dict(zip(names, combination))
         try:
-            zoo_spec(options.model).build(tuple(data.input_shape), int(data.num_classes),
-                                          **_builder_options(options.model, values))
+            _build(options.model, data, values)
         except ValueError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in values.items())
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
@@ -401,13 +399,10 @@ class Screen:
 
         from pipeline.backend import import_keras
         from pipeline.tflite import to_tflite
-        from pipeline.train import zoo_spec
 
         keras = import_keras()
         keras.backend.clear_session()
-        model = zoo_spec(self.options.model).build(tuple(self.data.input_shape), int(self.data.num_classes),
-                                                   **_builder_options(self.options.model, values))
-        model = _pruned(model, values["sparsity"])
+        model = _pruned(_build(self.options.model, self.data, values), values["sparsity"])
         rng = np.random.default_rng(0)
         for variable in model.weights:  # zero biases would be stored once, shared: not the real size
             if variable.path.endswith("bias"):
@@ -435,7 +430,7 @@ def _screened(entry) -> bool:
 
 def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     import keras_tuner
-    from keras_tuner.src.engine.trial import TrialStatus
+    from keras_tuner.engine.trial import TrialStatus
 
     screen = Screen(options, data, timer, out)
 
@@ -489,8 +484,11 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     return EdgeTuner(oracle=oracle, directory=str(out), project_name="tuner", overwrite=False), screen
 
 
-def _builder_options(model: str, values: dict) -> dict:
-    return _BUILDER_ARGS[model](values)
+def _build(model: str, data, values: dict):
+    """The zoo model with these hyperparameters' builder options, for this data set."""
+    from pipeline.train import zoo_spec
+
+    return zoo_spec(model).build(tuple(data.input_shape), int(data.num_classes), **_BUILDER_ARGS[model](values))
 
 
 def _train_candidate(values: dict, options: SearchOptions, data, epochs: int, *, with_val: bool = False):
@@ -498,7 +496,7 @@ def _train_candidate(values: dict, options: SearchOptions, data, epochs: int, *,
     the training split, or with the validation split too once it has done its job."""
     from pipeline.backend import import_keras, seed_everything
     from pipeline.batchnorm import recalibrate_batchnorm
-    from pipeline.train import compile_for_task, zoo_spec
+    from pipeline.train import compile_for_task, make_optimizer
 
     keras = import_keras()
     keras.backend.clear_session()
@@ -507,14 +505,12 @@ def _train_candidate(values: dict, options: SearchOptions, data, epochs: int, *,
     if with_val:
         x_val, y_val = data.split("val")
         x_train, y_train = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
-    model = zoo_spec(options.model).build(tuple(data.input_shape), int(data.num_classes),
-                                          **_builder_options(options.model, values))
-    optimizer = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}[values["optimizer"]]
-    compile_for_task(model, "classifier", optimizer(values["learning_rate"]))
+    model = _build(options.model, data, values)
+    compile_for_task(model, "classifier", make_optimizer(keras, values["optimizer"], values["learning_rate"]))
     model.fit(x_train, y_train, batch_size=values["batch_size"], epochs=epochs, verbose=0, shuffle=True)
     if values["sparsity"]:
         model = _pruned(model, values["sparsity"])
-        compile_for_task(model, "classifier", optimizer(values["learning_rate"] / 3))
+        compile_for_task(model, "classifier", make_optimizer(keras, values["optimizer"], values["learning_rate"] / 3))
         model.fit(x_train, y_train, batch_size=values["batch_size"], epochs=2, verbose=0, shuffle=True)
     recalibrate_batchnorm(model, x_train, seed=options.seed)
     return model

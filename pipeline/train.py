@@ -362,9 +362,14 @@ def _optimizer(keras, config: TrainConfig, num_train: int):
         rate = keras.optimizers.schedules.CosineDecay(rate, steps_per_epoch * config.epochs)
     elif config.lr_schedule == "exponential":
         rate = keras.optimizers.schedules.ExponentialDecay(rate, steps_per_epoch, 0.9)
+    return make_optimizer(keras, config.optimizer, rate)
+
+
+def make_optimizer(keras, name: str, learning_rate):
+    """One of ``OPTIMIZERS`` at this learning rate (or schedule)."""
     return {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
             "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
-            }[config.optimizer](learning_rate=rate)
+            }[name](learning_rate=learning_rate)
 
 
 def _callbacks(keras, config: TrainConfig, run_dir: Path, history: dict) -> list:

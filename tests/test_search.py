@@ -170,8 +170,7 @@ def test_every_searchable_model_has_a_default_space_that_builds(digits):
     """Each zoo model's default space: every architecture in it builds for digits, and the
     builder options really change the model (a space whose values were ignored would search
     one network many times)."""
-    from pipeline.search import SPACES, SearchOptions, _builder_options, _check_builds
-    from pipeline.train import zoo_spec
+    from pipeline.search import SPACES, SearchOptions, _build, _check_builds
 
     for model, space in SPACES.items():
         options = SearchOptions(model=model)
@@ -179,7 +178,5 @@ def test_every_searchable_model_has_a_default_space_that_builds(digits):
         _check_builds(options, digits)
         smallest = {name: values[0] for name, values in space.items()}
         largest = {name: values[-1] for name, values in space.items()}
-        sizes = [zoo_spec(model).build(tuple(digits.input_shape), int(digits.num_classes),
-                                       **_builder_options(model, values)).count_params()
-                 for values in (smallest, largest)]
+        sizes = [_build(model, digits, values).count_params() for values in (smallest, largest)]
         assert sizes[0] != sizes[1], model
