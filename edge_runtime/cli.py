@@ -84,6 +84,13 @@ def _load_array(path: Path, key: str | None = None) -> np.ndarray:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    try:  # an .npz is read lazily: a member's damage (or pickled objects) shows only here
+        return _member(path, data, key)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"cannot read {path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}") from None
+
+
+def _member(path: Path, data, key: str | None) -> np.ndarray:
     if key is None:
         if isinstance(data, np.ndarray):
             return data
@@ -177,16 +184,28 @@ def _print_info(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_runtime.errors import Terminated, exit_on_sigterm, filesystem_error
+
     args = _parser().parse_args(argv)
     handlers = {"info": _info, "predict": _predict, "eval": _eval, "bench": _bench}
+    exit_on_sigterm()
     try:
         result = handlers[args.command](args)
     except EdgeRuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        known = filesystem_error(exc)
+        if known is None:
+            raise
+        print(f"error: {known[0]}", file=sys.stderr)
+        return known[1]
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return Terminated.exit_code
     if args.json:
         print(json.dumps(result))
     else:

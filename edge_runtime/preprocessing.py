@@ -25,7 +25,46 @@ def _integer_raw(spec: Mapping[str, Any]) -> np.iinfo | None:
     return np.iinfo(dtype) if dtype.kind in "iu" else None
 
 
-def check_raw_input(raw: np.ndarray, spec: Mapping[str, Any]) -> None:
+_RAW_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float16", "float32", "float64")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def spec_problems(spec: Any) -> list[str]:
+    """What is wrong with a preprocessing spec read from a file (empty: nothing)."""
+    if not isinstance(spec, Mapping):
+        return [f"preprocessing must be an object, got {type(spec).__name__}"]
+    problems = []
+    if spec.get("raw_dtype") is not None and spec.get("raw_dtype") not in _RAW_DTYPES:
+        problems.append(f"preprocessing.raw_dtype must be one of {', '.join(_RAW_DTYPES)}, got {spec.get('raw_dtype')!r}")
+    scale = spec.get("scale")
+    if scale is not None and not (_is_number(scale) and scale > 0):
+        problems.append(f"preprocessing.scale must be a positive number, got {scale!r}")
+    shape = spec.get("input_shape")
+    if shape is not None and not (isinstance(shape, list) and all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        problems.append(f"preprocessing.input_shape must be a list of positive integers, got {shape!r}")
+    channels = shape[-1] if isinstance(shape, list) and shape and isinstance(shape[-1], int) else None
+    for key in ("mean", "std"):
+        value = spec.get(key)
+        values = value if isinstance(value, list) else [value]
+        if value is None:
+            continue
+        if not values or not all(_is_number(v) for v in values) or (key == "std" and any(v == 0 for v in values)):
+            problems.append(f"preprocessing.{key} must be a {'nonzero ' if key == 'std' else ''}number or a "
+                            f"list of them, got {value!r}")
+        elif isinstance(value, list) and len(value) not in (1, channels):
+            problems.append(f"preprocessing.{key} has {len(value)} values for inputs of {channels} channels")
+    names = spec.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        problems.append("preprocessing.class_names must be a list of strings")
+    return problems
+
+
+def check_raw_input(raw: np.ndarray, spec: Mapping[str, Any],
+                    preprocessed_hint: str = "so pass them without --raw") -> None:
     """Refuse raw samples that cannot be what the data set's raw samples were (for example
     floats already scaled to [0, 1] where the model was trained from uint8 pixels)."""
     limits = _integer_raw(spec)
@@ -35,7 +74,7 @@ def check_raw_input(raw: np.ndarray, spec: Mapping[str, Any]) -> None:
     if raw.dtype.kind == "f" and (not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw))):
         raise InputError(f"raw input should hold {spec['raw_dtype']} values like the training data; "
                          f"got non-integer floats in [{low:.3g}, {high:.3g}]: they look already "
-                         f"preprocessed, so pass them without --raw")
+                         f"preprocessed, {preprocessed_hint}")
     if low < limits.min or high > limits.max:
         raise InputError(f"raw input spans [{low:g}, {high:g}], outside {spec['raw_dtype']}'s "
                          f"[{limits.min}, {limits.max}]")

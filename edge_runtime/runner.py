@@ -211,11 +211,13 @@ class OnnxRunner(Runner):
 
 
 def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool = True,
-         stateful: bool | None = None, isolate: bool = False) -> Runner:
+         stateful: bool | None = None, isolate: bool = False, sidecar: bool = True) -> Runner:
     """Load a ``.tflite`` (LiteRT) or ``.onnx`` (ONNX Runtime) artifact, checked against its sidecar.
 
     ``isolate=True`` first loads and runs the model once in a child process, so a file that
     crashes the native runtime raises ``ArtifactError`` here instead of killing this process.
+    ``sidecar=False`` reads the model alone (the writer of a new sidecar, whose old one no
+    longer matches).
     """
     path = Path(path)
     if not path.is_file():
@@ -224,8 +226,10 @@ def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool =
         raise ArtifactError(f"model file {path} is not readable")
     if path.stat().st_size == 0:
         raise ArtifactError(f"model file {path} is empty")
-    sidecar = read_sidecar(path)
-    check_artifact(path, sidecar)
+    use_sidecar, sidecar = sidecar, None
+    if use_sidecar:
+        sidecar = read_sidecar(path)
+        check_artifact(path, sidecar)
     if path.suffix not in (".tflite", ".onnx"):
         raise ArtifactError(f"{path}: expected a .tflite or .onnx file")
     if isolate:

@@ -37,13 +37,14 @@ def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
                    io_overrides: dict[str, list[dict]] | None = None) -> dict[str, Any]:
     """Write ``content`` atomically, then its sidecar JSON; return the sidecar.
 
-    The old sidecar goes first: it never describes a file it was not written for.
+    Each replaces its predecessor only once complete (a full disk leaves both old files). In
+    between, the old sidecar's sha256 no longer matches the new artifact, so nothing loads the
+    pair as if it belonged together.
     """
-    sidecar_path(path).unlink(missing_ok=True)
     write_bytes(path, content)
     from edge_runtime.runner import load
 
-    runner = load(path)  # no sidecar yet: reads the tensors as the device will see them
+    runner = load(path, sidecar=False)  # the tensors as the device will see them
     sidecar = {
         "artifact": path.name,
         "format": fmt,

@@ -8,28 +8,53 @@ name must be a plain C identifier.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from pipeline.errors import ConversionError, UsageError
 from pipeline.fsutil import write_bytes, write_json
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_CPP_KEYWORDS = frozenset(
-    "alignas alignof and asm auto bool break case catch char class const constexpr continue "
-    "default delete do double else enum explicit export extern false float for friend goto if "
-    "inline int long mutable namespace new noexcept not nullptr operator or private protected "
-    "public register return short signed sizeof static struct switch template this throw true "
-    "try typedef typeid typename union unsigned using virtual void volatile while".split())
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")  # fullmatch: no trailing newline
+# C23 and C++23 keywords and alternative tokens (a symbol is compiled as both)
+_KEYWORDS = frozenset(
+    "alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t "
+    "char32_t class compl concept const consteval constexpr constinit const_cast continue co_await "
+    "co_return co_yield decltype default delete do double dynamic_cast else enum explicit export "
+    "extern false float for friend goto if inline int long mutable namespace new noexcept not not_eq "
+    "nullptr operator or or_eq private protected public register reinterpret_cast requires restrict "
+    "return short signed sizeof static static_assert static_cast struct switch template this "
+    "thread_local throw true try typedef typeid typename typeof typeof_unqual union unsigned using "
+    "virtual void volatile wchar_t while xor xor_eq import module final override".split())
+# Names of the standard headers a firmware project includes beside ours: macros and types.
+_STANDARD_NAMES = frozenset(
+    "NULL EOF BUFSIZ FILENAME_MAX errno assert offsetof size_t ptrdiff_t max_align_t nullptr_t "
+    "std main int8_t int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t intptr_t uintptr_t "
+    "CHAR_BIT INT_MAX INT_MIN UINT_MAX SIZE_MAX stdin stdout stderr".split())
+# What model_data.h itself declares: a symbol with one of these names would clash with it.
+_GENERATED_NAMES = frozenset(
+    "kTensorArenaSize kInputScale kInputZeroPoint kOutputScale kOutputZeroPoint kNumClasses "
+    "kClassNames".split())
 # TFLite Micro wants the model 16-byte aligned (its flatbuffer tables hold 16-byte fields).
 ALIGNMENT = 16
 BYTES_PER_LINE = 12
 
 
 def check_symbol(symbol: str) -> None:
-    if not _IDENTIFIER.match(symbol) or symbol in _CPP_KEYWORDS:
-        raise UsageError(f"--symbol must be a C identifier (letters, digits, _; not a keyword), "
-                         f"got {symbol!r}")
+    """A name that compiles as a C and a C++ global, beside the header's own declarations."""
+    reason = None
+    if not isinstance(symbol, str) or not _IDENTIFIER.fullmatch(symbol):
+        reason = "must be a C identifier of at most 63 characters (letters, digits, _; not starting with a digit)"
+    elif symbol in _KEYWORDS:
+        reason = "is a C or C++ keyword"
+    elif "__" in symbol or re.match(r"_[A-Z_]", symbol) or symbol.startswith("_"):
+        reason = "is a reserved identifier (a leading underscore or a double underscore)"
+    elif symbol in _STANDARD_NAMES:
+        reason = "is a name the C/C++ standard headers define"
+    elif {symbol, f"{symbol}_len"} & (_GENERATED_NAMES | {f"{symbol.upper()}_MODEL_DATA_H_"} - {symbol}):
+        reason = f"clashes with a name model_data.h declares ({', '.join(sorted(_GENERATED_NAMES))})"
+    if reason:
+        raise UsageError(f"--symbol {symbol!r} {reason}: choose another, e.g. g_model_data")
 
 
 def c_string(text: str) -> str:
@@ -69,12 +94,38 @@ def export_c_array(run_dir: Path, artifact: str, out_dir: Path, *, symbol: str =
         "class_names": class_names,
     }
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
     header = _header(facts)
     source = _source(facts, data)
     written = [write_bytes(out_dir / "model_data.h", header.encode()),
                write_bytes(out_dir / "model_data.cc", source.encode())]
     written.append(write_json(out_dir / "model_data.json", facts))
     return {**facts, "files": [str(p) for p in written]}
+
+
+OUTPUT_FILES = ("model_data.h", "model_data.cc", "model_data.json")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """The export replaces only what an earlier export wrote: a ``model_data.h``/``.cc`` of the
+    user's own (no ``model_data.json`` of ours beside it) is refused, like ``train --out``."""
+    from pipeline.errors import RunDirError
+    from pipeline.fsutil import read_json
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirError(f"--out {out_dir} is a file, not a directory")
+    present = [name for name in OUTPUT_FILES if os.path.lexists(out_dir / name)]
+    if not present:
+        return
+    marker = out_dir / "model_data.json"
+    try:
+        ours = read_json(marker) if marker.is_file() and not marker.is_symlink() else None
+    except (OSError, ValueError):
+        ours = None
+    if not (isinstance(ours, dict) and isinstance(ours.get("symbol"), str) and isinstance(ours.get("artifact"), str)
+            and all(not (out_dir / name).is_symlink() and (out_dir / name).is_file() for name in present)):
+        raise RunDirError(f"{out_dir} holds {', '.join(present)} that an export did not write: choose "
+                          f"another --out (nothing was written)")
 
 
 def _arena_bytes(path: Path) -> int:

@@ -12,7 +12,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from edge_runtime.errors import CodedError
+from edge_runtime.errors import CodedError, Terminated, exit_on_sigterm, filesystem_error
 from pipeline.config import Config
 
 app = typer.Typer(
@@ -107,9 +107,18 @@ def _errors_to_exit_codes() -> Iterator[None]:
     except CodedError as exc:  # the pipeline's, and the device package's met in verify/bench
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:  # a path too long, a full disk, a permission: the user's to fix
+        known = filesystem_error(exc)
+        if known is None:
+            raise
+        typer.echo(f"error: {known[0]}", err=True)
+        raise typer.Exit(known[1]) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+    except Terminated:
+        typer.echo("terminated (SIGTERM)", err=True)
+        raise typer.Exit(Terminated.exit_code) from None
 
 
 def _trust(unsafe: bool):
@@ -530,7 +539,10 @@ def _space(items: list[str]) -> dict[str, list]:
         name, sep, values = item.partition("=")
         if not sep or not name.strip():
             raise UsageError(f"--space takes NAME=V1,V2, got '{item}'")
-        space[name.strip()] = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        values = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        if name.strip() in space:  # --space lr=1e-3 --space lr=3e-3: both, in order, once each
+            values = [*space[name.strip()], *(v for v in values if v not in space[name.strip()])]
+        space[name.strip()] = values
     return space
 
 
@@ -632,6 +644,7 @@ def list_datasets(quiet: QuietOption = False, verbose: VerboseOption = False) ->
 def main() -> None:
     """The ``pipeline`` script: Click's own usage errors (unknown option, a value that is not a
     number) become one ``error:`` line and exit 2, like every other mistake."""
+    exit_on_sigterm()
     try:
         code = app(standalone_mode=False)
     except Exception as exc:

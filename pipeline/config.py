@@ -154,10 +154,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return config
 
 
+# A config is a few sections of scalars and short lists: these bounds leave a wide margin and
+# stop a YAML "billion laughs" (nested aliases that expand to gigabytes) before it expands.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 20_000
+
+
+def _count_values(data: Any, budget: int = MAX_CONFIG_VALUES) -> int:
+    """How many values ``data`` holds once its aliases are expanded (stops past ``budget``)."""
+    count, stack = 0, [data]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > budget:
+            break
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
+
+
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {size:,} bytes: a config is at most {MAX_CONFIG_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
         raise ConfigError(f"{path} is not a readable text config ({type(exc).__name__})") from None
@@ -179,6 +204,9 @@ def _read(path: Path) -> dict[str, Any]:
                           f"{str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if _count_values(data) > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{path} expands to more than {MAX_CONFIG_VALUES:,} values (nested YAML aliases?): "
+                          f"a config is a few sections of settings")
     return data
 
 

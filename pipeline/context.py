@@ -12,7 +12,6 @@ import numpy as np
 from pipeline import rundir
 from pipeline.errors import DataError, RunDirError
 from pipeline.formats import MODEL, source_model
-from pipeline.fsutil import read_json
 
 
 @dataclass
@@ -44,10 +43,14 @@ class RunContext:
 
     @functools.cached_property
     def train_info(self) -> dict:
-        try:
-            return read_json(self.run_dir / "train.json")
-        except (ValueError, OSError) as exc:
-            raise RunDirError(f"{self.run_dir / 'train.json'} is unreadable: {exc}") from None
+        from edge_runtime.preprocessing import spec_problems
+        from pipeline import schemas
+
+        info = schemas.load(self.run_dir / "train.json", schemas.TRAIN_JSON, what="retrain the run")
+        found = spec_problems(info["data"]["preprocessing"])
+        if found:
+            raise RunDirError(f"{self.run_dir / 'train.json'} is damaged ({found[0]}): retrain the run")
+        return info
 
     @property
     def task(self) -> str:

@@ -155,9 +155,14 @@ def _finish(name: str, x_train, y_train, x_test, y_test, *, seed: int, val_fract
     if len(y_train) == 0 or len(y_test) == 0:
         raise DataError(f"data set '{name}' is empty: {len(y_train)} training and "
                         f"{len(y_test)} test samples")
-    x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
+    if class_names is not None and len(class_names) < num_classes:
+        raise DataError(f"data set '{name}' has labels up to {num_classes - 1} but only {len(class_names)} "
+                        f"class names: give one name per class (labels 0..N-1)")
     names = class_names or [str(i) for i in range(num_classes)]
+    if len(names) < 2:
+        raise DataError(f"data set '{name}' has one class ({names[0]!r}): a classifier needs at least two")
+    x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
     integer_pixels = x_train.dtype == np.uint8
     preprocessing = {
         "raw_dtype": str(x_train.dtype),
@@ -324,11 +329,11 @@ def load_image_folder(path: str, *, seed: int, image_size: int | None, val_fract
     if not files:
         raise DataError(f"image folder {root} holds no images ({', '.join(sorted(suffixes))})")
     try:
-        first = Image.open(files[0][0])
-        mode = "L" if first.mode in ("L", "1") else "RGB"
-        size = image_size or first.size[0]
-        images = [np.asarray(Image.open(f).convert(mode).resize((size, size))) for f, _ in files]
-    except (UnidentifiedImageError, OSError) as exc:
+        with Image.open(files[0][0]) as first:
+            grey = first.mode in _GREY_MODES
+            size = image_size or first.size[0]
+        images = [_read_image(Image, f, grey, size) for f, _ in files]
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read an image in {root}: {exc}") from None
     x = np.stack(images).astype(np.uint8)
     y = np.array([label for _, label in files])
@@ -336,6 +341,34 @@ def load_image_folder(path: str, *, seed: int, image_size: int | None, val_fract
     return _finish(f"folder:{path}", x_train, y_train, x_test, y_test, seed=seed,
                    val_fraction=val_fraction, image_size=None,
                    class_names=[d.name for d in class_dirs])
+
+
+# Pillow modes of one channel; every other mode (RGB, RGBA, P, CMYK, ...) becomes RGB.
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image in a training folder is a decompression bomb
+MIN_IMAGE_SIDE = 4
+
+
+def _read_image(Image, file: Path, grey: bool, size: int) -> np.ndarray:
+    """One image as uint8 ``size``×``size`` (grey or RGB): 16-bit and float images scaled to
+    0..255 (not clipped), palette and alpha images converted; bombs and tiny images refused."""
+    with Image.open(file) as image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{file.name} is {width}×{height} pixels, more than {MAX_IMAGE_PIXELS:,}")
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise ValueError(f"{file.name} is {width}×{height} pixels: images must be at least "
+                             f"{MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE}")
+        if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float grey
+            values = np.asarray(image, dtype=np.float64)
+            top = 1.0 if image.mode == "F" and values.max(initial=0) <= 1.0 else (
+                65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0)
+            image = Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+        if grey and image.mode != "L":
+            image = image.convert("L")
+        elif not grey and image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(image.resize((size, size)))
 
 
 @register_dataset("idx", takes_path=True, help="MNIST-style IDX files (e.g. ../shared/data/mnist)")
@@ -354,7 +387,11 @@ def load_idx(path: str, *, seed: int, image_size: int | None, val_fraction: floa
         images = sorted(root.glob(f"{prefix}*images*idx3*"))
         labels = sorted(root.glob(f"{prefix}*labels*idx1*"))
         if images and labels:
-            pairs[prefix] = (read_idx(images[0]), read_idx(labels[0]))
+            x, y = read_idx(images[0]), read_idx(labels[0])
+            if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+                raise DataError(f"{images[0].name} holds {len(x)} images of shape {x.shape[1:]}, {labels[0].name} "
+                                f"{len(y) if y.ndim else 0} labels of shape {y.shape[1:]}: expected one label per image")
+            pairs[prefix] = (x, y)
     if not pairs:
         raise DataError(f"{root} holds no IDX image/label pair (*images-idx3-ubyte, *labels-idx1-ubyte)")
     if len(pairs) == 2:
@@ -366,6 +403,7 @@ def load_idx(path: str, *, seed: int, image_size: int | None, val_fraction: floa
                    val_fraction=val_fraction, image_size=image_size)
 
 
+MAX_IDX_BYTES = 8 << 30
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -375,13 +413,18 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_IDX_BYTES + 1)
+        if len(data) > MAX_IDX_BYTES:
+            raise DataError(f"{path} holds more than {MAX_IDX_BYTES:,} bytes: too large for an IDX data set here")
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot read IDX file {path}: {exc}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number)")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if not 1 <= ndim <= 4 or len(data) < header:
+        raise DataError(f"{path} is not an IDX file: a header of {ndim} dimensions does not fit its "
+                        f"{len(data)} bytes")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize

@@ -17,6 +17,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "max_accuracy_drop": (0.0, 1.0), "max_latency_ms": (0.0, 1e9), "max_size_kb": (0.0, 1e12),
     "max_ram_kb": (0.0, 1e9), "max_flash_kb": (0.0, 1e12),
 }
+# Budgets: 0 is no budget anything could meet (and a ratio to it is a division by zero).
+POSITIVE = {"max_latency_ms", "max_size_kb", "max_ram_kb", "max_flash_kb"}
 
 
 def check(name: str, value, *, label: str | None = None) -> None:
@@ -25,6 +27,8 @@ def check(name: str, value, *, label: str | None = None) -> None:
     if value is None:
         return
     low, high = LIMITS[name]
-    if isinstance(value, bool) or not math.isfinite(value) or not low <= value <= high:
+    positive = name in POSITIVE
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not low <= value <= high or (positive and value <= 0)):
         label = label or f"--{name.replace('_', '-')}"
-        raise UsageError(f"{label} must lie in [{low:g}, {high:g}], got {value!r}")
+        raise UsageError(f"{label} must lie in {'(' if positive else '['}{low:g}, {high:g}], got {value!r}")

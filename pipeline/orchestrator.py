@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pipeline import rundir
 from pipeline.config import Config
 from pipeline.errors import CollapseError, ParityError
 from pipeline.formats import MODEL, PRUNED_MODEL, artifact_file, quant_mode, source_model
-from pipeline.fsutil import read_json, sha256_file, write_json
+from pipeline.fsutil import copy_file, make_dirs, read_json, sha256_file, write_json
 
 log = logging.getLogger("pipeline")
 STAGES = ("search", "train", "prune", "quantize", "convert", "verify", "bench", "report", "export")
@@ -67,7 +68,7 @@ class _Stages:
     def __init__(self, run_dir: Path, force: set[str], progress: Progress | None):
         self.run_dir, self.force, self.progress = run_dir, force, progress
         self.path = run_dir / STATE
-        self.state = read_json(self.path) if self.path.exists() else {"stages": {}}
+        self.state = {"stages": _valid_stages(self.path)}
         self.code = code_version()
         self.records: dict[str, StageRecord] = {}
         self.started: set[str] = set()
@@ -80,7 +81,7 @@ class _Stages:
         recorded = self.state["stages"].get(key)
         started = time.perf_counter()
         if stage not in self.force and recorded and recorded["inputs"] == digest and all(
-                (self.run_dir / rel).exists() and sha256_file(self.run_dir / rel) == sha
+                (self.run_dir / rel).is_file() and sha256_file(self.run_dir / rel) == sha
                 for rel, sha in recorded["outputs"].items()):
             self._record(stage, "cached", started)
             return False
@@ -90,7 +91,8 @@ class _Stages:
         outputs = work()
         self.state["stages"][key] = {
             "inputs": digest,
-            "outputs": {str(p.relative_to(self.run_dir)): sha256_file(p) for p in outputs if p.exists()},
+            # every output, missing ones too: a state that names a missing file reruns its stage
+            "outputs": {str(p.relative_to(self.run_dir)): sha256_file(p) if p.is_file() else None for p in outputs},
             "finished": time.time(),
         }
         write_json(self.path, self.state)
@@ -110,6 +112,26 @@ class _Stages:
         if self.progress and stage in self.records:
             record = self.records[stage]
             self.progress(stage, record.status, record.seconds)
+
+
+def _valid_stages(path: Path) -> dict[str, dict]:
+    """The stages ``pipeline_state.json`` records, keeping only entries that are well formed:
+    the file is the run directory's, so anyone may have written it. A dropped entry reruns."""
+    try:
+        state = read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    stages = state.get("stages") if isinstance(state, dict) else None
+    if not isinstance(stages, dict):
+        return {}
+
+    def well_formed(entry) -> bool:
+        outputs = entry.get("outputs") if isinstance(entry, dict) else None
+        return (isinstance(outputs, dict) and isinstance(entry.get("inputs"), str) and isinstance(outputs, dict) and bool(outputs)
+                and all(isinstance(rel, str) and not os.path.isabs(rel) and ".." not in Path(rel).parts
+                        and isinstance(sha, str) and len(sha) == 64 for rel, sha in outputs.items()))
+
+    return {key: entry for key, entry in stages.items() if isinstance(key, str) and well_formed(entry)}
 
 
 def _hashes(paths: list[Path]) -> dict[str, str]:
@@ -143,8 +165,8 @@ def run(config: Config, *, out: str | Path | None = None, force: list[str] = (),
 
         raise unknown_name("stage", unknown[0], STAGES)
     run_dir = rundir.new_run_dir(config.train.model, config.data.dataset, out or default_out(config))
-    write_json(run_dir / "config.json", config.to_dict())  # the resolved config
-    with rundir.locked(run_dir, name=".run.lock"):  # stages lock .lock themselves
+    with rundir.locked(run_dir):  # for the whole command; the stages' own locking is reentrant
+        write_json(run_dir / "config.json", config.to_dict())  # the resolved config
         return _run_locked(config, run_dir, _Stages(run_dir, set(force), progress))
 
 
@@ -258,7 +280,7 @@ def _search(config: Config, run_dir: Path, stages: _Stages) -> None:
             raise PipelineError(f"search: no trial fits the budgets ({out / 'search_report.md'}): raise "
                                 f"constraints.max_latency_ms / max_size_kb / max_ram_kb or widen search.space")
         for name in (MODEL, "train.json"):
-            shutil.copy2(Path(summary["best"]["run_dir"]) / name, run_dir / name)
+            copy_file(Path(summary["best"]["run_dir"]) / name, run_dir / name)
         return [run_dir / MODEL, run_dir / "train.json", out / "search.json"]
 
     stages.run("search", "search", inputs, work)
@@ -273,7 +295,7 @@ def _train_in_child(train_config, run_dir: Path) -> None:
 
     from pipeline.errors import PipelineError
 
-    env = {**os.environ, "KERAS_BACKEND": train_config.backend}
+    env = {**os.environ, "KERAS_BACKEND": train_config.backend, **rundir.handed_lock_env(run_dir)}
     done = subprocess.run([sys.executable, "-m", "pipeline.train",
                            json.dumps(dataclasses.asdict(train_config)), str(run_dir)],
                           capture_output=True, text=True, env=env)
@@ -301,9 +323,9 @@ def _variants(config: Config, run_dir: Path, stages: _Stages) -> list[tuple[Path
                   "model": sha256_file(run_dir / MODEL)}
 
         def work(variant=variant, options=options) -> list[Path]:
-            variant.mkdir(parents=True, exist_ok=True)
+            make_dirs(variant)
             for name in (MODEL, "train.json"):
-                shutil.copy2(run_dir / name, variant / name)
+                copy_file(run_dir / name, variant / name)
             prune(variant, options)
             return [variant / PRUNED_MODEL, variant / "prune.json"]
 

@@ -11,7 +11,7 @@ from pipeline.config import QuantizeSection
 from pipeline.context import RunContext
 from pipeline.errors import UsageError
 from pipeline.formats import MIXED_INT8, quant_mode
-from pipeline.fsutil import read_json, write_json
+from pipeline.fsutil import read_json, remove_file, write_json
 
 COMPAT = ("tflite-runtime",)
 
@@ -118,7 +118,7 @@ def _recover(context: RunContext, options: QuantizeOptions, model, source: Path,
                "raisable_layers": result.raisable_layers}
     if not result.needed or result.model is None:
         for stale in (mixed, sidecar_path(mixed)):  # never leave a mix that no longer applies
-            stale.unlink(missing_ok=True)
+            remove_file(stale)
     if not result.needed:
         return {**summary, "status": "full int8 passes: left alone"}
     if result.model is None:
@@ -182,7 +182,8 @@ def calibration_from_file(context: RunContext, path: str, count: int):
     if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
         raise DataError(f"calibration samples in {file} hold NaN or inf values")
     try:
-        check_raw_input(raw, context.preprocessing)
+        check_raw_input(raw, context.preprocessing, preprocessed_hint="but a calibration file holds raw samples "
+                        f"like the data set's ({context.preprocessing.get('raw_dtype')}), before any scaling")
     except InputError as exc:
         raise DataError(f"calibration samples in {file}: {exc}") from None
     count = min(count, len(raw)) if count else len(raw)

@@ -101,12 +101,46 @@ def bench_remote(url: str, artifacts: list[Path], sample: np.ndarray, options,
                        f"--threads {threads} --warmup {options.warmup} --runs {options.runs} "
                        f"--min-seconds {options.min_seconds} --sample {shlex.quote(job + '/sample.npy')}"
                        + ("" if options.xnnpack else " --no-xnnpack"))
-            result = json.loads(connection.run(command).strip().splitlines()[-1])
+            result = _device_answer(connection.run(command), url, artifact.name)
             device = result["device"]
             rows += result["results"]
     finally:
         connection.run(f"rm -rf {shlex.quote(job)}")
     return {"device": {"location": url, **(device or {})}, "results": rows}
+
+
+def _device_answer(stdout: str, url: str, artifact: str) -> dict:
+    """The device's ``edge-runtime bench --json`` line, checked field by field: a device is
+    another machine, and what it prints is not trusted."""
+    def bad(why: str) -> RemoteError:
+        return RemoteError(f"{url}: the device's answer for {artifact} is not a bench report ({why})")
+
+    lines = stdout.strip().splitlines()
+    if not lines:
+        raise bad("no output")
+    try:
+        answer = json.loads(lines[-1])
+    except ValueError:
+        raise bad("not JSON") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("device"), dict):
+        raise bad("no device description")
+    results = answer.get("results")
+    if not isinstance(results, list) or not results:
+        raise bad("no results")
+    for row in results:
+        if not isinstance(row, dict):
+            raise bad("a result that is not an object")
+        for key in ("p50_ms", "p90_ms", "p99_ms"):
+            value = row.get(key)
+            if key in row or key == "p50_ms":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                        or value != value or value == float("inf"):
+                    raise bad(f"{key} {value!r} is not a positive latency")
+        if "threads" in row and (isinstance(row["threads"], bool) or not isinstance(row["threads"], int)):
+            raise bad("threads is not an integer")
+    device = {k: v for k, v in answer["device"].items()
+              if v is None or (isinstance(v, (str, int, float)) and not isinstance(v, bool))}
+    return {"device": device, "results": results}
 
 
 def _ensure_runtime(connection: Connection, root: str) -> str:

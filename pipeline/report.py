@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fsutil import read_json, sha256_file, write_bytes, write_json
+from pipeline import schemas
+from pipeline.fsutil import read_json, remove_file, sha256_file, write_bytes, write_json
 
 
 def _variants(run_dir: Path) -> list[Path]:
@@ -22,11 +23,12 @@ def _variants(run_dir: Path) -> list[Path]:
 def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
     """One row per artifact per variant, with accuracy, Δ against the unpruned Keras model,
     agreement, size and latency (the first thread count benched)."""
-    base_accuracy = read_json(run_dir / "train.json").get("test_accuracy")
+    base_accuracy = schemas.load(run_dir / "train.json", schemas.TRAIN_JSON).get("test_accuracy")
     rows = []
     for variant in _variants(run_dir):
-        verify = read_json(variant / "verify.json")
-        bench = read_json(variant / "bench.json") if (variant / "bench.json").exists() else {"results": []}
+        verify = schemas.load(variant / "verify.json", schemas.VERIFY_JSON, what="rerun `pipeline verify`")
+        bench = (schemas.load(variant / "bench.json", schemas.BENCH_JSON, what="rerun `pipeline bench`")
+                 if (variant / "bench.json").exists() else {"results": []})
         latency = {}
         for result in bench["results"]:
             latency.setdefault(result["artifact"], result)
@@ -131,16 +133,24 @@ def recommend(rows: list[dict], constraints: dict) -> dict | None:
 
 
 def build_report(run_dir: Path) -> dict[str, Any]:
-    run_dir = Path(run_dir)
+    """report.md, report.html, report.json and the plots, with the run locked."""
+    from pipeline import rundir
+
+    with rundir.locked(Path(run_dir)):
+        return _build_report(Path(run_dir))
+
+
+def _build_report(run_dir: Path) -> dict[str, Any]:
     rows, base_accuracy = collect_rows(run_dir)
     pareto(rows)
-    config = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
+    config = (schemas.load(run_dir / "config.json", schemas.CONFIG_JSON, what="rerun `pipeline run`")
+              if (run_dir / "config.json").exists() else {})
     constraints = config.get("constraints", {"max_accuracy_drop": 0.01})
     chosen = recommend(rows, constraints)
     for row in rows:
         row["recommended"] = row is chosen
-    train = read_json(run_dir / "train.json")
-    manifest = read_json(run_dir / "manifest.json")
+    train = schemas.load(run_dir / "train.json", schemas.TRAIN_JSON)
+    manifest = schemas.load(run_dir / "manifest.json", schemas.MANIFEST_JSON, what="retrain the run")
     plots = _plots(run_dir, rows, train, chosen)
     summary = {"recommended": f"{chosen['dir']}/{chosen['artifact']}" if chosen else None,
                "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
@@ -170,7 +180,7 @@ def _plots(run_dir: Path, rows, train: dict, chosen) -> dict[str, bytes]:
                               if _searched(run_dir) else None),
     }
     for name in [name for name, data in plots.items() if data is None]:
-        (run_dir / "report" / name).unlink(missing_ok=True)  # not a stale one from an earlier report
+        remove_file(run_dir / "report" / name)  # not a stale one from an earlier report
     plots = {name: data for name, data in plots.items() if data is not None}
     for name, data in plots.items():
         write_bytes(run_dir / "report" / name, data)

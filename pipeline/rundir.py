@@ -9,8 +9,10 @@ import contextlib
 import datetime as _dt
 import errno
 import fcntl
+import json
 import os
 import platform
+import stat
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any, Iterator
 
 from pipeline import __version__
 from pipeline.errors import RunDirError
-from pipeline.fsutil import read_json, sha256_file, write_json
+from pipeline.fsutil import make_dirs, move_into, read_json, sha256_file, write_json
 
 RUN_FORMAT = 1
 DEFAULT_RUNS_ROOT = Path("runs")
@@ -70,9 +72,9 @@ def supersede(run_dir: Path) -> Path | None:
         return None
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     aside = run_dir / "superseded" / stamp
-    aside.mkdir(parents=True)
+    make_dirs(aside)
     for path in stale:
-        os.replace(path, aside / path.name)
+        move_into(path, aside)
     manifest = load_manifest(run_dir)
     if manifest:
         manifest["artifacts"] = {}
@@ -89,9 +91,12 @@ def point_latest(run_dir: Path, runs_root: str | os.PathLike = DEFAULT_RUNS_ROOT
     link = runs_root / "latest"
     target = os.path.relpath(run_dir.resolve(), runs_root.resolve())
     tmp_link = runs_root / f".latest.{os.getpid()}.tmp"
-    tmp_link.unlink(missing_ok=True)
-    os.symlink(target, tmp_link)
-    os.replace(tmp_link, link)
+    try:
+        tmp_link.unlink(missing_ok=True)
+        os.symlink(target, tmp_link)
+        os.replace(tmp_link, link)
+    except OSError as exc:
+        raise RunDirError(f"cannot point {link} at {run_dir}: {exc.strerror or exc}") from None
 
 
 def resolve_run(run: str | os.PathLike | None,
@@ -164,32 +169,82 @@ def update_manifest(run_dir: Path, stage: str, *, stage_info: dict[str, Any] | N
     return manifest
 
 
-@contextlib.contextmanager
-def locked(run_dir: Path, name: str = ".lock") -> Iterator[None]:
-    """Hold an exclusive lock on the run directory for the length of one command."""
-    lock_path = run_dir / name
+# A lock this process holds (reentrant: `pipeline run` holds its run's lock while its stages
+# take it again), and the one a parent pipeline process handed to its child (training under
+# another backend runs in a child process of the command that holds the run).
+_HELD: set[str] = set()
+HELD_LOCK_ENV = "PIPELINE_HELD_LOCK"
+
+
+def handed_lock_env(directory: Path) -> dict[str, str]:
+    """Environment for a child process that works in ``directory`` under this process's lock."""
+    return {HELD_LOCK_ENV: json.dumps({"directory": os.path.realpath(directory), "pid": os.getpid()})}
+
+
+def _handed_to_us(key: str) -> bool:
     try:
-        fh = open(lock_path, "a+")
+        handed = json.loads(os.environ.get(HELD_LOCK_ENV) or "{}")
+    except ValueError:
+        return False
+    return isinstance(handed, dict) and handed.get("directory") == key and handed.get("pid") == os.getppid()
+
+
+@contextlib.contextmanager
+def locked(directory: Path, name: str = ".lock", what: str = "run directory") -> Iterator[None]:
+    """Hold ``directory``'s lock for the length of one command; writes inside it go through
+    no link (``fsutil.owning``). The lock file is opened without following a link and never
+    truncated unless it is a plain file of its own; a second command is refused with the
+    holder's pid, command and start time. A dead holder's lock is free (``flock``)."""
+    from pipeline.fsutil import owning
+
+    key = os.path.realpath(directory)
+    if key in _HELD or _handed_to_us(key):
+        with owning(directory):
+            yield
+        return
+    lock_path = Path(directory) / name
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        raise RunDirError(f"cannot write to run directory {run_dir}: {exc.strerror}") from None
-    with fh:
+        if exc.errno == errno.ELOOP:
+            raise RunDirError(f"{lock_path} is a symbolic link, not this pipeline's lock file: remove it") from None
+        raise RunDirError(f"cannot write to {what} {directory}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise RunDirError(f"{lock_path} is not this pipeline's lock file (a special file or a hard "
+                              f"link to another file): remove it")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                fh.seek(0)
-                holder = fh.read().strip() or "unknown"
-                raise RunDirError(
-                    f"run directory {run_dir} is in use by another pipeline command "
-                    f"(pid {holder}); wait for it to finish") from None
-            raise
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+                raise RunDirError(f"{what} {directory} is in use by {_holder(fd)}: wait for it to "
+                                  f"finish") from None
+            raise RunDirError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        holder = {"pid": os.getpid(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+                  "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        _HELD.add(key)
         try:
-            yield
+            with owning(directory):
+                yield
         finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            _HELD.discard(key)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, from what its holder wrote (checked: the file is not ours to trust)."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+    except ValueError:
+        holder = None
+    if not (isinstance(holder, dict) and isinstance(holder.get("pid"), int) and not isinstance(holder["pid"], bool)
+            and isinstance(holder.get("command"), str) and isinstance(holder.get("since"), str)):
+        return "another pipeline command"
+    command = "".join(c if c.isprintable() else "?" for c in holder["command"])[:200]
+    since = "".join(c if c.isprintable() else "?" for c in holder["since"])[:40]
+    return f"`{command}` (pid {holder['pid']}, since {since})"

@@ -14,6 +14,7 @@ timed side by side.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -25,8 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import ConstraintsSection, DataSection, SearchSection
+from edge_runtime.errors import CodedError
 from pipeline.errors import PipelineError, UsageError
-from pipeline.fsutil import read_json, write_json
+from pipeline.fsutil import append_line, make_dirs, read_json, write_bytes, write_json, write_npy, write_text
+from pipeline.rundir import safe_name
 
 log = logging.getLogger("pipeline")
 
@@ -216,7 +219,21 @@ def search(options: SearchOptions, out: Path) -> dict:
     import_keras()
     data = load_dataset(options.dataset, seed=options.seed)
     _check_builds(options, data)
-    out = _search_dir(Path(out), options)
+    out = Path(out)
+    _check_search_dir(out, options)
+    make_dirs(out)
+    from pipeline.rundir import locked
+
+    # one search per directory; in a chief/worker search each worker holds its own lock there
+    tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "chief")
+    lock = ".lock" if tuner_id == "chief" else f".lock-{safe_name(tuner_id)}"
+    with locked(out, name=lock, what="search directory"):
+        _check_search_dir(out, options)  # again, now that no other search can change it
+        write_json(out / "search_options.json", asdict(options))
+        return _search_locked(options, data, out)
+
+
+def _search_locked(options: SearchOptions, data, out: Path) -> dict:
     timer = Timer(options, data.split("val")[0][0], out)
     try:  # a search directory is untrusted: its saved tuner state may be anything
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from …"
@@ -225,7 +242,10 @@ def search(options: SearchOptions, out: Path) -> dict:
         raise UsageError(f"{out / 'tuner'} holds a damaged search state ({type(exc).__name__}): "
                          f"choose a new --out") from None
     started = time.perf_counter()
-    tuner.search(verbose=0)  # one line a trial instead (run_trial)
+    try:
+        tuner.search(verbose=0)  # one line a trial instead (run_trial)
+    except _stop_search() as stop:
+        raise stop.error from None
     if not tuner.is_chief():
         return {"worker": True}
     trials = _trial_table(tuner)
@@ -307,8 +327,8 @@ class Timer:
                                   self.options.remote_root)
             self.device = report["device"]
             return [row["p50_ms"] for row in report["results"]]
-        if not self.sample_path.exists():
-            np.save(self.sample_path, self.sample)
+        if not self.sample_path.is_file() or self.sample_path.is_symlink():
+            write_npy(self.sample_path, self.sample)
         return [self._fresh_process(path) for path in artifacts]
 
     def _fresh_process(self, artifact: Path) -> float:
@@ -335,13 +355,13 @@ class Timer:
         return [float(np.median(m)) for m in measured], measured
 
 
-def _search_dir(out: Path, options: SearchOptions) -> Path:
+def _check_search_dir(out: Path, options: SearchOptions) -> None:
     """A new directory, or one this search started (the same options: it resumes)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory")
     state = out / "search_options.json"
-    if out.is_dir() and any(out.iterdir()):
-        if not state.is_file():
+    if out.is_dir() and any(p.name not in (".lock",) and not p.name.startswith(".lock-") for p in out.iterdir()):
+        if state.is_symlink() or not state.is_file():
             raise UsageError(f"{out} is not empty and holds no search: choose a new --out")
         if not resumes(out, options):
             before = _recorded_options(out)
@@ -350,9 +370,6 @@ def _search_dir(out: Path, options: SearchOptions) -> Path:
             changed = sorted(k for k, v in asdict(options).items() if k not in RESUMABLE and before.get(k) != v)
             raise UsageError(f"{out} holds a search with other options ({', '.join(changed)}): "
                              f"resume it with the same ones, or choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(state, asdict(options))
-    return out
 
 
 class Screen:
@@ -407,11 +424,11 @@ class Screen:
         for variable in model.weights:  # zero biases would be stored once, shared: not the real size
             if variable.path.endswith("bias"):
                 variable.assign(rng.normal(0.0, 0.01, tuple(variable.shape)).astype(np.float32))
-        self.dir.mkdir(exist_ok=True)
+        make_dirs(self.dir)
         name = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
         artifact = self.dir / f"{name}.tflite"
         calibration = self.data.split("train")[0][:100]
-        artifact.write_bytes(to_tflite(model, values["quantization"], calibration=calibration))
+        write_bytes(artifact, to_tflite(model, values["quantization"], calibration=calibration))
         metrics = _budget_metrics(artifact, self.options, self.timer)
         metrics["over"] = max(_over_budget(metrics, self.options).values(), default=0.0)
         shown = ", ".join(f"{k}={values[k]}" for k in (*SPACES[self.options.model], "sparsity", "quantization"))
@@ -428,10 +445,27 @@ def _screened(entry) -> bool:
         and entry[k] >= 0 for k in ("over", "p50_ms"))
 
 
+@functools.cache
+def _stop_search():
+    from keras_tuner.errors import FatalError
+
+    class StopSearch(FatalError):
+        """A pipeline error inside a trial: KerasTuner stops (it retries any other exception)."""
+
+        def __init__(self, error: Exception):
+            super().__init__(str(error))
+            self.error = error
+
+    return StopSearch
+
+
 def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     import keras_tuner
     from keras_tuner.engine.trial import TrialStatus
 
+    from pipeline.tuner_compat import atomic_state_writes, retry_queue, seed_oracle
+
+    atomic_state_writes()
     screen = Screen(options, data, timer, out)
 
     class ScreenedOracle(keras_tuner.oracles.RandomSearchOracle):
@@ -459,14 +493,26 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
                 return {"status": TrialStatus.RUNNING, "values": fallback}
             return {"status": TrialStatus.STOPPED, "values": None}  # nothing left that fits
 
+        def reload(self):
+            super().reload()
+            # A kill between a new trial's own file and the oracle's leaves a RUNNING trial the
+            # oracle does not know is running: run it again like the interrupted ones.
+            queue = retry_queue(self)
+            for trial_id, trial in sorted(self.trials.items()):
+                if trial.status == TrialStatus.RUNNING and trial_id not in queue:
+                    queue.append(trial_id)
+
     class EdgeTuner(keras_tuner.Tuner):
         """Trials that end in a measured int8 artifact (see run_trial)."""
 
         def run_trial(self, trial, *args, **kwargs):
             if options.time_limit_s and time.perf_counter() - self.started > options.time_limit_s:
                 self.oracle.max_trials = len(self.oracle.trials)  # no new trials after this one
-            return _run_trial(trial.hyperparameters, options, data, Path(self.get_trial_dir(trial.trial_id)), timer,
-                              screen.p50_ms(trial.hyperparameters.values))
+            try:
+                return _run_trial(trial.hyperparameters, options, data, Path(self.get_trial_dir(trial.trial_id)),
+                                  timer, screen.p50_ms(trial.hyperparameters.values))
+            except CodedError as exc:  # the user's to fix (a device that is down): not a failed trial
+                raise _stop_search()(exc) from None
 
         def on_search_begin(self):
             self.started = time.perf_counter()
@@ -481,6 +527,7 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     oracle = ScreenedOracle(objective=keras_tuner.Objective("score", "max"), max_trials=options.trials,
                             hyperparameters=space, seed=options.seed,
                             max_consecutive_failed_trials=options.trials)
+    seed_oracle(oracle, options.seed)
     return EdgeTuner(oracle=oracle, directory=str(out), project_name="tuner", overwrite=False), screen
 
 
@@ -537,15 +584,21 @@ def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer,
                untrained_p50_ms: float | None = None) -> dict:
     """Train, prune, quantize and measure one candidate; its files stay in ``trial_dir``."""
     from edge_runtime import load
+    from pipeline.modelio import save_model
     from pipeline.tflite import to_tflite
 
     values = hp.values
+    finished = _finished_measurement(trial_dir, values)
+    if finished is not None:  # measured before a kill stopped KerasTuner from recording it
+        log.info("trial %s: measured before the search was stopped; not run again", trial_dir.name)
+        _log_trial_run(trial_dir, once=True)
+        return finished
     (x_train, _), (x_val, y_val) = data.split("train"), data.split("val")
     model = _train_candidate(values, options, data, options.epochs)
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    model.save(trial_dir / "model.keras")
+    make_dirs(trial_dir)
+    save_model(model, trial_dir / "model.keras")
     artifact = trial_dir / f"model_{values['quantization']}.tflite"
-    artifact.write_bytes(to_tflite(model, values["quantization"], calibration=x_train[:300]))
+    write_bytes(artifact, to_tflite(model, values["quantization"], calibration=x_train[:300]))
     probabilities = load(artifact).predict(x_val)
     metrics = {"val_accuracy": float(np.mean(probabilities.argmax(-1) == y_val)),
                "val_log_loss": float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y_val)), y_val], 1e-7, 1.0)))),
@@ -557,11 +610,38 @@ def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer,
     write_json(trial_dir / "measurement.json", {"hyperparameters": values, "metrics": metrics,
                                                 "p50_ms_measured": measured, "over_budget": over,
                                                 "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "chief")})
-    with open(trial_dir.parent / "trials.log", "a", encoding="utf-8") as record:  # every run, appended
-        record.write(f"{trial_dir.name} {os.getpid()}\n")
+    _log_trial_run(trial_dir)
     log.info("trial %s: validation accuracy %.2f%%, p50 %.4f ms, %.1f KiB%s", trial_dir.name.removeprefix("trial_"),
              metrics["val_accuracy"] * 100, metrics["p50_ms"], metrics["size_kb"], ", over budget" if over else "")
     return metrics
+
+
+def _log_trial_run(trial_dir: Path, once: bool = False) -> None:
+    """Append the trial to ``trials.log`` (every run of a trial, so a rerun shows); with
+    ``once``, only if a kill came between its measurement and this line."""
+    record = trial_dir.parent / "trials.log"
+    if once and record.is_file() and trial_dir.name in record.read_text(encoding="utf-8", errors="replace").split()[0::2]:
+        return
+    append_line(record, f"{trial_dir.name} {os.getpid()}")
+
+
+def _finished_measurement(trial_dir: Path, values: dict) -> dict | None:
+    """A trial's recorded metrics, if it finished measuring with these very hyperparameters
+    (the trial directory is untrusted: anything else is measured again)."""
+    path = trial_dir / "measurement.json"
+    try:
+        recorded = read_json(path) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or recorded.get("hyperparameters") != values:
+        return None
+    metrics = recorded.get("metrics")
+    needed = ("val_accuracy", "val_log_loss", "p50_ms", "size_kb", "feasible", "score")
+    if not isinstance(metrics, dict) or not all(
+            isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)
+            and np.isfinite(metrics[k]) for k in needed):
+        return None
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _budget_metrics(artifact: Path, options: SearchOptions, timer: Timer, expected_p50_ms: float | None = None) -> dict:
@@ -627,15 +707,23 @@ def _baseline(options: SearchOptions, out: Path) -> dict:
     from pipeline.train import TrainConfig, train
 
     run_dir = out / "baseline"
-    if not (run_dir / "model_int8.tflite").exists():
+    artifact = run_dir / "model_int8.tflite"
+    test_accuracy = _recorded_accuracy(run_dir) if artifact.is_file() else None
+    if test_accuracy is None:  # not trained yet, or its record is damaged: train it (again)
         result = train(TrainConfig(model=options.model, dataset=options.dataset, seed=options.seed),
                        out=run_dir, runs_root=out, verbose=0)
         quantize(run_dir, QuantizeOptions(modes=["int8"], recover=False))
         test_accuracy = result.metrics["test_accuracy"]
-    else:
-        test_accuracy = read_json(run_dir / "train.json")["test_accuracy"]
-    artifact = run_dir / "model_int8.tflite"
     return {"run_dir": str(run_dir), "test_accuracy": test_accuracy, "size_kb": artifact.stat().st_size / 1024}
+
+
+def _recorded_accuracy(run_dir: Path) -> float | None:
+    try:
+        value = read_json(run_dir / "train.json").get("test_accuracy")
+    except (OSError, ValueError, AttributeError):
+        return None
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+    return float(value) if valid else None
 
 
 def _trial_rows(trials: list[dict], best: str | None) -> list[dict]:
@@ -658,7 +746,6 @@ def _report(summary: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.fsutil import write_bytes
     from pipeline.report import _png, accuracy_latency_figure
 
     best = summary.get("best")
@@ -700,4 +787,4 @@ def _report(summary: dict, out: Path) -> None:
     else:
         lines.append("No trial fits the budgets.")
     lines += ["", "![accuracy vs latency](search_accuracy_latency.png)", ""]
-    (out / "search_report.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text(out / "search_report.md", "\n".join(lines))

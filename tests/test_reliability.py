@@ -226,12 +226,3 @@ def test_sigkill_at_random_points_leaves_only_complete_files(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "report:" in done.stdout
-
-
-def test_two_commands_on_one_run_directory(trained_run):
-    from pipeline.rundir import locked
-
-    with locked(trained_run.run_dir):
-        result = invoke("quantize", "--int8", "--run", trained_run.run_dir)
-    one_error_line(result, 7, f"run directory {trained_run.run_dir} is in use by another pipeline "
-                              f"command (pid {os.getpid()}); wait for it to finish")
