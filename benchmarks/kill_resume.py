@@ -4,8 +4,8 @@ time: what finished before a kill must still be there, unchanged, and nothing ma
     python benchmarks/kill_resume.py search --kills 20 --seed 0
     python benchmarks/kill_resume.py run --kills 20 --seed 0
 
-Each kill lands at a uniform random delay after the command started (the range grows with
-what the command has left to do, so kills spread over the whole search, not just its start).
+Each kill lands at a uniform random delay (0.5 s to ``--max-delay``) after the command
+started; each resume makes a few seconds of progress, so 20 kills spread over the trials.
 After each kill: every JSON file parses, every trial measured before the kill has the same
 ``measurement.json``, and ``trials.log`` names no trial twice. At the end, the last resume
 finishes and the totals are printed.
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 PIPELINE = [sys.executable, "-m", "pipeline.launcher"]
-SEARCH = ["search", "--model", "mlp", "--epochs", "2", "--bench-seconds", "0.1", "--trials", "4",
-          "--max-size-kb", "40", "--max-latency-ms", "1000", "--quiet"]
+SEARCH = ["search", "--model", "mlp", "--epochs", "3", "--bench-seconds", "0.1", "--trials", "12",
+          "--max-latency-ms", "1000", "--quiet"]
 RUN = ["run", "--set", "train.model=mlp", "--set", "train.epochs=2", "--set", "prune.sparsity=[0, 0.5]",
        "--set", 'quantize.modes=["int8"]', "--set", "bench.runs=10", "--set", "bench.min_seconds=0", "--quiet"]
 
@@ -55,7 +55,7 @@ def main() -> int:
     parser.add_argument("command", choices=("search", "run"))
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-delay", type=float, default=40.0, help="seconds after the start")
+    parser.add_argument("--max-delay", type=float, default=15.0, help="seconds after the start")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     out = Path(tempfile.mkdtemp(prefix=f"kill-{args.command}-")) / "out"

@@ -20,7 +20,7 @@ DEFAULT_MIN_SECONDS = 0.5
 
 def measure(runner: Runner, *, sample: np.ndarray | None = None, warmup: int = 20,
             warmup_seconds: float = 0.0, runs: int = 100, min_seconds: float = DEFAULT_MIN_SECONDS,
-            max_runs: int = 100_000) -> dict[str, Any]:
+            max_runs: int = 100_000, keep_times: int = 0) -> dict[str, Any]:
     """Time ``runner`` at batch 1: warm-up (count and/or time), then at least ``runs`` calls
     and at least ``min_seconds``; report percentiles, spread and throughput in ms."""
     info = runner.input
@@ -45,7 +45,11 @@ def measure(runner: Runner, *, sample: np.ndarray | None = None, warmup: int = 2
         timings[count] = clock() - begin
         count += 1
     ms = timings[:count] / 1e6
-    return {
+    kept = {}
+    if keep_times:  # every call's time (an even subsample past keep_times), for an interval
+        stride = max(1, -(-count // keep_times))
+        kept = {"times_ms": [round(float(t), 6) for t in ms[::stride]]}
+    return {**kept,
         "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
         "std_ms": float(ms.std()), "min_ms": float(ms.min()), "max_ms": float(ms.max()),

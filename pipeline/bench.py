@@ -75,13 +75,33 @@ def bench(run: str | Path | None, options: BenchOptions) -> dict:
         if options.device:
             from pipeline.remote import bench_remote
 
-            report = bench_remote(options.device, artifacts, sample, options, options.remote_root)
+            report = _bench_remote_rounds(artifacts, sample, options)
         else:
             report = _bench_here(artifacts, sample, options)
         report["microcontroller"] = microcontroller_memory(artifacts)
         path = write_json(context.run_dir / options.output, report)
         rundir.update_manifest(context.run_dir, "bench", artifacts=[path])
     return report
+
+
+def _bench_remote_rounds(artifacts: list[Path], sample, options: BenchOptions) -> dict:
+    """The device's timings in interleaved rounds too: one bench over SSH per round, the
+    artifacts' order rotated."""
+    from dataclasses import replace
+
+    from pipeline.remote import bench_remote
+    from pipeline.timing import ROUNDS, combine_rounds, index_rows, round_method, rotated
+
+    window = options.min_seconds / ROUNDS
+    per_round, device = [], None
+    for index in range(ROUNDS):
+        order = rotated(list(range(len(artifacts))), index)
+        report = bench_remote(options.device, [artifacts[i] for i in order],
+                              sample, replace(options, min_seconds=window, runs=max(1, options.runs // ROUNDS)),
+                              options.remote_root)
+        device = report["device"]
+        per_round.append(index_rows(report["results"], order))
+    return {"device": device, "results": combine_rounds(per_round), "timing": round_method(ROUNDS, window)}
 
 
 def microcontroller_memory(artifacts: list[Path]) -> dict:
@@ -111,12 +131,16 @@ def microcontroller_memory(artifacts: list[Path]) -> dict:
 
 
 def _bench_here(artifacts: list[Path], sample, options: BenchOptions) -> dict:
-    from edge_runtime.bench import bench_file, device_description
+    """Interleaved rounds (pipeline.timing), then each artifact's peak memory in a fresh
+    process that loads only the runtime and that artifact."""
+    from edge_runtime.bench import fresh_process_peak_rss_mb
+    from pipeline.timing import measure_rounds
 
-    rows = []
-    for path in artifacts:
-        rows += bench_file(path, threads=options.threads, xnnpack=options.xnnpack, sample=sample,
-                           warmup=options.warmup, runs=options.runs, min_seconds=options.min_seconds,
-                           fresh_memory=True)
-    return {"device": {"location": "local", **device_description()}, "results": rows,
-            "pid": os.getpid()}
+    measured = measure_rounds(artifacts, sample, threads=options.threads, warmup=options.warmup,
+                              runs=options.runs, min_seconds=options.min_seconds, xnnpack=options.xnnpack)
+    by_name = {p.name: p for p in artifacts}
+    for row in measured["results"]:
+        row["peak_rss_mb"] = fresh_process_peak_rss_mb(by_name[row["artifact"]], row.get("threads"))
+        row["peak_rss_scope"] = "fresh process: python + edge_runtime + this artifact, one inference"
+    return {"device": {"location": "local", **measured["device"]}, "results": measured["results"],
+            "timing": measured["method"], "pid": os.getpid()}

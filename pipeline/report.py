@@ -47,16 +47,45 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
                          artifact["metric"] == "accuracy" else -artifact["metric_drop"],
                 "agreement": artifact["top1_agreement"],
                 "p50_ms": timing.get("p50_ms"), "p90_ms": timing.get("p90_ms"),
+                "p50_spread_ms": timing.get("p50_spread_ms"), "p50_ci95_ms": timing.get("p50_ci95_ms"),
                 "threads": timing.get("threads"),
                 "failed_gates": [g for g, r in artifact["gates"].items() if not r["passed"]],
+                "inconclusive_gates": [g for g, r in artifact["gates"].items() if r.get("verdict") == "inconclusive"],
+                # 95% intervals (verify.json): Wilson for proportions; Δ only where it is the
+                # paired drop against its own source (the base variant's Keras model)
+                "value_ci95": artifact.get("accuracy_ci95"), "agreement_ci95": artifact.get("top1_agreement_ci95"),
+                "delta_ci95": ([-artifact["metric_drop_ci95"][1], -artifact["metric_drop_ci95"][0]]
+                               if variant == run_dir and artifact.get("metric_drop_ci95") else None),
                 **_micro_memory(artifact.get("micro") or {}),
             })
     reference = next((r for r in rows if r["variant"] == "base" and r["artifact"] == "model_float32.tflite"
                       and r["p50_ms"]), None)
+    from pipeline.timing import faster
+
     for row in rows:
         row["speedup"] = (reference["p50_ms"] / row["p50_ms"]
                           if reference and row["p50_ms"] else None)
+        # inside the rounds' spread the two are equally fast, whatever the ratio says
+        row["speedup_tie"] = bool(reference and row["p50_ms"] and row is not reference
+                                  and not faster(row, reference) and not faster(reference, row))
     return rows, base_accuracy
+
+
+def timing_host(run_dir: Path) -> str | None:
+    """Where the report's latencies were measured (they hold for that machine only)."""
+    path = run_dir / "bench.json"
+    if not path.exists():
+        return None
+    bench = schemas.load(path, schemas.BENCH_JSON, what="rerun `pipeline bench`")
+    device = bench.get("device") if isinstance(bench.get("device"), dict) else {}
+    timing = bench.get("timing") if isinstance(bench.get("timing"), dict) else {}
+    where = str(device.get("location", "local"))
+    cpu = ", ".join(str(device[k]) for k in ("cpu_model", "machine") if device.get(k))
+    cores = f", {device['cpu_count']} cores" if isinstance(device.get("cpu_count"), int) else ""
+    rounds = (f"{timing['rounds']} interleaved rounds, each in a fresh process; the figure is the median of "
+              f"the rounds' p50 and differences within their spread are ties" if timing.get("rounds")
+              else "one timing window per artifact")
+    return f"{where} ({cpu}{cores}): {rounds}. They hold for that machine only."
 
 
 def _micro_memory(micro: dict) -> dict:
@@ -105,18 +134,21 @@ def describe_recovery(cost: dict) -> str:
 
 def pareto(rows: list[dict]) -> None:
     """Mark rows not dominated in (accuracy ↑ or reconstruction error ↓, p50 ↓, size ↓)."""
-    for row in rows:
+    from pipeline.timing import faster
+
+    for row in rows:  # latency differences within the rounds' spread are ties, not wins
         row["pareto"] = row["p50_ms"] is not None and not any(
             other is not row and other["p50_ms"] is not None
-            and other["score"] >= row["score"] and other["p50_ms"] <= row["p50_ms"]
+            and other["score"] >= row["score"] and not faster(row, other)
             and other["size_kb"] <= row["size_kb"]
-            and (other["score"] > row["score"] or other["p50_ms"] < row["p50_ms"]
+            and (other["score"] > row["score"] or faster(other, row)
                  or other["size_kb"] < row["size_kb"])
             for other in rows)
 
 
 def recommend(rows: list[dict], constraints: dict) -> dict | None:
-    """The fastest passing Pareto artifact within the user's constraints (then the smallest)."""
+    """The fastest passing Pareto artifact within the user's constraints; artifacts as fast as it
+    within the spread of their timing rounds are ties, won by the smaller, then the more accurate."""
     def fits(row):
         drop = constraints.get("max_accuracy_drop")
         latency, size = constraints.get("max_latency_ms"), constraints.get("max_size_kb")
@@ -128,8 +160,15 @@ def recommend(rows: list[dict], constraints: dict) -> dict | None:
                 # a microcontroller budget: only artifacts measured on TFLM can meet it
                 and (ram is None or (row["arena_kb"] is not None and row["arena_kb"] <= ram))
                 and (flash is None or (row["flash_kb"] is not None and row["flash_kb"] <= flash)))
+    from pipeline.timing import faster
+
     candidates = [r for r in rows if fits(r)]
-    return min(candidates, key=lambda r: (r["p50_ms"], r["size_kb"])) if candidates else None
+    if not candidates:
+        return None
+    fastest = min(candidates, key=lambda r: (r["p50_ms"], r["size_kb"]))
+    # as fast as the fastest within the noise of the rounds: the smaller, then the more accurate
+    tied = [r for r in candidates if not faster(fastest, r)]
+    return min(tied, key=lambda r: (r["size_kb"], -r["score"], r["p50_ms"]))
 
 
 def build_report(run_dir: Path) -> dict[str, Any]:
@@ -155,7 +194,7 @@ def _build_report(run_dir: Path) -> dict[str, Any]:
     summary = {"recommended": f"{chosen['dir']}/{chosen['artifact']}" if chosen else None,
                "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
                "passed": all(r["passed"] for r in rows), "recovery": recovery_costs(run_dir, rows),
-               "search": _search_line(run_dir)}
+               "search": _search_line(run_dir), "latency_measured_on": timing_host(run_dir)}
     write_json(run_dir / "report.json", summary)
     write_bytes(run_dir / "report.md", _markdown(run_dir, summary, train, manifest, plots).encode())
     write_bytes(run_dir / "report.html", _html(run_dir, summary, train, manifest, plots).encode())
@@ -350,14 +389,27 @@ def _cells(row: dict) -> list[str]:
     def number(value, fmt):
         return "–" if value is None else format(value, fmt)
     status = "✓" if row["passed"] else "✗ " + ", ".join(row["failed_gates"])
+    if row.get("inconclusive_gates"):
+        status += " (? " + ", ".join(row["inconclusive_gates"]) + ")"
     name = row["artifact"] + (" ★ recommended" if row["recommended"] else "")
-    value = f"{row['value'] * 100:.2f}%" if row["metric"] == "accuracy" else f"{row['value']:.5f}"
-    delta = f"{row['delta'] * 100:+.2f} pt" if row["metric"] == "accuracy" else f"{row['delta']:+.5f}"
-    agreement = "–" if row["agreement"] is None else f"{row['agreement'] * 100:.2f}%"
+    value = (f"{row['value'] * 100:.2f}%{_ci(row.get('value_ci95'))}" if row["metric"] == "accuracy"
+             else f"{row['value']:.5f}")
+    delta = (f"{row['delta'] * 100:+.2f} pt{_ci(row.get('delta_ci95'), signed=True)}" if row["metric"] == "accuracy"
+             else f"{row['delta']:+.5f}")
+    agreement = "–" if row["agreement"] is None else f"{row['agreement'] * 100:.2f}%{_ci(row.get('agreement_ci95'))}"
     return [row["variant"], name, status, f"{row['size_kb']:.1f} KiB", value, delta, agreement,
             number(row["p50_ms"], ".3f"), number(row["p90_ms"], ".3f"),
-            "–" if row["speedup"] is None else f"{row['speedup']:.2f}x", _micro_cell(row),
+            "–" if row["speedup"] is None else f"{row['speedup']:.2f}x" + (" (tie)" if row.get("speedup_tie") else ""),
+            _micro_cell(row),
             "●" if row["pareto"] else ""]
+
+
+def _ci(ci95, signed: bool = False) -> str:
+    """`` [low, high]`` in percent (points), or nothing where no interval was recorded."""
+    if not ci95:
+        return ""
+    form = "+.2f" if signed else ".2f"
+    return f" [{format(ci95[0] * 100, form)}, {format(ci95[1] * 100, form)}]"
 
 
 def _micro_cell(row: dict) -> str:
@@ -393,7 +445,11 @@ def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
     lines += [f"Int8 recovery: {describe_recovery(cost)}" for cost in summary["recovery"]]
     lines += [f"Search: {summary['search']} (search/search_report.md)"] if summary.get("search") else []
-    lines += ["", "Δ is against the unpruned Keras model; speed-up against the base float32 TFLite "
+    lines += [f"Latencies measured on {summary['latency_measured_on']}"] if summary.get("latency_measured_on") else []
+    lines += ["", "Brackets: 95% intervals on the test split (Wilson for accuracy and agreement; paired "
+              "bootstrap of the same samples for Δ); ? marks a gate whose interval straddles its threshold "
+              "(inconclusive: the point estimate decided).",
+              "", "Δ is against the unpruned Keras model; speed-up against the base float32 TFLite "
               "model; latency is batch 1, p50 of timed set+invoke+get calls (time.perf_counter_ns). "
               "TFLM arena: the smallest tensor arena TFLite Micro runs the model in, measured; "
               "flash: the model's bytes.", ""]
@@ -434,6 +490,7 @@ Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the const
 (constraints: {escape(describe_constraints(summary['constraints']))}). Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
 {''.join(f"<p>Int8 recovery: {escape(describe_recovery(cost))}</p>" for cost in summary['recovery'])}
 {f"<p>Search: {escape(summary['search'])}</p>" if summary.get('search') else ''}
+{f"<p>Latencies measured on {escape(summary['latency_measured_on'])}</p>" if summary.get('latency_measured_on') else ''}
 <table><thead><tr>{''.join(f'<th>{c}</th>' for c in _COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>
 <p>Δ: against the unpruned Keras model. Speed-up: against the base float32 TFLite model. Latency: batch 1,
 p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up. TFLM arena: the smallest tensor

@@ -346,7 +346,14 @@ class Timer:
             raise PipelineError(f"timing {artifact.name} failed: {reason[:200]}") from None
 
     def median_p50(self, artifacts: list[Path], rounds: int) -> tuple[list[float], list[list[float]]]:
-        """Each artifact's median p50 over ``rounds``, the order alternating between rounds."""
+        """Each artifact's median p50 over ``rounds`` interleaved rounds (pipeline.timing,
+        as ``pipeline bench`` times; on ``--device``, the order alternating between rounds)."""
+        if not self.options.device:
+            from pipeline.timing import measure_rounds
+
+            measured = measure_rounds(artifacts, self.sample, threads=[1], warmup=20, runs=50 * rounds,
+                                      min_seconds=self.options.bench_seconds * rounds, rounds=rounds)["results"]
+            return [row["p50_ms"] for row in measured], [row["p50_rounds_ms"] for row in measured]
         measured: list[list[float]] = [[] for _ in artifacts]
         for index in range(rounds):
             order = list(range(len(artifacts)))[::(-1 if index % 2 else 1)]

@@ -31,6 +31,7 @@ class VerifyOptions:
     gates: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> metric -> threshold
     explain: bool = False
     explain_top: int = 3
+    strict: bool = False  # an inconclusive gate (interval straddling its threshold) fails too
     # Microcontroller budgets: the measured TFLM tensor arena and the model's flash bytes.
     max_ram_kb: float | None = None
     max_flash_kb: float | None = None
@@ -83,6 +84,9 @@ def verify(run: str | Path | None, options: VerifyOptions) -> dict:
                     for a in report["artifacts"] if not a["passed"]]
         raise ParityError(f"{len(failures)} artifact(s) failed verification: {'; '.join(failures)}"
                           f" — see {path}")
+    if options.strict and report["inconclusive"]:
+        raise ParityError(f"--strict: {len(report['inconclusive'])} gate(s) inconclusive on "
+                          f"{report['test_samples']} test samples: {'; '.join(report['inconclusive'])}")
     return report
 
 
@@ -118,7 +122,7 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
             row["explain"] = _explain(context, path, x_test, options.explain_top)
     keras_metrics = {source: _task_metric(ref, y_test, x_test, context.task)
                      for source, ref in references.items()}
-    return {
+    report = {
         "passed": all(r["passed"] for r in rows),
         "task": context.task,
         "metric": "accuracy" if context.task == "classifier" else "reconstruction_mse",
@@ -129,6 +133,8 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
         "artifacts": rows,
         "cross_runtime": _cross_runtime(outputs),
     }
+    report["inconclusive"] = inconclusive_gates(report)
+    return report
 
 
 def _verify_artifact(context: RunContext, path: Path, found: dict | None, sidecar: dict, source: str,
@@ -145,6 +151,8 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
     if _runs_on_micro(path, sidecar["mode"]):
         row.update(_micro(path, x_test, y_test, output, context.task, gates["micro"], options))
         row["gates"].update(row.pop("micro_gates"))
+    for gate in row["gates"].values():  # exact checks (sidecar, budgets): the verdict is the result
+        gate.setdefault("verdict", "pass" if gate["passed"] else "fail")
     row["passed"] = all(g["passed"] for g in row["gates"].values())
     return row
 
@@ -182,6 +190,10 @@ def _micro(path: Path, x_test, y_test, verified, task: str, rules, options: Veri
     except MicroError as exc:
         gate = {"op": "runs", "threshold": "on TFLM", "value": str(exc), "passed": not targeted}
         return {"micro": {"error": str(exc)}, "micro_gates": {"tflm": gate}}
+    if micro.get("top1_agreement") is not None and micro.get("samples"):
+        from pipeline.stats import wilson
+
+        micro["top1_agreement_ci95"] = list(wilson(round(micro["top1_agreement"] * micro["samples"]), micro["samples"]))
     gates = {f"tflm_{metric}": result for metric, result in _apply_gates(micro, rules).items()}
     measured = {"ram_kb": micro["arena_bytes"], "flash_kb": micro["flash_bytes"]}
     for name, budget in budgets.items():
@@ -263,11 +275,13 @@ def _compare(path: Path, sidecar: dict, reference, output, x_test, y_test, task:
     mode = sidecar["mode"]
     keras_metric = _task_metric(reference, y_test, x_test, task)
     metric_value = _task_metric(output, y_test, x_test, task)
+    intervals: dict[str, Any] = {}
     if task == "classifier":
         metric_drop = keras_metric - metric_value
         agreement = float(np.mean(output.argmax(-1) == reference.argmax(-1)))
         per_class = {str(c): float(np.mean(output.argmax(-1)[y_test == c] == c))
                      for c in np.unique(y_test)}
+        intervals = classifier_intervals(reference, output, y_test)
     else:  # reconstruction error: a rise is the loss
         metric_drop, agreement, per_class = metric_value - keras_metric, None, {}
     error = np.abs(output.astype(np.float64) - reference)
@@ -279,20 +293,71 @@ def _compare(path: Path, sidecar: dict, reference, output, x_test, y_test, task:
         "metric_drop": float(metric_drop), "top1_agreement": agreement,
         "max_abs_error": float(error.max()), "mean_abs_error": float(error.mean()),
         "sqnr_db": sqnr_db(reference, output), "size_bytes": path.stat().st_size,
-        "per_class_accuracy": per_class,
+        "per_class_accuracy": per_class, **intervals,
     }
 
 
+def classifier_intervals(reference: np.ndarray, output: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+    """95% intervals of an artifact's accuracy, its agreement with Keras (Wilson) and its
+    accuracy drop (paired: the same test samples through both)."""
+    from pipeline.stats import paired_drop, wilson
+
+    n = len(y_test)
+    reference_right, output_right = reference.argmax(-1) == y_test, output.argmax(-1) == y_test
+    agree = int(np.sum(output.argmax(-1) == reference.argmax(-1)))
+    drop = paired_drop(reference_right, output_right)
+    return {"accuracy_ci95": list(wilson(int(output_right.sum()), n)),
+            "keras_accuracy_ci95": list(wilson(int(reference_right.sum()), n)),
+            "top1_agreement_ci95": list(wilson(agree, n)), "metric_drop_ci95": drop["ci95"],
+            "metric_drop_paired": {k: drop[k] for k in ("lost", "gained", "n", "method")}}
+
+
 def _apply_gates(row: dict, rules: dict[str, tuple[str, float]]) -> dict[str, dict]:
+    """Each gate: its value, pass/fail by the point estimate (the exit code), and a verdict
+    from the value's 95% interval: ``inconclusive`` when it straddles the threshold, with the
+    test samples that would settle it. Exact figures (a worst-case error, an agreement that
+    must be 100%) have no interval: their verdict is the point's."""
+    from pipeline.stats import drop_samples_needed, proportion_samples_needed, verdict
+
     results = {}
     for metric, (op, threshold) in rules.items():
         value = row[metric]
         if value is None:  # e.g. top-1 agreement of an autoencoder
-            results[metric] = {"op": op, "threshold": threshold, "value": None, "passed": True}
+            results[metric] = {"op": op, "threshold": threshold, "value": None, "passed": True, "verdict": "pass"}
             continue
         passed = value <= threshold + 1e-12 if op == "<=" else value >= threshold - 1e-12
-        results[metric] = {"op": op, "threshold": threshold, "value": value, "passed": bool(passed)}
+        ci95 = row.get(f"{metric}_ci95")
+        exact = ci95 is None or (metric.endswith("top1_agreement") and threshold >= 1.0)
+        gate = {"op": op, "threshold": threshold, "value": value, "passed": bool(passed),
+                "verdict": verdict(op, threshold, value, ci95, exact=exact)}
+        if not exact:
+            gate["ci95"] = ci95
+        if gate["verdict"] == "inconclusive":
+            needed = (drop_samples_needed({**row["metric_drop_paired"], "drop": value}, threshold)
+                      if metric == "metric_drop" and "metric_drop_paired" in row
+                      else proportion_samples_needed(value, threshold))
+            gate["samples_to_settle"] = needed
+        results[metric] = gate
     return results
+
+
+def inconclusive_gates(report: dict) -> list[str]:
+    """``artifact: gate (value, 95% interval, threshold; ~N test samples would settle it)``
+    for every gate whose interval straddles its threshold."""
+    found = []
+    for row in report["artifacts"]:
+        for name, gate in row["gates"].items():
+            if gate.get("verdict") == "inconclusive":
+                low, high = gate["ci95"]
+                settle = gate.get("samples_to_settle")
+                found.append(f"{row['artifact']} {name} {_shown(name, gate['value'])} (95% interval "
+                             f"{_shown(name, low)} to {_shown(name, high)}, gate {gate['op']} {_shown(name, gate['threshold'])}"
+                             + (f"; about {settle:,} test samples would settle it" if settle else "") + ")")
+    return found
+
+
+def _shown(metric: str, value: float) -> str:
+    return f"{value * 100:.2f}{' pt' if metric == 'metric_drop' else '%'}" if "agreement" in metric or metric == "metric_drop" else f"{value:g}"
 
 
 # The same model in both runtimes: (TFLite, ONNX) artifact kinds.
