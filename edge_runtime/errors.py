@@ -46,7 +46,7 @@ class Terminated(BaseException):
     exit_code = 143
 
 
-TERMINATE_GRACE_S = 10.0
+TERMINATE_GRACE_S = 3.0
 
 
 def _exit_terminated() -> None:

@@ -102,7 +102,7 @@ def _recover(context: RunContext, options: QuantizeOptions, model, source: Path,
 
     from edge_runtime.artifact import sidecar_path
     from pipeline.errors import ParityError
-    from pipeline.recover import MAX_FRACTION, recover_int8
+    from pipeline.recover import MAX_FRACTION, input_range, recover_int8, samples_to_tell
     from pipeline.verify import VerifyOptions
 
     log = logging.getLogger("pipeline")
@@ -112,10 +112,18 @@ def _recover(context: RunContext, options: QuantizeOptions, model, source: Path,
         return {"status": "skipped: no validation split"}
     rules = VerifyOptions(gates=options.gates).resolved_gates()["quantized"]
     full = (context.run_dir / quant_mode("int8").file(options.pruned)).read_bytes()
-    result = recover_int8(model, full, samples, x_val, y_val, context.task, rules)
+    valid_inputs = input_range(context.preprocessing, context.dataset.split("train")[0])
+    result = recover_int8(model, full, samples, x_val, y_val, context.task, rules, valid_inputs)
     summary = {"needed": result.needed, "validation_samples": int(len(x_val)),
                "full_int8": result.baseline.as_dict(), "tries": result.tries,
-               "raisable_layers": result.raisable_layers}
+               "raisable_layers": result.raisable_layers, "input_range": list(valid_inputs),
+               "acceptance": "passes every gate by one standard error of the validation estimate"}
+    needed = samples_to_tell(rules)
+    if result.needed and context.task == "classifier" and needed and len(x_val) < needed:
+        summary["validation_too_small"] = needed
+        log.warning("warning: int8 recovery scores mixes on %d validation samples, too few to tell a "
+                    "%.0f%% agreement gate apart at 95%% even for a perfect mix (that takes %d); a mix "
+                    "must pass by one standard error", len(x_val), rules["top1_agreement"][1] * 100, needed)
     if not result.needed or result.model is None:
         for stale in (mixed, sidecar_path(mixed)):  # never leave a mix that no longer applies
             remove_file(stale)
@@ -124,8 +132,9 @@ def _recover(context: RunContext, options: QuantizeOptions, model, source: Path,
     if result.model is None:
         best = result.best
         message = (f"int8 recovery: no mix raising at most {max(1, int(result.raisable_layers * MAX_FRACTION))} of "
-                   f"{result.raisable_layers} layers passes on the validation split (best top-1 agreement "
-                   f"{best.agreement:.2%}, accuracy drop {best.metric_drop * 100:.2f} pt)"
+                   f"{result.raisable_layers} layers passes the gates by one standard error on the {len(x_val)} "
+                   f"validation samples (best top-1 agreement {best.agreement:.2%}, accuracy drop "
+                   f"{best.metric_drop * 100:.2f} pt)"
                    if best.agreement is not None else "int8 recovery: no mix passes on the validation split")
         if options.recover:
             raise ParityError(message)

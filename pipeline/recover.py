@@ -32,17 +32,23 @@ SHORTLIST = 8            # candidates tried at each greedy step, best single-lay
 
 @dataclass
 class Score:
-    """A model on the validation split, against the Keras model."""
+    """A model on the validation split, against the Keras model. ``passed``: the point
+    estimates pass the gates (what decides whether recovery is needed); ``clear``: they pass
+    with a margin of one standard error of the validation estimate, which a mix must, so that
+    a mix chosen by a few validation images still passes on unseen ones."""
 
     agreement: float | None
     metric_drop: float
     passed: bool
+    clear: bool = False
+    margins: dict = field(default_factory=dict)
 
     def key(self) -> tuple:
-        return (self.passed, self.agreement if self.agreement is not None else 0.0, -self.metric_drop)
+        return (self.clear, self.passed, self.agreement if self.agreement is not None else 0.0, -self.metric_drop)
 
     def as_dict(self) -> dict:
-        return {"top1_agreement": self.agreement, "metric_drop": self.metric_drop, "passed": self.passed}
+        return {"top1_agreement": self.agreement, "metric_drop": self.metric_drop, "passed": self.passed,
+                "passed_with_margin": self.clear, "margins": self.margins}
 
 
 @dataclass
@@ -81,15 +87,37 @@ class _Validation:
         agreement = (float(np.mean(outputs.argmax(-1) == self.reference.argmax(-1)))
                      if self.task == "classifier" else None)
         values = {"metric_drop": drop, "top1_agreement": agreement}
-        passed = all(values.get(name) is None or
-                     (values[name] <= limit + 1e-12 if op == "<=" else values[name] >= limit - 1e-12)
-                     for name, (op, limit) in self.rules.items() if name in values)
-        return Score(agreement, float(drop), bool(passed))
+        margins = self._margins(outputs)
+
+        def passes(margin_scale: float) -> bool:
+            return all(values.get(name) is None or (
+                values[name] <= limit - margin_scale * margins.get(name, 0.0) + 1e-12 if op == "<=" else
+                values[name] >= limit + margin_scale * margins.get(name, 0.0) - 1e-12)
+                for name, (op, limit) in self.rules.items() if name in values)
+
+        return Score(agreement, float(drop), passes(0.0), passes(1.0), margins)
+
+    def _margins(self, outputs) -> dict[str, float]:
+        """One standard error of each gated figure on this validation split: of a proportion
+        at its gate's threshold for the agreement, of the paired difference for the drop."""
+        if self.task != "classifier":
+            return {}
+        n = len(self.y)
+        margins = {}
+        if "top1_agreement" in self.rules:
+            limit = self.rules["top1_agreement"][1]
+            margins["top1_agreement"] = float(np.sqrt(max(limit * (1 - limit), 1.0 / n) / n))
+        reference_right, right = self.reference.argmax(-1) == self.y, outputs.argmax(-1) == self.y
+        lost, gained = np.mean(reference_right & ~right), np.mean(~reference_right & right)
+        margins["metric_drop"] = float(np.sqrt(max(lost + gained - (lost - gained) ** 2, 1.0 / n) / n))
+        return margins
 
 
 def recover_int8(model, full_int8: bytes, calibration: np.ndarray, x_val, y_val, task: str,
-                 rules: dict) -> Recovery:
-    """Leave a passing full-int8 model alone; otherwise search for the fewest raised layers."""
+                 rules: dict, input_range: tuple[float, float] | None = None) -> Recovery:
+    """Leave a passing full-int8 model alone; otherwise search for the fewest raised layers.
+    Every candidate is calibrated on ``calibration`` (the full int8's samples), with its input
+    quantized over ``input_range`` (every valid input, not just the calibration samples')."""
     if len(x_val) == 0:
         from pipeline.errors import UsageError
 
@@ -101,7 +129,7 @@ def recover_int8(model, full_int8: bytes, calibration: np.ndarray, x_val, y_val,
         return Recovery(needed=False, baseline=baseline)
     from pipeline.tflite import float_tflite_with_signature
 
-    search = _Search(float_tflite_with_signature(model), calibration, validation)
+    search = _Search(float_tflite_with_signature(model), calibration, validation, input_range)
     return search.run(baseline)
 
 
@@ -110,22 +138,24 @@ class _Search:
     next layer, which would otherwise requantize it to int8). Each move is tried alone and
     ranked; then the best moves are combined greedily, int16 activations before float."""
 
-    def __init__(self, float_model: bytes, calibration: np.ndarray, validation: _Validation):
+    def __init__(self, float_model: bytes, calibration: np.ndarray, validation: _Validation,
+                 input_range: tuple[float, float] | None = None):
         self.float_model, self.calibration, self.validation = float_model, calibration, validation
+        self.input_range = input_range
         self.candidates = _raisable_layers(float_model)
         self.limit = max(1, int(len(self.candidates) * MAX_FRACTION))
         self.tries = 0
 
     def _try(self, raised: list[tuple[str, str]], precision: str) -> tuple[bytes, Score]:
         self.tries += 1
-        model = quantize_mixed(self.float_model, self.calibration, raised, precision)
+        model = quantize_mixed(self.float_model, self.calibration, raised, precision, self.input_range)
         return model, self.validation.score(model)
 
     def run(self, baseline: Score) -> Recovery:
         result = Recovery(needed=True, baseline=baseline, raisable_layers=len(self.candidates))
         model, score = self._try([], "int16x8")  # this quantizer's own full int8 may pass
         result.best = score
-        if score.passed:
+        if score.clear:
             result.model = model
             return self._done(result, [], "int16x8", score)
         for precision in PRECISIONS:
@@ -144,10 +174,10 @@ class _Search:
             if not options:
                 return None
             tried = [(option, *self._try(option, precision)) for option in options]
-            chosen, model, score = max(tried, key=lambda t: (t[2].passed, -len(t[0]), *t[2].key()[1:]))
+            chosen, model, score = max(tried, key=lambda t: (t[2].clear, -len(t[0]), *t[2].key()[1:]))
             if score.key() > result.best.key():
                 result.best = score
-            if score.passed:
+            if score.clear:
                 result.model = model
                 return self._done(result, chosen, precision, score)
         return None
@@ -189,9 +219,10 @@ def _raisable_layers(float_model: bytes) -> list[tuple[str, str]]:
 
 
 def quantize_mixed(float_model: bytes, calibration: np.ndarray, raised: list[tuple[str, str]],
-                   precision: str) -> bytes:
+                   precision: str, input_range: tuple[float, float] | None = None) -> bytes:
     """int8 weights and activations, except the ``raised`` layers: int16 activations (with
-    int8 weights) or float. Calibrated on ``calibration`` (model-ready samples)."""
+    int8 weights) or float. Calibrated on ``calibration`` (model-ready samples); the model's
+    input over ``input_range`` when given (so no valid input saturates)."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -214,8 +245,51 @@ def quantize_mixed(float_model: bytes, calibration: np.ndarray, raised: list[tup
                                                   algorithm_key=AlgorithmName.NO_QUANTIZE)
             statistics = qt.calibrate({SIGNATURE: [{SIGNATURE_INPUT: sample[None].astype(np.float32)}
                                                    for sample in calibration]})
+            if input_range is not None:
+                _widen_input(statistics, float_model, input_range)
             return bytes(qt.quantize(statistics).quantized_model)
         except Exception as exc:  # noqa: BLE001 - the quantizer raises many kinds
             from edge_runtime.errors import first_line
 
             raise ConversionError(f"ai-edge-quantizer could not quantize the mix: {first_line(exc)}") from None
+
+
+def _widen_input(statistics: dict, float_model: bytes, input_range: tuple[float, float]) -> None:
+    """Set the calibrated range of the model's input tensor to ``input_range`` (at least the
+    calibration samples' own), so every valid input is representable."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_runtime.quiet import quiet_native
+
+    with quiet_native():
+        name = Interpreter(model_content=float_model).get_input_details()[0]["name"]
+    found = statistics.get(name)
+    if not isinstance(found, dict) or "min" not in found or "max" not in found:
+        return
+    low, high = input_range
+    found["min"] = np.minimum(np.asarray(found["min"]), np.float32(low)).astype(np.asarray(found["min"]).dtype)
+    found["max"] = np.maximum(np.asarray(found["max"]), np.float32(high)).astype(np.asarray(found["max"]).dtype)
+
+
+def input_range(preprocessing: dict, x_train: np.ndarray) -> tuple[float, float]:
+    """Every value a valid model input can take: the raw dtype's limits through the
+    preprocessing (uint8 pixels: 0 and 255, scaled), or for float raw data the training
+    split's own extremes."""
+    from edge_runtime.preprocessing import apply_preprocessing
+
+    raw = np.dtype(preprocessing.get("raw_dtype") or "float32")
+    if raw.kind in "iu":
+        info = np.iinfo(raw)
+        ends = apply_preprocessing(np.array([[info.min], [info.max]], dtype=np.float32), preprocessing)
+        return float(ends.min()), float(ends.max())
+    return float(np.min(x_train)), float(np.max(x_train))
+
+
+def samples_to_tell(rules: dict) -> int | None:
+    """Validation samples below which even a perfect agreement cannot be told apart from the
+    agreement gate at 95% (the Wilson lower bound of 100% reaches the threshold)."""
+    from pipeline.stats import proportion_samples_needed
+
+    if "top1_agreement" not in rules:
+        return None
+    return proportion_samples_needed(1.0, rules["top1_agreement"][1])

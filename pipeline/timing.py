@@ -33,6 +33,10 @@ def measure_rounds(artifacts: list[Path], sample, *, threads: list, warmup: int,
                    min_seconds: float, xnnpack: bool = True, rounds: int = ROUNDS) -> dict[str, Any]:
     """Every artifact timed in ``rounds`` interleaved rounds here, each round a fresh process
     that loads only edge_runtime and the artifacts; ``min_seconds`` is split over the rounds."""
+    from edge_runtime.artifact import check_artifact, read_sidecar
+
+    for path in artifacts:  # a damaged or tampered artifact is the user's error, here, not a child's
+        check_artifact(path, read_sidecar(path))
     window = min_seconds / rounds
     per_round, device = [], None
     with tempfile.TemporaryDirectory(prefix="pipeline-rounds-") as work:
@@ -70,7 +74,9 @@ def _round_in_child(spec_path: Path) -> dict:
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise PipelineError(f"timing round failed: {reason[:200]}") from None
+        error = PipelineError(f"timing round failed: {reason.removeprefix('error: ')[:200]}")
+        error.exit_code = done.returncode if 0 < done.returncode < 64 else 1  # the device side's code
+        raise error from None
 
 
 def index_rows(rows: list[dict], order: list[int]) -> list[dict]:

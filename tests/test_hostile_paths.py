@@ -600,3 +600,15 @@ def test_forty_mutated_states_and_measurements_are_ignored_or_used_whole(tmp_pat
         (trial / "measurement.json").write_text(json.dumps(mutated))
         found = _finished_measurement(trial, values)
         assert found is None or all(isinstance(v, float) and np.isfinite(v) for v in found.values()), field
+
+
+def test_a_search_timed_on_an_unreachable_device_is_one_line(tmp_path):
+    """No budgets, so nothing is screened: the first trial's timing meets the dead device.
+    KerasTuner would retry that as a failed trial and end in its own RuntimeError."""
+    done = subprocess.run([*PIPELINE, "search", "--model", "mlp", "--epochs", "1", "--trials", "2",
+                           "--device", "ssh://127.0.0.1:1", "--ssh-option", "ConnectTimeout=5",
+                           "--out", str(tmp_path / "s"), "--quiet"],
+                          capture_output=True, text=True, timeout=600, cwd=PROJECT)
+    assert done.returncode == 9, done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr

@@ -111,7 +111,7 @@ def test_no_passing_mix_is_one_gate_failure_line(outlier_run, tmp_path, monkeypa
     shutil.copytree(outlier_run, run_dir, symlinks=True)
     # No model agrees with Keras on more than 100% of the images: nothing can pass.
     with pytest.raises(ParityError, match=r"^int8 recovery: no mix raising at most 2 of 8 layers passes "
-                                          r"on the validation split \(best top-1 agreement [0-9.]+%"):
+                                          r"the gates by one standard error on the 144 validation samples \(best top-1 agreement [0-9.]+%"):
         quantize(run_dir, QuantizeOptions(modes=["int8"], recover=True,
                                           gates={"quantized": {"top1_agreement": 1.5}}))
     # Without --recover the same search only warns, and the run goes on to verify.

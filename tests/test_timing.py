@@ -68,7 +68,8 @@ def test_bench_times_every_artifact_in_rounds(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns("*.lock"))
     assert CliRunner().invoke(app, ["quantize", "--int8", "--dynamic", "--no-recover", "--run", str(run_dir)]).exit_code == 0
-    result = CliRunner().invoke(app, ["bench", "--run", str(run_dir), "--min-seconds", "0.15", "--runs", "30"])
+    result = CliRunner().invoke(app, ["bench", "--run", str(run_dir), "--artifact", "model_dynamic.tflite,model_int8.tflite",
+                                      "--min-seconds", "0.15", "--runs", "30"])
     assert result.exit_code == 0, result.output
     bench = json.loads((run_dir / "bench.json").read_text())
     assert bench["timing"]["rounds"] == 3 and bench["timing"]["process"] == "a fresh process per round"
