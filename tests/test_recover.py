@@ -118,3 +118,26 @@ def test_no_passing_mix_is_one_gate_failure_line(outlier_run, tmp_path, monkeypa
     report = quantize(run_dir, QuantizeOptions(modes=["int8"], gates={"quantized": {"top1_agreement": 1.5}}))
     assert report["recovery"]["status"] == "no mix passes"
     assert not (run_dir / "model_int8_mixed.tflite").exists()
+
+
+def test_a_candidate_quantizes_every_valid_input_not_just_the_calibration_range():
+    """The MLPerf ResNet-8 mix once had input scale 0.94 and zero point -128: every pixel above
+    240 saturated, because its calibration samples happened to stop there. Calibrated on
+    samples in [0, 0.5], a candidate given the input range [0, 1] still represents 1.0."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from pipeline.recover import input_range, quantize_mixed
+    from pipeline.tflite import float_tflite_with_signature
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    calibration = np.random.default_rng(0).uniform(0.0, 0.5, (32, 4)).astype(np.float32)
+    assert input_range({"raw_dtype": "uint8", "scale": 1 / 255}, calibration) == pytest.approx((0.0, 1.0))
+    assert input_range({"raw_dtype": "float32", "scale": 1.0}, calibration * 510) == pytest.approx(
+        (float(calibration.min() * 510), float(calibration.max() * 510)))
+    float_model = float_tflite_with_signature(model)
+    for widened, covers_one in ((None, False), ((0.0, 1.0), True)):
+        mix = quantize_mixed(float_model, calibration, [], "int16x8", widened)
+        scale, zero_point = Interpreter(model_content=mix).get_input_details()[0]["quantization"]
+        assert scale > 0  # an int8 input; its largest representable value is scale * (127 - zp)
+        assert (scale * (127 - zero_point) >= 1.0 - scale / 2) == covers_one, (scale, zero_point)
