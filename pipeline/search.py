@@ -470,9 +470,10 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     import keras_tuner
     from keras_tuner.engine.trial import TrialStatus
 
-    from pipeline.tuner_compat import atomic_state_writes, retry_queue, seed_oracle
+    from pipeline.tuner_compat import atomic_state_writes, prompt_chief_exit, retry_queue, seed_oracle
 
     atomic_state_writes()
+    prompt_chief_exit()
     screen = Screen(options, data, timer, out)
 
     class ScreenedOracle(keras_tuner.oracles.RandomSearchOracle):

@@ -109,3 +109,29 @@ def test_compat_modules_import_cleanly(module):
     import importlib
 
     importlib.import_module(module)
+
+
+def test_kerastuner_internals_the_search_relies_on(tmp_path):
+    """State writes through one module function (made atomic), the chief's exit poll (made
+    prompt), the oracle's seed and retry queue."""
+    import time
+
+    import keras_tuner
+    from keras_tuner.src import utils
+    from keras_tuner.src.distribute import oracle_chief
+    from keras_tuner.src.engine import oracle as oracle_module, stateful
+
+    from pipeline.tuner_compat import atomic_state_writes, prompt_chief_exit, retry_queue, seed_oracle
+
+    atomic_state_writes()
+    assert stateful.utils is utils and oracle_module.utils is utils  # they look save_json up at call time
+    utils.save_json(str(tmp_path / "oracle.json"), {"ongoing_trials": {}})
+    assert json.loads((tmp_path / "oracle.json").read_text()) == {"ongoing_trials": {}}
+    assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]  # no temporary left
+    prompt_chief_exit()
+    started = time.perf_counter()
+    oracle_chief.time.sleep(20)
+    assert time.perf_counter() - started < 2
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective=keras_tuner.Objective("score", "max"), max_trials=1)
+    seed_oracle(oracle, 0)
+    assert oracle.seed == 0 and oracle._seed_state == 0 and retry_queue(oracle) == []
