@@ -409,7 +409,8 @@ def _ci(ci95, signed: bool = False) -> str:
     if not ci95:
         return ""
     form = "+.2f" if signed else ".2f"
-    return f" [{format(ci95[0] * 100, form)}, {format(ci95[1] * 100, form)}]"
+    low, high = ci95[0] * 100 + 0.0, ci95[1] * 100 + 0.0  # + 0.0: no "-0.00"
+    return f" [{format(low, form)}, {format(high, form)}]"
 
 
 def _micro_cell(row: dict) -> str:
