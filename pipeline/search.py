@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import ConstraintsSection, DataSection, SearchSection
 from edge_runtime.errors import CodedError
+from pipeline.config import ConstraintsSection, DataSection, SearchSection
 from pipeline.errors import PipelineError, UsageError
 from pipeline.fsutil import append_line, make_dirs, read_json, write_bytes, write_json, write_npy, write_text
 from pipeline.rundir import safe_name
@@ -216,11 +216,11 @@ def search(options: SearchOptions, out: Path) -> dict:
     from pipeline.backend import import_keras
     from pipeline.data import load_dataset
 
+    out = Path(out)
+    _check_search_dir(out, options)  # before any work: a bad --out is one line at once
     import_keras()
     data = load_dataset(options.dataset, seed=options.seed)
     _check_builds(options, data)
-    out = Path(out)
-    _check_search_dir(out, options)
     make_dirs(out)
     from pipeline.rundir import locked
 

@@ -175,12 +175,10 @@ def test_a_second_command_is_refused_with_the_holder(int8_copy):
 def test_a_second_pipeline_run_cannot_take_a_held_run(run_copy):
     holder = HeldLock(run_copy)
     try:
-        done = subprocess.run([*PIPELINE, "run", "--set", "train.model=mlp", "--out", str(run_copy)],
-                              capture_output=True, text=True, timeout=300, cwd=PROJECT)
+        line = one_error_line(invoke("run", "--set", "train.model=mlp", "--out", run_copy), 7)
     finally:
         holder.release()
-    assert done.returncode == 7 and done.stderr.count("\n") == 1, done.stderr
-    assert "is in use by" in done.stderr
+    assert "is in use by" in line
     assert (run_copy / ".lock").is_file() and not (run_copy / "superseded").exists()  # the lock was not moved
 
 

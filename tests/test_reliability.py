@@ -141,7 +141,8 @@ def test_lambda_layers_are_refused_unless_unsafe(tmp_path):
 # -- native crashes ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_thousand_mutated_models_never_kill_the_process(trained_run):
+def test_four_hundred_mutated_models_never_kill_the_process(trained_run):
+    # 400 seeded cases here; `python benchmarks/fuzz_loaders.py --cases 1000` for more
     from pipeline.convert import ConvertOptions, convert
     from pipeline.quantize import QuantizeOptions, quantize
 
@@ -150,13 +151,13 @@ def test_thousand_mutated_models_never_kill_the_process(trained_run):
     done = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "fuzz_loaders.py"),
                            "--tflite", str(trained_run.run_dir / "model_int8.tflite"),
                            "--onnx", str(trained_run.run_dir / "model_int8.onnx"),
-                           "--cases", "1000", "--seed", "0", "--json"],
+                           "--cases", "400", "--seed", "0", "--json"],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert sum(result["before_bare_runtime"].values()) == 1000
-    assert result["after_edge_runtime_with_sidecar"] == {"refused": 1000}
-    assert sum(result["after_edge_runtime_isolated"].values()) == 1000
+    assert sum(result["before_bare_runtime"].values()) == 400
+    assert result["after_edge_runtime_with_sidecar"] == {"refused": 400}
+    assert sum(result["after_edge_runtime_isolated"].values()) == 400
     assert result["native_crashes_after"] == 0
     # silently-running corrupt files are exactly what the sidecar check is for
     assert result["before_bare_runtime"].get("ran", 0) > 0
@@ -210,8 +211,8 @@ def test_sigkill_at_random_points_leaves_only_complete_files(tmp_path):
     out = tmp_path / "run"
     sets = [item for s in SMALL for item in ("--set", s)]
     rng = random.Random(7)
-    # two instants here; benchmarks/kill_resume.py run --kills 20 for many
-    kill_points = sorted(rng.uniform(3.0, 25.0) for _ in range(2))
+    # one instant here; benchmarks/kill_resume.py run --kills 20 for many
+    kill_points = sorted(rng.uniform(3.0, 25.0) for _ in range(1))
     for delay in kill_points:
         process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", *sets, "--out", str(out)],
                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

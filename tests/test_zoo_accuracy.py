@@ -3,7 +3,7 @@ is 0.28 points). Each floor is the issue's target; the accuracy measured on the 
 was written on is noted beside it, with the margin in test images.
 
 The models whose full recipes take longest on 2 cores (resnet8, ds_cnn, mobilenet_v1, and
-the 30-epoch recurrent lstm and gru) are measured by ``benchmarks/zoo_accuracy.py`` with the
+the 30-epoch lenet5, lstm and gru) are measured by ``benchmarks/zoo_accuracy.py`` with the
 same floors (``benchmarks.zoo_accuracy.FLOORS``); here resnet8 is checked on a short training
 and every model trains a step and converts in tests/test_models.py.
 """
@@ -13,7 +13,6 @@ from pipeline.train import TrainConfig, train
 
 # model: (floor, measured on digits with seed 0)
 FLOORS = {
-    "lenet5": (0.95, 0.9667),        # margin 6 images (30-epoch recipe; 0.9583 with 15)
     "mlp": (0.95, 0.9667),           # margin 6 images (30-epoch recipe)
 }
 
