@@ -1,5 +1,6 @@
 """SIGKILL `pipeline search` (or `pipeline run`) at seeded random instants and resume each
-time: what finished before a kill must still be there, unchanged, and nothing may run twice.
+time: what finished before a kill must still be there, unchanged, and nothing may run twice
+(search); the resumed run's artifacts are byte-identical to an uninterrupted run's (run).
 
     python benchmarks/kill_resume.py search --kills 20 --seed 0
     python benchmarks/kill_resume.py run --kills 20 --seed 0
@@ -50,6 +51,53 @@ def _log(out: Path) -> list[str]:
     return log.read_text().split()[0::2] if log.exists() else []
 
 
+def _artifact_hashes(out: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.suffix in (".keras", ".tflite", ".onnx")
+            and "superseded" not in p.parts and not p.name.startswith(".")}
+
+
+def kill_runs(args, rng) -> int:
+    """`pipeline run`: one uninterrupted run for reference, then per kill a fresh directory,
+    a SIGKILL at a uniform instant of the reference's duration, and a resume; the resumed
+    run's models and artifacts must equal the reference's byte for byte (training is
+    deterministic), and every JSON must parse after the kill."""
+    root = Path(tempfile.mkdtemp(prefix="kill-run-"))
+    started = time.perf_counter()
+    reference = subprocess.run([*PIPELINE, *RUN, "--out", str(root / "reference")], capture_output=True, text=True)
+    duration = time.perf_counter() - started
+    if reference.returncode != 0:
+        print(f"reference run failed: {reference.stderr[-300:]}")
+        return 1
+    expected = _artifact_hashes(root / "reference")
+    problems = []
+    for kill in range(args.kills):
+        out = root / f"kill{kill:02d}"
+        delay = rng.uniform(0.5, duration)
+        process = subprocess.Popen([*PIPELINE, *RUN, "--out", str(out)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        broken = _json_files_parse(out) if out.exists() else []
+        stages = sorted(json.loads((out / "pipeline_state.json").read_text())["stages"]) \
+            if (out / "pipeline_state.json").exists() else []
+        done = subprocess.run([*PIPELINE, *RUN, "--out", str(out)], capture_output=True, text=True)
+        same = _artifact_hashes(out) == expected if done.returncode == 0 else False
+        if broken or not same:
+            problems.append(f"kill {kill} at {delay:.1f} s: unparsable {broken}, resume exit {done.returncode}, "
+                            f"artifacts identical: {same}")
+        print(f"kill {kill:2d} at {delay:5.1f} s of {duration:.0f}: stages done before the kill: "
+              f"{len(stages)}; resume exit {done.returncode}; artifacts identical to the reference: {same}")
+    print(f"\n{args.kills} kills of `pipeline run`, each resumed: {time.perf_counter() - started:.0f} s in all")
+    print("problems: " + ("; ".join(problems) if problems else "none"))
+    return 1 if problems else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("search", "run"))
@@ -58,6 +106,8 @@ def main() -> int:
     parser.add_argument("--max-delay", type=float, default=15.0, help="seconds after the start")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    if args.command == "run":
+        return kill_runs(args, rng)
     out = Path(tempfile.mkdtemp(prefix=f"kill-{args.command}-")) / "out"
     command = [*PIPELINE, *(SEARCH if args.command == "search" else RUN), "--out", str(out)]
     problems, finished_early, started = [], 0, time.perf_counter()
