@@ -146,7 +146,7 @@ def _compile(keras, model, task: str, options: PruneOptions, num_train: int) -> 
 
     steps = -(-num_train // options.batch_size) * max(options.fine_tune_epochs, 1)
     rate = keras.optimizers.schedules.CosineDecay(options.learning_rate, steps)
-    compile_for_task(model, task, keras.optimizers.RMSprop(rate))
+    compile_for_task(model, task, keras.optimizers.RMSprop(rate, name="rmsprop"))  # named: see make_optimizer
 
 
 def _prunable(model, skip: list[str]):

@@ -366,10 +366,12 @@ def _optimizer(keras, config: TrainConfig, num_train: int):
 
 
 def make_optimizer(keras, name: str, learning_rate):
-    """One of ``OPTIMIZERS`` at this learning rate (or schedule)."""
+    """One of ``OPTIMIZERS`` at this learning rate (or schedule). Named: Keras would number
+    unnamed optimizers per process (``rm_sprop_1`` after an earlier one), and the name is
+    saved in the ``.keras`` file, so a resumed run would write other bytes than a whole one."""
     return {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
-            "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
-            }[name](learning_rate=learning_rate)
+            "sgd": lambda learning_rate, name: keras.optimizers.SGD(learning_rate, momentum=0.9, name=name),
+            }[name](learning_rate=learning_rate, name=name)
 
 
 def _callbacks(keras, config: TrainConfig, run_dir: Path, history: dict) -> list:

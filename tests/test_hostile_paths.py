@@ -401,14 +401,16 @@ def test_a_garbage_state_is_ignored_not_a_traceback(tmp_path, content):
     ("class_names", [1, 2], "class_names must be a list of strings"),
     ("sha256", 12, "sha256 must be 64 hexadecimal digits"),
 ])
-def test_sidecar_fields_of_the_wrong_type(int8_copy, field, value, message):
+def test_sidecar_fields_of_the_wrong_type(int8_copy, field, value, message, capsys):
+    from edge_runtime.cli import main
+
     sidecar_path = int8_copy / "model_int8.tflite.json"
     sidecar = json.loads(sidecar_path.read_text())
     sidecar[field] = {**sidecar[field], **value} if isinstance(value, dict) else value
     sidecar_path.write_text(json.dumps(sidecar))
-    done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "info", str(int8_copy / "model_int8.tflite")],
-                          capture_output=True, text=True)
-    assert done.returncode == 4 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert main(["info", str(int8_copy / "model_int8.tflite")]) == 4  # the device's command line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     line = one_error_line(invoke("verify", "--run", int8_copy), 4)
     assert message in line
 
