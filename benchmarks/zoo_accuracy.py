@@ -9,7 +9,6 @@ Exits 1 if a model's accuracy is under its floor.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -26,20 +25,12 @@ FLOORS = {
 }
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(FLOORS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from pipeline.stats import wilson
     from pipeline.train import TrainConfig, train
 
     failed = False
