@@ -320,6 +320,11 @@ def convert(
         help="Raw samples (.npy, or .npz with 'x', e.g. uint8 pixels) to calibrate the int8 ONNX "
              "on, instead of the training split (use the same file as quantize).")] = None,
     int8_onnx: Annotated[bool, typer.Option(help="Also write int8 ONNX (QDQ, and from the int8 TFLite).")] = True,
+    recover: Annotated[Optional[bool], typer.Option(
+        "--recover/--no-recover", show_default=False,
+        help="When the QDQ int8 ONNX fails its gates on the validation split, leave the fewest nodes "
+             "float → model_int8_mixed.onnx; --recover fails (exit 6) when no mix passes (default: try, "
+             "and warn).")] = DEFAULTS.quantize.recover,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -329,8 +334,11 @@ def convert(
     report = run_convert(run, ConvertOptions(
         targets=_items(to, "--to") if to else list(DEFAULTS.convert.targets), opset=opset, pruned=pruned,
         calibration_samples=calibration_samples,
-        calibration_data=str(calibration_data) if calibration_data else None, int8_onnx=int8_onnx))
+        calibration_data=str(calibration_data) if calibration_data else None, int8_onnx=int8_onnx,
+        recover=recover))
     _echo_artifacts(report, None)
+    if (report.get("recovery") or {}).get("needed"):
+        typer.echo(_describe_recovery(report["recovery"]))
 
 
 @command()
@@ -526,6 +534,10 @@ def search(
         help="Budget: TFLite Micro tensor arena, measured (default: none).")] = DEFAULTS.constraints.max_ram_kb,
     bench_seconds: Annotated[float, typer.Option(
         help="Timing per latency measurement.")] = DEFAULTS.search.bench_seconds,
+    rescore: Annotated[int, typer.Option(
+        help="Up to this many fitting trials within the validation noise of the best are re-scored by "
+             "3-fold cross-validation over train+validation before the winner is chosen (0: rank on "
+             "validation alone).")] = DEFAULTS.search.rescore,
     device: Annotated[Optional[str], typer.Option(
         help="ssh://user@host[:port]: time every trial on this device (default: this machine).")] = DEFAULTS.search.device,
     ssh_option: SshOption = None, remote_dir: RemoteDirOption = "~/.edge-runtime",
@@ -542,7 +554,7 @@ def search(
     options = SearchOptions(model=model, dataset=dataset, trials=trials, time_limit_s=time_limit,
                             epochs=epochs, space=_space(_items(space, "--space", keyed=True)),
                             max_latency_ms=max_latency_ms, max_size_kb=max_size_kb, max_ram_kb=max_ram_kb,
-                            bench_seconds=bench_seconds, device=device, seed=seed,
+                            bench_seconds=bench_seconds, rescore=rescore, device=device, seed=seed,
                             ssh_options=_ssh_options(_items(ssh_option, "--ssh-option", keyed=True)),
                             remote_root=remote_dir)
     summary = run_search(options, out or DEFAULT_RUNS_ROOT / f"search-{model}-{safe_name(dataset)}")
@@ -577,8 +589,14 @@ def _print_search(summary: dict) -> None:
                f"p50 {baseline['p50_ms']:.4f} ms")
     best = summary.get("best")
     if best:
+        from pipeline.search import choice_text
+
         typer.echo(f"best: trial {best['trial']}, test accuracy {best['test_accuracy']:.2%}, p50 "
                    f"{best['p50_ms']:.4f} ms (×{summary['comparison']['p50_ratio']:.2f}) → {best['run_dir']}")
+        test = summary["comparison"]["int8_test"]
+        typer.echo(f"chosen: {choice_text(summary)}; int8 test accuracy {test['best']['accuracy']:.2%} vs the "
+                   f"baseline's {test['baseline']['accuracy']:.2%}: {100 * test['difference']:+.2f} points "
+                   f"[{100 * test['difference_ci95'][0]:+.2f}, {100 * test['difference_ci95'][1]:+.2f}]")
     else:
         typer.echo("best: no trial fits the budgets")
 

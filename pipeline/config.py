@@ -103,6 +103,10 @@ class SearchSection:
     time_limit_s: float | None = None   # start no trial after this many seconds
     epochs: int = 15                    # per trial
     bench_seconds: float = 1.0          # timing per trial measurement
+    # Before the winner is chosen, up to this many fitting trials within the validation noise
+    # of the best are re-scored by 3-fold cross-validation over train+validation (0: rank on
+    # validation alone).
+    rescore: int = 3
     device: str | None = None           # ssh://user@host[:port]: time the trials there
     # Hyperparameter -> the values to try, replacing the zoo model's defaults
     # (`pipeline search --help` lists the names), e.g. {filters: ["8", "16-32"]}.

@@ -12,7 +12,7 @@ from pipeline.config import ConvertSection, QuantizeSection
 from pipeline.context import RunContext
 from pipeline.errors import UsageError, unknown_name
 from pipeline.formats import artifact_file
-from pipeline.fsutil import read_json, write_json
+from pipeline.fsutil import read_json, remove_file, write_json
 from pipeline.onnx_export import check_opset
 
 TARGETS = ("tflite", "onnx")
@@ -28,6 +28,10 @@ class ConvertOptions:
     calibration_samples: int = QuantizeSection.calibration_samples
     calibration_data: str | None = None  # raw samples (.npy / .npz "x") instead of the train split
     int8_onnx: bool = True
+    # When the QDQ int8 ONNX fails its gates on the validation split, leave the fewest nodes
+    # float (model_int8_mixed.onnx): None tries and warns, True insists, False never tries.
+    recover: bool | None = QuantizeSection.recover
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)  # overrides, as verify's
 
     def validate(self) -> None:
         if not self.targets:
@@ -73,14 +77,28 @@ def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
                                  context=context, source=source)
         record(path, sidecar, started)
     if "onnx" in options.targets:
-        _convert_onnx(context, options, model, source, record, calibration)
+        recovery = _convert_onnx(context, options, model, source, record, calibration, written)
+        mixed = artifact_file("int8_mixed.onnx", options.pruned)
+        report["artifacts"].pop(mixed, None)
+        report.pop("recovery", None)
+        if not (recovery or {}).get("artifact"):  # a mix from before no longer matches the int8 ONNX
+            from edge_runtime.artifact import sidecar_path
+
+            for stale in (context.run_dir / mixed, sidecar_path(context.run_dir / mixed)):
+                remove_file(stale)
+        if recovery is not None:
+            report["recovery"] = recovery
+            if recovery.get("artifact"):
+                report["artifacts"][mixed] = {"format": "onnx", "mode": "int8_mixed", "size_bytes": recovery["size_bytes"],
+                                              "sha256": recovery["sha256"], "method": "onnxruntime-qdq-nodes-excluded"}
     report["opset"] = options.opset
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "convert", artifacts=[*written, report_path])
     return report
 
 
-def _convert_onnx(context, options, model, source, record, calibration) -> None:
+def _convert_onnx(context, options, model, source, record, calibration, written) -> dict | None:
+    """The ONNX artifacts; the int8 recovery's record when it ran."""
     pruned = options.pruned
     from pipeline import onnx_export
 
@@ -96,20 +114,24 @@ def _convert_onnx(context, options, model, source, record, calibration) -> None:
                              options={"opset": options.opset})
     record(path, sidecar, started)
     if not options.int8_onnx:
-        return
+        return None
     started = time.perf_counter()
     calibration_source, indices, samples = calibration
     qdq = onnx_export.quantize_qdq(float_proto, samples)
     path = context.run_dir / artifact_file("int8.onnx", pruned)
+    int8_metadata = {**metadata, "mode": "int8", "calibration_indices": [int(i) for i in indices]}
     sidecar = write_artifact(
-        path, onnx_export.with_metadata(qdq, {**metadata, "mode": "int8",
-                                              "calibration_indices": [int(i) for i in indices]}),
+        path, onnx_export.with_metadata(qdq, int8_metadata),
         fmt="onnx", mode="int8", context=context, source=source, calibration_indices=indices,
         calibration_source=calibration_source, options={"opset": options.opset, "method": "onnxruntime-qdq-per-channel"})
     record(path, sidecar, started, method="onnxruntime-qdq-per-channel")
+    recovery = None
+    if options.recover is not False:
+        recovery = _recover_onnx(context, options, model, source, float_proto, path, calibration,
+                                 int8_metadata, written)
     int8_tflite = context.run_dir / artifact_file("int8.tflite", pruned)
     if not int8_tflite.exists():
-        return  # `pipeline quantize --int8` makes it; its ONNX twin follows on the next convert
+        return recovery  # `pipeline quantize --int8` makes it; its ONNX twin follows on the next convert
     started = time.perf_counter()
     tflite_sidecar = read_sidecar(int8_tflite) or {}
     proto = onnx_export.tflite_to_onnx(int8_tflite, opset=options.opset)
@@ -123,6 +145,34 @@ def _convert_onnx(context, options, model, source, record, calibration) -> None:
                              options={"opset": options.opset, "method": "tf2onnx-from-tflite",
                                       "tflite": int8_tflite.name})
     record(path, sidecar, started, method="tf2onnx-from-tflite")
+    return recovery
+
+
+def _recover_onnx(context, options, model, source, float_proto, full_int8: Path, calibration, metadata: dict,
+                  written: list[Path]) -> dict:
+    """Keep a passing QDQ int8 ONNX as it is; otherwise write ``model_int8_mixed.onnx`` with the
+    fewest nodes left float (ONNX Runtime's ``nodes_to_exclude``), as quantize's recovery."""
+    import onnx
+
+    from pipeline import onnx_export
+    from pipeline.quantize import recovery_stage
+    from pipeline.recover import recover_onnx_int8
+
+    calibration_source, indices, samples = calibration
+    mixed = context.run_dir / artifact_file("int8_mixed.onnx", options.pruned)
+    full = full_int8.read_bytes()
+
+    def write(content: bytes, recovery: dict) -> dict:
+        proto = onnx.load_from_string(content)
+        return write_artifact(
+            mixed, onnx_export.with_metadata(proto, {**metadata, "mode": "int8_mixed"}), fmt="onnx",
+            mode="int8_mixed", context=context, source=source, calibration_indices=indices,
+            calibration_source=calibration_source,
+            options={"opset": options.opset, "method": "onnxruntime-qdq-nodes-excluded", "recovery": recovery})
+
+    return recovery_stage(context, options.recover, options.gates, mixed, written, write,
+                          lambda x_val, y_val, rules, valid: recover_onnx_int8(
+                              model, float_proto, full, samples, x_val, y_val, context.task, rules, valid))
 
 
 def _renamed_io(tflite_sidecar: dict, proto) -> dict | None:

@@ -60,14 +60,49 @@ def tflite_to_onnx(tflite_path: Path, *, opset: int = DEFAULT_OPSET):
 
 def quantize_qdq(float_proto, calibration: np.ndarray):
     """ONNX Runtime static quantization: QDQ format, per-channel int8 weights, int8 activations."""
+    return quantize_prepared(prepare_for_quantization(float_proto), calibration)
+
+
+def prepare_for_quantization(float_proto):
+    """ONNX Runtime's pre-processing (shape inference, graph optimisation): the graph whose
+    node names ``quantize_prepared``'s ``exclude`` refers to."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path, prepared = Path(tmp) / "f.onnx", Path(tmp) / "p.onnx"
+        onnx.save(float_proto, float_path)
+        quant_pre_process(str(float_path), str(prepared))
+        return onnx.load(prepared)
+
+
+# Nodes whose precision recovery can raise: those with weights or requantized arithmetic (the
+# data-movement ops ONNX Runtime also wraps in QDQ follow their neighbours), as recover.RAISABLE.
+RAISABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "AveragePool", "GlobalAveragePool",
+            "MaxPool", "GlobalMaxPool", "Softmax", "Concat")
+
+
+def quantizable_nodes(prepared) -> list[tuple[str, str]]:
+    """(op type, node name) of every raisable node ONNX Runtime's QDQ quantizer quantizes, in
+    graph order."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    quantized = {*QDQRegistry, *QLinearOpsRegistry}  # what quantize_static quantizes by default
+    return [(node.op_type, node.name) for node in prepared.graph.node
+            if node.op_type in RAISABLE and node.op_type in quantized and node.name]
+
+
+def quantize_prepared(prepared, calibration: np.ndarray, *, exclude: list[str] = (),
+                      input_range: tuple[float, float] | None = None):
+    """QDQ int8 of a prepared graph, calibrated on ``calibration``; the nodes named in
+    ``exclude`` stay float, and the model's input is quantized over ``input_range`` when given
+    (so no valid input saturates)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     if calibration is None or len(calibration) == 0:
         raise ConversionError("int8 ONNX needs calibration samples: pass --calibration-samples N")
-    input_name = float_proto.graph.input[0].name
+    input_name = prepared.graph.input[0].name
 
     class Samples(CalibrationDataReader):
         def __init__(self):
@@ -76,13 +111,16 @@ def quantize_qdq(float_proto, calibration: np.ndarray):
         def get_next(self):
             return next(self._feeds, None)
 
+    extra = {}
+    if input_range is not None:
+        extra["TensorQuantOverrides"] = {input_name: [{"rmin": np.float32(input_range[0]),
+                                                       "rmax": np.float32(input_range[1])}]}
     with tempfile.TemporaryDirectory() as tmp:
-        float_path, prepared, quantized = (Path(tmp) / n for n in ("f.onnx", "p.onnx", "q.onnx"))
-        onnx.save(float_proto, float_path)
-        quant_pre_process(str(float_path), str(prepared))
-        quantize_static(str(prepared), str(quantized), Samples(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8)
+        prepared_path, quantized = Path(tmp) / "p.onnx", Path(tmp) / "q.onnx"
+        onnx.save(prepared, prepared_path)
+        quantize_static(str(prepared_path), str(quantized), Samples(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(exclude), extra_options=extra)
         return onnx.load(quantized)
 
 

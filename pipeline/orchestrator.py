@@ -372,12 +372,14 @@ def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages:
 
     options = ConvertOptions(targets=config.convert.targets, opset=config.convert.opset,
                              pruned=pruned, calibration_samples=config.quantize.calibration_samples,
-                             calibration_data=config.quantize.calibration_data)
+                             calibration_data=config.quantize.calibration_data,
+                             recover=config.quantize.recover, gates=config.verify.gates)
     int8 = variant / artifact_file("int8.tflite", pruned)
     inputs = {"convert": config.section("convert"), "model": sha256_file(_source(variant, pruned)),
               "calibration": [config.quantize.calibration_samples,
                               _file_fingerprint(config.quantize.calibration_data)],
-              "int8": sha256_file(int8) if int8.exists() else None}
+              "int8": sha256_file(int8) if int8.exists() else None,
+              "recover": config.quantize.recover, "gates": config.verify.gates}  # the int8 ONNX's recovery
 
     def work() -> list[Path]:
         report = convert(variant, options)

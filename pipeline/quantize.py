@@ -98,22 +98,42 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
 def _recover(context: RunContext, options: QuantizeOptions, model, source: Path, samples,
              indices, calibration_source, written: list[Path]) -> dict:
     """Keep a passing int8 model as it is; otherwise write ``model_int8_mixed.tflite``."""
+    from pipeline.recover import recover_int8
+
+    mixed = context.run_dir / MIXED_INT8.file(options.pruned)
+    full = (context.run_dir / quant_mode("int8").file(options.pruned)).read_bytes()
+
+    def write(content: bytes, recovery: dict) -> dict:
+        return write_artifact(mixed, content, fmt="tflite", mode=MIXED_INT8.name, context=context,
+                              source=source, calibration_indices=indices, calibration_source=calibration_source,
+                              options={"pruned": options.pruned, "recovery": recovery})
+
+    return recovery_stage(context, options.recover, options.gates, mixed, written, write,
+                          lambda x_val, y_val, rules, valid: recover_int8(model, full, samples, x_val, y_val,
+                                                                          context.task, rules, valid))
+
+
+def recovery_stage(context: RunContext, recover: bool | None, gates: dict, mixed: Path, written: list[Path],
+                   write, attempt) -> dict:
+    """The part of int8 recovery every format shares: the validation split and the gates,
+    ``attempt(x_val, y_val, rules, input_range)`` (a ``recover.Recovery``), the warning when the
+    validation split is too small to tell, ``write(model, record)`` of a passing mix (its
+    sidecar), and no stale mix left behind. ``recover`` None warns when no mix passes, True
+    fails (exit 6)."""
     import logging
 
     from edge_runtime.artifact import sidecar_path
     from pipeline.errors import ParityError
-    from pipeline.recover import MAX_FRACTION, input_range, recover_int8, samples_to_tell
+    from pipeline.recover import MAX_FRACTION, input_range, samples_to_tell
     from pipeline.verify import VerifyOptions
 
     log = logging.getLogger("pipeline")
-    mixed = context.run_dir / MIXED_INT8.file(options.pruned)
     x_val, y_val = context.dataset.split("val")
-    if len(x_val) == 0 and options.recover is None:
+    if len(x_val) == 0 and recover is None:
         return {"status": "skipped: no validation split"}
-    rules = VerifyOptions(gates=options.gates).resolved_gates()["quantized"]
-    full = (context.run_dir / quant_mode("int8").file(options.pruned)).read_bytes()
+    rules = VerifyOptions(gates=gates).resolved_gates()["quantized"]
     valid_inputs = input_range(context.preprocessing, context.dataset.split("train")[0])
-    result = recover_int8(model, full, samples, x_val, y_val, context.task, rules, valid_inputs)
+    result = attempt(x_val, y_val, rules, valid_inputs)
     summary = {"needed": result.needed, "validation_samples": int(len(x_val)),
                "full_int8": result.baseline.as_dict(), "tries": result.tries,
                "raisable_layers": result.raisable_layers, "input_range": list(valid_inputs),
@@ -131,19 +151,18 @@ def _recover(context: RunContext, options: QuantizeOptions, model, source: Path,
         return {**summary, "status": "full int8 passes: left alone"}
     if result.model is None:
         best = result.best
-        message = (f"int8 recovery: no mix raising at most {max(1, int(result.raisable_layers * MAX_FRACTION))} of "
-                   f"{result.raisable_layers} layers passes the gates by one standard error on the {len(x_val)} "
-                   f"validation samples (best top-1 agreement {best.agreement:.2%}, accuracy drop "
-                   f"{best.metric_drop * 100:.2f} pt)"
-                   if best.agreement is not None else "int8 recovery: no mix passes on the validation split")
-        if options.recover:
+        what = "int8 ONNX recovery" if mixed.suffix == ".onnx" else "int8 recovery"
+        message = (f"{what}: no mix raising at most "
+                   f"{max(1, int(result.raisable_layers * MAX_FRACTION))} of {result.raisable_layers} layers passes "
+                   f"the gates by one standard error on the {len(x_val)} validation samples (best top-1 agreement "
+                   f"{best.agreement:.2%}, accuracy drop {best.metric_drop * 100:.2f} pt)"
+                   if best.agreement is not None else f"{what}: no mix passes on the validation split")
+        if recover:
             raise ParityError(message)
         log.warning("warning: %s", message)
         return {**summary, "status": "no mix passes", "best": best.as_dict()}
     recovery = {**summary, "status": "recovered", "raised": result.raised, "validation": result.best.as_dict()}
-    sidecar = write_artifact(mixed, result.model, fmt="tflite", mode=MIXED_INT8.name, context=context,
-                             source=source, calibration_indices=indices, calibration_source=calibration_source,
-                             options={"pruned": options.pruned, "recovery": recovery})
+    sidecar = write(result.model, recovery)
     written.append(mixed)
     return {**recovery, "artifact": mixed.name, "size_bytes": sidecar["size_bytes"],
             "sha256": sidecar["sha256"]}

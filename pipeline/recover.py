@@ -76,12 +76,12 @@ class _Validation:
             return float(np.mean(outputs.argmax(-1) == self.y))
         return float(np.mean((outputs - self.x) ** 2))
 
-    def score(self, flatbuffer: bytes) -> Score:
+    def score(self, content: bytes, suffix: str = ".tflite") -> Score:
         from edge_runtime import load
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "candidate.tflite"
-            path.write_bytes(flatbuffer)
+            path = Path(tmp) / f"candidate{suffix}"
+            path.write_bytes(content)
             outputs = load(path).predict(self.x).reshape(self.reference.shape)
         metric = self._metric(outputs)
         drop = self.keras_metric - metric if self.task == "classifier" else metric - self.keras_metric
@@ -130,44 +130,72 @@ def recover_int8(model, full_int8: bytes, calibration: np.ndarray, x_val, y_val,
         return Recovery(needed=False, baseline=baseline)
     from pipeline.tflite import float_tflite_with_signature
 
-    search = _Search(float_tflite_with_signature(model), calibration, validation, input_range)
+    float_model = float_tflite_with_signature(model)
+    search = _Search(_raisable_layers(float_model), validation, PRECISIONS,
+                     lambda raised, precision: quantize_mixed(float_model, calibration, raised, precision, input_range))
     return search.run(baseline)
+
+
+def recover_onnx_int8(model, float_proto, full_int8: bytes, calibration: np.ndarray, x_val, y_val, task: str,
+                      rules: dict, input_range: tuple[float, float] | None = None) -> Recovery:
+    """The same for the QDQ int8 ONNX: the fewest nodes left float (ONNX Runtime's
+    ``nodes_to_exclude``), every try calibrated on the full int8's samples with the input over
+    ``input_range``. ``Recovery.model`` is the serialized ONNX model."""
+    from pipeline.onnx_export import prepare_for_quantization, quantizable_nodes, quantize_prepared
+
+    if len(x_val) == 0:
+        from pipeline.errors import UsageError
+
+        raise UsageError("int8 recovery scores each try on the validation split, and this run "
+                         "has none: train or import with a validation fraction above 0")
+    validation = _Validation(model, x_val, y_val, task, rules)
+    baseline = validation.score(full_int8, ".onnx")
+    if baseline.passed:
+        return Recovery(needed=False, baseline=baseline)
+    prepared = prepare_for_quantization(float_proto)
+
+    def make(raised: list[tuple[str, str]], precision: str) -> bytes:
+        return quantize_prepared(prepared, calibration, exclude=[name for _, name in raised],
+                                 input_range=input_range).SerializeToString()
+
+    return _Search(quantizable_nodes(prepared), validation, ("float",), make, suffix=".onnx", named="node").run(baseline)
 
 
 class _Search:
     """Moves are a layer, or a layer with the one after it (a raised layer's output feeds the
     next layer, which would otherwise requantize it to int8). Each move is tried alone and
-    ranked; then the best moves are combined greedily, int16 activations before float."""
+    ranked; then the best moves are combined greedily, once per precision (int16 activations
+    before float); ``make(raised, precision)`` quantizes a try."""
 
-    def __init__(self, float_model: bytes, calibration: np.ndarray, validation: _Validation,
-                 input_range: tuple[float, float] | None = None):
-        self.float_model, self.calibration, self.validation = float_model, calibration, validation
-        self.input_range = input_range
-        self.candidates = _raisable_layers(float_model)
+    def __init__(self, candidates: list[tuple[str, str]], validation: _Validation, precisions: tuple[str, ...],
+                 make, *, suffix: str = ".tflite", named: str = "tensor"):
+        self.candidates, self.validation, self.precisions, self.make = candidates, validation, precisions, make
+        self.suffix, self.named = suffix, named
         self.limit = max(1, int(len(self.candidates) * MAX_FRACTION))
         self.tries = 0
 
     def _try(self, raised: list[tuple[str, str]], precision: str) -> tuple[bytes, Score]:
         self.tries += 1
-        model = quantize_mixed(self.float_model, self.calibration, raised, precision, self.input_range)
-        return model, self.validation.score(model)
+        model = self.make(raised, precision)
+        return model, self.validation.score(model, self.suffix)
 
     def run(self, baseline: Score) -> Recovery:
         result = Recovery(needed=True, baseline=baseline, raisable_layers=len(self.candidates))
-        model, score = self._try([], "int16x8")  # this quantizer's own full int8 may pass
+        first = self.precisions[0]
+        model, score = self._try([], first)  # this quantizer's own full int8 may pass
         result.best = score
         if score.clear:
             result.model = model
-            return self._done(result, [], "int16x8", score)
+            return self._done(result, [], first, score)
         # Each precision's greedy search; the mix with the fewest raised layers wins (int16
         # activations on a tie). Measured on MLPerf ResNet-8 / CIFAR-10: int16 needed 3 layers,
         # a convolution among them (4x the full int8's latency: int16 convolutions have no fast
         # kernels), float 2 (the classifier head, as fast as the full int8).
         found = []
-        for precision in PRECISIONS:
+        for precision in self.precisions:
             mix = self._greedy(precision, result)
             if mix:
-                found.append((len(mix[0]), PRECISIONS.index(precision), precision, mix))
+                found.append((len(mix[0]), self.precisions.index(precision), precision, mix))
         result.tries = self.tries
         if not found:
             return result
@@ -200,7 +228,7 @@ class _Search:
 
     def _done(self, result: Recovery, chosen, precision: str, score: Score) -> Recovery:
         result.tries = self.tries
-        result.raised = [{"op": op, "tensor": tensor, "precision": precision,
+        result.raised = [{"op": op, self.named: tensor, "precision": precision,
                           "why": f"validation agreement {_pct(result.baseline.agreement)} → "
                                  f"{_pct(score.agreement)} with the layers before it raised"}
                          for op, tensor in chosen]

@@ -100,10 +100,10 @@ def recovery_costs(run_dir: Path, rows: list[dict]) -> list[dict]:
     """Per variant whose int8 was recovered: which layers were raised, and what the mixed
     model costs in size and latency against the full int8 model."""
     costs = []
-    for variant in _variants(run_dir):
-        quantize_json = variant / "quantize.json"
-        recovery = read_json(quantize_json).get("recovery") if quantize_json.exists() else None
-        if not recovery or recovery.get("status") != "recovered":
+    for variant, stage in ((v, stage) for v in _variants(run_dir) for stage in ("quantize.json", "convert.json")):
+        record = variant / stage
+        recovery = read_json(record).get("recovery") if record.exists() else None
+        if not isinstance(recovery, dict) or recovery.get("status") != "recovered":
             continue
         label = "base" if variant == run_dir else variant.name
         by_name = {r["artifact"]: r for r in rows if r["variant"] == label}

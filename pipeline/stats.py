@@ -57,6 +57,21 @@ def paired_drop(reference_correct: np.ndarray, test_correct: np.ndarray, *,
             "method": f"paired bootstrap of the discordant samples, {resamples} resamples, seed {seed}"}
 
 
+def difference_ci95(p1: float, n1: int, p2: float, n2: int, z: float = Z95) -> list[float]:
+    """The 95% interval of ``p1 − p2`` for proportions measured on *independent* samples
+    (normal approximation; each variance at least that of one sample, so two perfect scores
+    are not "certainly equal")."""
+    variance = sum(max(p * (1 - p), 1.0 / n) / n for p, n in ((p1, max(n1, 1)), (p2, max(n2, 1))))
+    half = z * math.sqrt(variance)
+    return [p1 - p2 - half, p1 - p2 + half]
+
+
+def within_noise(best: float, other: float, n: int, z: float = Z95) -> bool:
+    """Whether ``other`` is indistinguishable from ``best``, both measured on ``n`` samples:
+    the interval of their difference reaches zero."""
+    return difference_ci95(best, n, other, n, z)[0] <= 1e-12
+
+
 def proportion_samples_needed(p: float, threshold: float, z: float = Z95) -> int | None:
     """Test samples at which a proportion measured as ``p`` would have a Wilson interval clear
     of ``threshold``; None when ``p`` is the threshold itself (no sample count settles it)."""

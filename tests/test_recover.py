@@ -70,6 +70,34 @@ def test_recovery_raises_the_fewest_layers_and_the_result_passes_verify(outlier_
     assert "model_int8_mixed.tflite" not in error_line  # the error line names only int8
 
 
+def test_the_int8_onnx_is_recovered_by_leaving_the_fewest_nodes_float(outlier_run, tmp_path):
+    """The same outlier breaks ONNX Runtime's QDQ int8 (per-tensor activations); recovery on
+    the ONNX side leaves nodes float (``nodes_to_exclude``), scored on validation like the
+    TFLite mix, and the mix passes verify on the test split where the full int8 fails."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(outlier_run, run_dir, symlinks=True)
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", "--to", "onnx", "--recover", "--run", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    recovery = json.loads((run_dir / "convert.json").read_text())["recovery"]
+    assert recovery["status"] == "recovered" and recovery["full_int8"]["top1_agreement"] < 0.9, recovery
+    assert 1 <= len(recovery["raised"]) <= recovery["raisable_layers"] // 4
+    assert all(layer["precision"] == "float" and layer["node"] for layer in recovery["raised"])
+    assert recovery["validation"]["passed_with_margin"]
+    sidecar = json.loads((run_dir / "model_int8_mixed.onnx.json").read_text())
+    assert sidecar["mode"] == "int8_mixed" and sidecar["format"] == "onnx"
+    assert "model_int8_mixed.onnx" in result.output
+    verified = runner.invoke(app, ["verify", "--run", str(run_dir), "--artifact", "model_int8.onnx",
+                                   "--artifact", "model_int8_mixed.onnx"])
+    rows = {r["artifact"]: r for r in json.loads((run_dir / "verify.json").read_text())["artifacts"]}
+    assert not rows["model_int8.onnx"]["passed"] and verified.exit_code == 6
+    assert rows["model_int8_mixed.onnx"]["passed"], rows["model_int8_mixed.onnx"]["gates"]
+    # --no-recover: no mix, and the one from before is gone with its sidecar
+    assert runner.invoke(app, ["convert", "--to", "onnx", "--no-recover", "--run", str(run_dir)]).exit_code == 0
+    assert not (run_dir / "model_int8_mixed.onnx").exists() and not (run_dir / "model_int8_mixed.onnx.json").exists()
+    assert "recovery" not in json.loads((run_dir / "convert.json").read_text())
+
+
 def test_the_report_shows_what_recovery_costs(outlier_run):
     from pipeline.report import build_report
 

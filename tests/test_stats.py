@@ -91,3 +91,14 @@ def test_verify_records_intervals_and_verdicts_for_every_gate(trained_run, tmp_p
     assert ("warning: " in result.stderr) == bool(inconclusive)
     strict = CliRunner().invoke(app, ["verify", "--run", str(run_dir), "--strict"])
     assert strict.exit_code == (6 if inconclusive or not report["passed"] else 0)
+
+
+def test_an_unpaired_difference_and_what_is_within_noise_match_a_hand_computation():
+    """0.95 and 0.94 on 144 samples each: ±1.96·√((0.95·0.05 + 0.94·0.06)/144) = ±0.0526,
+    so the search re-scores the second; 0.95 and 0.85 differ by more than that."""
+    from pipeline.stats import difference_ci95, within_noise
+
+    low, high = difference_ci95(0.95, 144, 0.94, 144)
+    assert abs(low - (0.01 - 0.052647)) < 1e-5 and abs(high - (0.01 + 0.052647)) < 1e-5
+    assert within_noise(0.95, 0.94, 144) and not within_noise(0.95, 0.85, 144)
+    assert within_noise(1.0, 1.0, 144)  # two perfect scores: nothing tells them apart
