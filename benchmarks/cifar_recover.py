@@ -25,7 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def run_case(shared: Path, work: Path, train: int | None = None, test: int | None = None) -> dict:
+def run_case(shared: Path, work: Path, train: int | None = None, test: int | None = None,
+             bench_seconds: float = 1.5) -> dict:
     from pipeline.bench import BenchOptions, bench
     from pipeline.errors import ParityError
     from pipeline.fsutil import read_json
@@ -55,7 +56,7 @@ def run_case(shared: Path, work: Path, train: int | None = None, test: int | Non
     except ParityError:
         pass
     rows = {r["artifact"]: r for r in read_json(run_dir / "verify.json")["artifacts"]}
-    timed = bench(run_dir, BenchOptions(threads=[1], runs=200, min_seconds=1.5))
+    timed = bench(run_dir, BenchOptions(threads=[1], runs=200 if bench_seconds else 20, min_seconds=bench_seconds))
     p50 = {r["artifact"]: r for r in timed["results"] if r["backend"] == "litert"}
     return {"recovery": recovery, "rows": rows, "p50": p50, "quantize_seconds": quantize_seconds,
             "test_samples": read_json(run_dir / "verify.json")["test_samples"]}
@@ -77,38 +78,45 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         result = run_case(args.shared, Path(tmp), args.train, args.test)
+    print("\n".join(lines(result)))
+    return 0
+
+
+def lines(result: dict) -> list[str]:
+    """What the benchmark prints: the recovery, then the test table with intervals."""
+    out: list[str] = []
     recovery, rows, p50 = result["recovery"], result["rows"], result["p50"]
-    print(f"recovery: {recovery.get('status')} ({result['quantize_seconds']:.0f} s for quantize)")
+    out.append(f"recovery: {recovery.get('status')} ({result['quantize_seconds']:.0f} s for quantize)")
     if recovery.get("message"):
-        print(f"  {recovery['message']}")
+        out.append(f"  {recovery['message']}")
     full = recovery.get("full_int8") or {}
     if full:
-        print(f"  validation ({recovery.get('validation_samples')} images): full int8 agreement "
+        out.append(f"  validation ({recovery.get('validation_samples')} images): full int8 agreement "
               f"{full['top1_agreement']:.2%}, drop {full['metric_drop'] * 100:.2f} pt")
     if recovery.get("validation"):
         mix = recovery["validation"]
         raised = ", ".join(f"{r['op']} ({r['precision']})" for r in recovery.get("raised", []))
-        print(f"  validation: mix agreement {mix['top1_agreement']:.2%}, drop {mix['metric_drop'] * 100:.2f} pt; "
+        out.append(f"  validation: mix agreement {mix['top1_agreement']:.2%}, drop {mix['metric_drop'] * 100:.2f} pt; "
               f"raised {raised} of {recovery.get('raisable_layers')} layers; {recovery.get('tries')} tries")
-    print(f"\ntest ({result['test_samples']} images, never seen by recovery):")
-    print(f"{'artifact':26s} {'accuracy':>8s} {'95% interval':>16s} {'agree':>7s} {'95% interval':>16s} "
+    out.append(f"test ({result['test_samples']} images, never seen by recovery):")
+    out.append(f"{'artifact':26s} {'accuracy':>8s} {'95% interval':>16s} {'agree':>7s} {'95% interval':>16s} "
           f"{'drop pt':>7s} {'95% interval':>16s} {'gates':>6s} {'KiB':>7s} {'p50 ms':>7s}")
     for name in ("model_float32.tflite", "model_int8.tflite", "model_int8_mixed.tflite"):
         row = rows.get(name)
         if not row:
             continue
         verdicts = ",".join(f"{g}:{v['verdict']}" for g, v in row["gates"].items() if g in ("metric_drop", "top1_agreement"))
-        print(f"{name:26s} {row['metric_value']:8.2%} {_interval(row.get('accuracy_ci95')):>16s} "
+        out.append(f"{name:26s} {row['metric_value']:8.2%} {_interval(row.get('accuracy_ci95')):>16s} "
               f"{row['top1_agreement']:7.2%} {_interval(row.get('top1_agreement_ci95')):>16s} "
               f"{row['metric_drop'] * 100:7.2f} {_interval(row.get('metric_drop_ci95'), signed=True):>16s} "
               f"{'pass' if row['passed'] else 'FAIL':>6s} {row['size_bytes'] / 1024:7.1f} "
               f"{p50[name]['p50_ms'] if name in p50 else float('nan'):7.3f}  {verdicts}")
     if "model_int8_mixed.tflite" in rows and "model_int8.tflite" in p50:
         mix, full_row = rows["model_int8_mixed.tflite"], rows["model_int8.tflite"]
-        print(f"\nmix / float32 size: {mix['size_bytes'] / rows['model_float32.tflite']['size_bytes']:.2f}; "
+        out.append(f"mix / float32 size: {mix['size_bytes'] / rows['model_float32.tflite']['size_bytes']:.2f}; "
               f"mix / int8 p50: {p50['model_int8_mixed.tflite']['p50_ms'] / p50['model_int8.tflite']['p50_ms']:.2f}"
               f" (int8 {full_row['size_bytes'] / 1024:.1f} KiB)")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -134,6 +135,32 @@ def atomic_path(final_path: str | os.PathLike) -> Iterator[Path]:
             raise
     finally:
         os.close(dir_fd)
+
+
+# What atomic_path names its temporary files: a killed command (SIGKILL, power loss) leaves
+# them behind, hidden, never read; the next command to own the directory removes them.
+TEMPORARY = re.compile(r"^\..{1,60}\.[0-9a-f]{12}\.tmp(\.[^/]{1,15})?$")
+
+
+def is_temporary(name: str) -> bool:
+    return bool(TEMPORARY.match(name))
+
+
+def sweep_temporaries(directory: str | os.PathLike) -> int:
+    """Remove the temporary files a killed command left in ``directory`` and below (no link
+    followed; a folder with a lock of its own, such as a search inside a run, is another
+    command's to sweep). Call it only while holding ``directory``'s lock."""
+    removed = 0
+    top = os.path.abspath(directory)
+    for folder, subfolders, files in os.walk(top, followlinks=False):
+        if folder != top and any(name == ".lock" or name.startswith(".lock-") for name in files):
+            subfolders[:] = []
+            continue
+        for name in files:
+            if is_temporary(name):
+                remove_file(os.path.join(folder, name))
+                removed += 1
+    return removed
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:

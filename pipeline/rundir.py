@@ -228,6 +228,10 @@ def locked(directory: Path, name: str = ".lock", what: str = "run directory") ->
         _HELD.add(key)
         try:
             with owning(directory):
+                if what == "run directory":  # (a search's workers write beside its chief: not there)
+                    from pipeline.fsutil import sweep_temporaries
+
+                    sweep_temporaries(directory)
                 yield
         finally:
             _HELD.discard(key)

@@ -188,6 +188,25 @@ def test_a_dead_holders_lock_is_taken_over(int8_copy):
     assert json.loads((int8_copy / ".lock").read_text())["pid"] == os.getpid()
 
 
+def test_a_killed_commands_temporary_files_are_swept_by_the_next_one(int8_copy, user_files):
+    """SIGKILL leaves atomic_path's hidden temporary files; the next command that owns the
+    run removes them, and only them: not a user's look-alike, not through a link, not in a
+    folder with a lock of its own (a search inside the run)."""
+    left = [int8_copy / ".model_int8.tflite.0123456789ab.tmp.tflite", int8_copy / "report" / ".a.png.00000000abcd.tmp.png"]
+    kept = [int8_copy / ".notes.tmp", int8_copy / "notes.0123456789ab.tmp", int8_copy / "search" / ".x.json.0123456789ab.tmp.json"]
+    (int8_copy / "search").mkdir()
+    (int8_copy / "search" / ".lock").write_text("")
+    for path in left + kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
+    (int8_copy / "linked").symlink_to(user_files, target_is_directory=True)
+    planted = user_files / ".mine.json.0123456789ab.tmp.json"
+    planted.write_text("{}")
+    assert invoke("verify", "--run", int8_copy, "--quiet").exit_code == 0
+    assert not any(p.exists() for p in left) and all(p.read_bytes() == b"half" for p in kept)
+    assert planted.read_text() == "{}"
+
+
 def test_a_garbage_or_hard_linked_lock_file(int8_copy, user_files):
     holder = HeldLock(int8_copy)
     try:

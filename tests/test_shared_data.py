@@ -1,10 +1,13 @@
 """Third-party models and data from ../shared/data (skipped in a fresh clone without it)."""
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import shared_data
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_mnist_idx_test_split():
@@ -106,3 +109,41 @@ def test_mlperf_reference_int8_models_run_on_tflite_micro(model):
     # less noise: 4 and 10 samples of margin
     assert micro["accuracy"] >= {"resnet8": 0.845, "ds_cnn": 0.891}[model], micro
     assert micro["arena_bytes"] > 0 and micro["flash_bytes"] == path.stat().st_size
+
+
+@pytest.mark.slow
+def test_the_cifar10_recovery_benchmark_runs_on_real_images(tmp_path, monkeypatch):
+    """benchmarks/cifar_recover.py on a slice of the real CIFAR-10 images (600 train, 200
+    test), with the recovery's search cut to the classifier head so the suite stays short
+    (the benchmark itself searches every layer on all 6,499 images). Whatever the recovery
+    decides, it is consistent: a mix it writes passed validation with its margin, a refusal
+    is one line and leaves no mix, and every test figure carries its interval."""
+    import importlib.util
+
+    import pipeline.recover
+
+    shared = shared_data()
+    shared_data("cifar10", "cifar10_train_partial.npz")
+    shared_data("mlperf_tiny", "ic", "pretrainedResnet.h5")
+    spec = importlib.util.spec_from_file_location("cifar_recover", PROJECT / "benchmarks" / "cifar_recover.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    every_layer = pipeline.recover._raisable_layers
+    monkeypatch.setattr(pipeline.recover, "_raisable_layers", lambda model: every_layer(model)[-4:])
+    monkeypatch.setattr(pipeline.recover, "PRECISIONS", ("float",))
+    result = benchmark.run_case(shared, tmp_path, train=600, test=200, bench_seconds=0)
+    recovery, rows = result["recovery"], result["rows"]
+    assert result["test_samples"] == 200 and {"model_float32.tflite", "model_int8.tflite"} <= set(rows)
+    if recovery["status"] == "recovered":
+        assert recovery["validation"]["passed_with_margin"] and "model_int8_mixed.tflite" in rows
+    elif recovery["status"] == "refused":
+        assert recovery["message"].startswith("int8 recovery: no mix") and "\n" not in recovery["message"]
+        assert "model_int8_mixed.tflite" not in rows
+    else:
+        assert recovery["status"] == "full int8 passes: left alone", recovery
+    for row in rows.values():
+        low, high = row["accuracy_ci95"]
+        assert low <= row["metric_value"] <= high and all(g["verdict"] for g in row["gates"].values())
+    printed = benchmark.lines(result)
+    assert printed[0].startswith(f"recovery: {recovery['status']}")
+    assert any(line.startswith("test (200 images") for line in printed)
