@@ -60,18 +60,13 @@ def test_jax_trained_model_converts_and_passes_verify(jax_run, trained_run, tmp_
     assert verify(jax_run, VerifyOptions())["passed"]
 
 
-def test_jax_training_imports_no_tensorflow(tmp_path):
+def test_jax_data_parallel_and_mixed_precision_train_without_tensorflow(tmp_path):
     pytest.importorskip("jax")
-    _, done = _train(tmp_path, "jax", "--model", "mlp", "--epochs", "1", importtime=True)
+    run_dir, done = _train(tmp_path, "jax", "--model", "mlp", "--epochs", "1", "--distribute", "mirrored",
+                           "--mixed-precision", importtime=True)
     imported = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
     assert imported, "no -X importtime output"
     assert not [line for line in imported if line.split("|")[-1].strip().startswith("tensorflow")]
-
-
-def test_jax_data_parallel_and_mixed_precision(tmp_path):
-    pytest.importorskip("jax")
-    run_dir, _ = _train(tmp_path, "jax", "--model", "mlp", "--epochs", "1", "--distribute", "mirrored",
-                        "--mixed-precision")
     metrics = json.loads((run_dir / "train.json").read_text())
     assert metrics["distribute"] == "mirrored" and metrics["mixed_precision"] is True
     assert "mixed_float16" not in json.dumps(metrics)  # nothing of the policy leaked into the data

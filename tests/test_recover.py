@@ -43,7 +43,12 @@ def outlier_run(tmp_path_factory):
     return run_dir
 
 
-def test_recovery_raises_the_fewest_layers_and_the_result_passes_verify(outlier_run):
+def test_recovery_raises_the_fewest_layers_and_the_result_passes_verify(outlier_run, monkeypatch):
+    import pipeline.recover
+
+    # Float only, for the suite's time: int16 activations cannot hold the outlier's next layer's
+    # tiny weights (measured: the int16 greedy needs more layers), so the float mix wins anyway.
+    monkeypatch.setattr(pipeline.recover, "PRECISIONS", ("float",))
     runner = CliRunner()
     result = runner.invoke(app, ["quantize", "--int8", "--recover", "--run", str(outlier_run)])
     assert result.exit_code == 0, result.output

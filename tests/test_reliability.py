@@ -139,8 +139,8 @@ def test_lambda_layers_are_refused_unless_unsafe(tmp_path):
 # -- native crashes ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_four_hundred_mutated_models_never_kill_the_process(trained_run):
-    # 400 seeded cases here; `python benchmarks/fuzz_loaders.py --cases 1000` for more
+def test_two_hundred_mutated_models_never_kill_the_process(trained_run):
+    # 200 seeded cases here; `python benchmarks/fuzz_loaders.py --cases 1000` for more
     from pipeline.convert import ConvertOptions, convert
     from pipeline.quantize import QuantizeOptions, quantize
 
@@ -149,13 +149,13 @@ def test_four_hundred_mutated_models_never_kill_the_process(trained_run):
     done = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "fuzz_loaders.py"),
                            "--tflite", str(trained_run.run_dir / "model_int8.tflite"),
                            "--onnx", str(trained_run.run_dir / "model_int8.onnx"),
-                           "--cases", "400", "--seed", "0", "--json"],
+                           "--cases", "200", "--seed", "0", "--json"],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert sum(result["before_bare_runtime"].values()) == 400
-    assert result["after_edge_runtime_with_sidecar"] == {"refused": 400}
-    assert sum(result["after_edge_runtime_isolated"].values()) == 400
+    assert sum(result["before_bare_runtime"].values()) == 200
+    assert result["after_edge_runtime_with_sidecar"] == {"refused": 200}
+    assert sum(result["after_edge_runtime_isolated"].values()) == 200
     assert result["native_crashes_after"] == 0
     # silently-running corrupt files are exactly what the sidecar check is for
     assert result["before_bare_runtime"].get("ran", 0) > 0

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("keras_tuner")
 PIPELINE = [sys.executable, "-m", "pipeline.launcher"]
-SMALL = ["search", "--model", "mlp", "--epochs", "2", "--bench-seconds", "0.1", "--quiet"]
+SMALL = ["search", "--model", "mlp", "--epochs", "2", "--bench-seconds", "0.1", "--rescore", "2", "--quiet"]
 
 
 def _pipeline(*args, env=None, **kwargs):
@@ -184,7 +184,7 @@ def test_a_chief_and_two_workers_share_one_search(tmp_path):
         port = probe.getsockname()[1]
     out = tmp_path / "search"
     common = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
-    command = [*PIPELINE, *SMALL, "--trials", "3", "--rescore", "0", "--out", str(out)]
+    command = [*PIPELINE, *SMALL, "--trials", "3", "--rescore", "0", "--out", str(out)]  # the last --rescore counts
     chief = subprocess.Popen(command, env={**os.environ, **common, "KERASTUNER_TUNER_ID": "chief"},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300

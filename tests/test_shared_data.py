@@ -113,7 +113,7 @@ def test_mlperf_reference_int8_models_run_on_tflite_micro(model):
 
 @pytest.mark.slow
 def test_the_cifar10_recovery_benchmark_runs_on_real_images(tmp_path, monkeypatch):
-    """benchmarks/cifar_recover.py on a slice of the real CIFAR-10 images (600 train, 200
+    """benchmarks/cifar_recover.py on a slice of the real CIFAR-10 images (400 train, 150
     test), with the recovery's search cut to the classifier head so the suite stays short
     (the benchmark itself searches every layer on all 6,499 images). Whatever the recovery
     decides, it is consistent: a mix it writes passed validation with its margin, a refusal
@@ -131,9 +131,9 @@ def test_the_cifar10_recovery_benchmark_runs_on_real_images(tmp_path, monkeypatc
     every_layer = pipeline.recover._raisable_layers
     monkeypatch.setattr(pipeline.recover, "_raisable_layers", lambda model: every_layer(model)[-4:])
     monkeypatch.setattr(pipeline.recover, "PRECISIONS", ("float",))
-    result = benchmark.run_case(shared, tmp_path, train=600, test=200, bench_seconds=0)
+    result = benchmark.run_case(shared, tmp_path, train=400, test=150, bench_seconds=0)
     recovery, rows = result["recovery"], result["rows"]
-    assert result["test_samples"] == 200 and {"model_float32.tflite", "model_int8.tflite"} <= set(rows)
+    assert result["test_samples"] == 150 and {"model_float32.tflite", "model_int8.tflite"} <= set(rows)
     if recovery["status"] == "recovered":
         assert recovery["validation"]["passed_with_margin"] and "model_int8_mixed.tflite" in rows
     elif recovery["status"] == "refused":
@@ -146,4 +146,4 @@ def test_the_cifar10_recovery_benchmark_runs_on_real_images(tmp_path, monkeypatc
         assert low <= row["metric_value"] <= high and all(g["verdict"] for g in row["gates"].values())
     printed = benchmark.lines(result)
     assert printed[0].startswith(f"recovery: {recovery['status']}")
-    assert any(line.startswith("test (200 images") for line in printed)
+    assert any(line.startswith("test (150 images") for line in printed)

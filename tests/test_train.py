@@ -240,8 +240,8 @@ def test_two_local_workers_train_one_run(backend, tmp_path):
     scores = [next(line for line in out.splitlines() if "test accuracy" in line).split(",")[0]
               for out in (chief, worker)]
     assert scores[0] == scores[1], scores
-    # the MLP after 3 epochs, global batch 32: about 0.9 (measured in the note); the floor
-    # 0.70 (chance is 0.10) leaves more than 60 of 360 images
+    # the MLP after 3 epochs, global batch 32: 0.9306 (tensorflow) and 0.9250 (jax) measured;
+    # the floor 0.70 (chance is 0.10) leaves more than 80 of 360 images
     assert train_json["test_accuracy"] >= 0.70, train_json["test_accuracy"]
     from typer.testing import CliRunner
 

@@ -35,8 +35,8 @@ def test_seed_cnn_learns_with_its_default_recipe(trained_run):
 @pytest.mark.slow
 def test_short_resnet8_training_is_not_at_chance(tmp_path):
     """The case that used to give 10%: BatchNorm statistics after four epochs."""
-    result = train(TrainConfig(model="resnet8", epochs=4), out=tmp_path / "r", runs_root=tmp_path,
+    result = train(TrainConfig(model="resnet8", epochs=2), out=tmp_path / "r", runs_root=tmp_path,
                    verbose=0)
-    # 0.9944 measured; floor 0.90 leaves 34 images
+    # two epochs: 0.9583 measured (0.9944 after four); the floor 0.90 leaves 21 images
     assert result.metrics["test_accuracy"] >= 0.90, result.metrics["test_accuracy"]
     assert result.metrics["batchnorm_recalibrated_layers"] == 7  # 1 stem + 2 in each of 3 stacks
