@@ -653,7 +653,7 @@ def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer,
     write_bytes(artifact, to_tflite(model, values["quantization"], calibration=x_train[:300]))
     probabilities = load(artifact).predict(x_val)
     metrics = {"val_accuracy": float(np.mean(probabilities.argmax(-1) == y_val)),
-               "val_log_loss": float(-np.mean(np.log(np.clip(probabilities[np.arange(len(y_val)), y_val], 1e-7, 1.0)))),
+               "val_log_loss": float(np.mean(_log_losses(probabilities, y_val))),
                **_budget_metrics(artifact, options, timer, untrained_p50_ms)}
     measured = metrics.pop("p50_ms_measured")
     over = _over_budget(metrics, options)
@@ -762,7 +762,7 @@ def _choose(feasible: list[dict], options: SearchOptions, data) -> tuple[dict, d
     cross-validation over train+validation (every sample held out once, ten times the
     validation split) and the most accurate there wins. Ties on accuracy go to the lower log
     loss, a finer reading of the same samples."""
-    from pipeline.stats import paired_drop, wilson, within_noise
+    from pipeline.stats import difference_ci95, paired_drop, wilson, within_noise
 
     ranked = sorted(feasible, key=lambda t: (-t["metrics"]["val_accuracy"], t["metrics"]["val_log_loss"]))
     n_val = len(data.split("val")[1])
@@ -775,8 +775,6 @@ def _choose(feasible: list[dict], options: SearchOptions, data) -> tuple[dict, d
         record["reason"] = ("re-scoring is off (--rescore 0)" if len(near) > 1 and options.rescore < 2
                             else "no other fitting trial is within the validation noise of the best")
         if len(ranked) > 1:  # the margin over the runner-up on validation (independent samples here)
-            from pipeline.stats import difference_ci95
-
             second = ranked[1]["metrics"]["val_accuracy"]
             record["margin"] = {"over": ranked[1]["trial"], "difference": top - second, "on": "validation",
                                 "ci95": difference_ci95(top, n_val, second, n_val)}
@@ -825,13 +823,17 @@ def _cross_validate(trial: dict, options: SearchOptions, data, x, y, folds) -> d
             write_bytes(artifact, to_tflite(model, values["quantization"], calibration=x[rows][:300]))
             probabilities = load(artifact).predict(x[held])
             remove_file(artifact)
-            right = probabilities[np.arange(len(held)), y[held]]
             cached = {"correct": (probabilities.argmax(-1) == y[held]).astype(int).tolist(),
-                      "log_loss": (-np.log(np.clip(right, 1e-7, 1.0))).tolist()}
+                      "log_loss": _log_losses(probabilities, y[held]).tolist()}
             write_json(path, {**key, **cached})
         correct[held] = np.asarray(cached["correct"], dtype=bool)
         losses[held] = cached["log_loss"]
     return {"correct": correct, "log_loss": float(losses.mean())}
+
+
+def _log_losses(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each sample's log loss: −log of the probability given to its true class."""
+    return -np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0))
 
 
 def _cached_fold(path: Path, key: dict, size: int) -> dict | None:
