@@ -148,6 +148,39 @@ def test_near_tied_trials_are_rescored_and_the_cross_validated_best_wins(tmp_pat
     assert seen == ["00", "01"]
 
 
+def test_an_architecture_fits_or_not_on_all_its_timings_not_on_one_trials(tmp_path):
+    """Two trials of one architecture timed 0.0151 and 0.0158 ms against a 0.0154 ms budget
+    (measured on digits): pooled with its untrained twin's timings, both get one verdict, the
+    median's; a planted measurement file is not read as timings."""
+    from pipeline import search
+
+    options = search.SearchOptions(model="mlp", max_latency_ms=0.0154)
+    rows = _rows({"00": 0.95, "01": 0.94, "02": 0.93}, tmp_path)
+    for row, p50s in zip(rows, ([0.0150, 0.0151, 0.0152], [0.0158, 0.0157, 0.0159], [0.0100])):
+        row["hyperparameters"] = dict(MLP_TRIAL)
+        row["metrics"].update(p50_ms=sorted(p50s)[len(p50s) // 2], size_kb=10.0, feasible=float(p50s[0] < 0.0154))
+        Path(row["dir"]).mkdir()
+        (Path(row["dir"]) / "measurement.json").write_text(json.dumps(
+            {"hyperparameters": row["hyperparameters"], "p50_ms_measured": p50s}))
+    rows[2]["hyperparameters"]["hidden"] = "64"  # another architecture, timed far inside the budget
+    (Path(rows[2]["dir"]) / "measurement.json").write_text(json.dumps({"p50_ms_measured": "0.0001"}))
+
+    class Twin:
+        def timings(self, values):
+            return [0.0155, 0.0156, 0.0153] if values["hidden"] == "32" else []
+
+    pools = search._pool_timings(rows, Twin(), options)
+    key = search.architecture("mlp", MLP_TRIAL)
+    # 9 timings: 0.0150 0.0151 0.0152 0.0153 [0.0155] 0.0156 0.0157 0.0158 0.0159
+    assert pools[key] == {"p50_ms": 0.0155, "timings": 9, "range_ms": [0.0150, 0.0159]}
+    assert [r["metrics"]["feasible"] for r in rows] == [0.0, 0.0, 1.0]
+    assert rows[0]["metrics"]["p50_ms_pooled"] == rows[1]["metrics"]["p50_ms_pooled"] == 0.0155
+    assert rows[0]["metrics"]["p50_ms"] == 0.0151  # the trial's own figure stays
+    assert rows[2]["metrics"]["p50_ms_pooled"] == 0.0100  # its own median: the planted list is ignored
+    options.max_latency_ms = 0.0156  # inside the pool's median: both fit
+    assert [r["metrics"]["feasible"] for r in (search._pool_timings(rows, Twin(), options), rows)[1]] == [1.0] * 3
+
+
 def test_cross_validation_holds_out_every_sample_once_and_resumes_from_its_folds(tmp_path, digits, monkeypatch):
     """A real re-scoring of one MLP trial: every train+validation sample is scored once by a
     model that did not train on it, the folds are kept in the trial's folder, a second call
