@@ -55,6 +55,7 @@ class Runner:
     """Common behaviour of the LiteRT and ONNX Runtime runners."""
 
     backend = ""
+    signature: dict[str, Any] | None = None  # LiteRT: the serving_default SignatureDef's names
     stateful = False  # LiteRT sets it for models whose state persists between invokes
 
     def __init__(self, path: Path, sidecar: dict[str, Any] | None):
@@ -128,8 +129,12 @@ class TFLiteRunner(Runner):
             raise ArtifactError(f"LiteRT cannot load {path}: {first_line(exc)}") from None
         self.load_ms = (time.perf_counter_ns() - started) / 1e6
         self.threads, self.xnnpack = threads, xnnpack
-        self._input_details = self.interpreter.get_input_details()
-        self._output_details = self.interpreter.get_output_details()
+        self.signature = _serving_signature(self.interpreter)
+        if self.signature:  # the tensors the signature names, in its order
+            self._input_details, self._output_details = self.signature.pop("details")
+        else:
+            self._input_details = self.interpreter.get_input_details()
+            self._output_details = self.interpreter.get_output_details()
         self.inputs = [_tflite_info(d) for d in self._input_details]
         self.outputs = [_tflite_info(d) for d in self._output_details]
         self.dynamic_batch = int(self._input_details[0]["shape_signature"][0]) == -1
@@ -151,7 +156,8 @@ class TFLiteRunner(Runner):
                 self.interpreter.resize_tensor_input(self._input_details[0]["index"],
                                                      [len(x), *info.shape[1:]])
                 self.interpreter.allocate_tensors()
-                self._output_details = self.interpreter.get_output_details()
+                resized = {d["index"]: d for d in self.interpreter.get_output_details()}
+                self._output_details = [resized[d["index"]] for d in self._output_details]
             return dequantize(self.invoke_quantized(quantize(x, info)), self.outputs[0])
         results = []
         for sample in x:
@@ -164,6 +170,48 @@ class TFLiteRunner(Runner):
         self.interpreter.set_tensor(self._input_details[0]["index"], feed)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output_details[0]["index"])
+
+
+SIGNATURE_KEY = "serving_default"
+
+
+def _serving_signature(interpreter) -> dict[str, Any] | None:
+    """The ``serving_default`` SignatureDef's input and output names and their tensors.
+
+    The runner addresses the model through it: the signature's named tensors on its
+    subgraph, set, invoked and read as LiteRT's SignatureRunner does, but without that
+    runner's resize and allocation on every call (measured: 1.08× a bare invoke on the seed
+    CNN's int8 model; ``signature_outputs`` runs the SignatureRunner itself, for parity).
+    A SignatureRunner kept alive holds the interpreter, so it is dropped once read."""
+    listed = interpreter.get_signature_list()
+    if SIGNATURE_KEY not in listed:
+        return None
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    names = listed[SIGNATURE_KEY]
+    if getattr(runner, "_subgraph_index", 0) != 0 or sorted(inputs) != sorted(names["inputs"]):
+        return None  # a signature over another subgraph: run the model's own inputs instead
+    details = ([inputs[n] for n in names["inputs"]], [outputs[n] for n in names["outputs"]])
+    del runner
+    return {"key": SIGNATURE_KEY, "inputs": list(names["inputs"]), "outputs": list(names["outputs"]),
+            "details": details}
+
+
+def signature_outputs(path: str | os.PathLike, feed: np.ndarray, *, threads: int | None = 1) -> dict[str, np.ndarray]:
+    """``feed`` (quantized, batch 1) through LiteRT's own SignatureRunner, in an interpreter
+    of its own: each output by its signature name (empty without a signature)."""
+    interpreter_cls, _ = _litert()
+    with quiet_native():
+        interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
+    listed = interpreter.get_signature_list().get(SIGNATURE_KEY)
+    if not listed:
+        return {}
+    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+    results = []
+    for sample in feed:
+        found = runner(**{listed["inputs"][0]: sample[None]})
+        results.append({name: np.array(value) for name, value in found.items()})
+    return {name: np.concatenate([r[name] for r in results]) for name in listed["outputs"]}
 
 
 _STATEFUL_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "UNIDIRECTIONAL_SEQUENCE_LSTM",
@@ -212,7 +260,7 @@ class OnnxRunner(Runner):
 
 def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool = True,
          stateful: bool | None = None, isolate: bool = False, sidecar: bool = True) -> Runner:
-    """Load a ``.tflite`` (LiteRT) or ``.onnx`` (ONNX Runtime) artifact, checked against its sidecar.
+    """Load a ``.tflite`` (LiteRT), ``.onnx`` or ``.ort`` (ONNX Runtime) artifact, checked against its sidecar.
 
     ``isolate=True`` first loads and runs the model once in a child process, so a file that
     crashes the native runtime raises ``ArtifactError`` here instead of killing this process.
@@ -230,15 +278,15 @@ def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool =
     if use_sidecar:
         sidecar = read_sidecar(path)
         check_artifact(path, sidecar)
-    if path.suffix not in (".tflite", ".onnx"):
-        raise ArtifactError(f"{path}: expected a .tflite or .onnx file")
+    if path.suffix not in (".tflite", ".onnx", ".ort"):
+        raise ArtifactError(f"{path}: expected a .tflite, .onnx or .ort file")
     if isolate:
         probe_in_child(path, xnnpack=xnnpack)
     if path.suffix == ".tflite":
         return TFLiteRunner(path, sidecar, threads=threads, xnnpack=xnnpack, stateful=stateful)
-    if path.suffix == ".onnx":
+    if path.suffix in (".onnx", ".ort"):
         return OnnxRunner(path, sidecar, threads=threads)
-    raise ArtifactError(f"{path}: expected a .tflite or .onnx file")
+    raise ArtifactError(f"{path}: expected a .tflite, .onnx or .ort file")
 
 
 def info(path: str | os.PathLike, *, isolate: bool = False) -> dict[str, Any]:
@@ -260,6 +308,7 @@ def info(path: str | os.PathLike, *, isolate: bool = False) -> dict[str, Any]:
         # XNNPACK replaces the nodes it takes with DELEGATE nodes in the execution plan.
         result["xnnpack_delegated"] = "DELEGATE" in ops
         result["stateful"] = runner.stateful
+        result["signature"] = runner.signature
     else:
         result["ops"] = {}
     return result

@@ -41,6 +41,8 @@ def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
     between, the old sidecar's sha256 no longer matches the new artifact, so nothing loads the
     pair as if it belonged together.
     """
+    if fmt == "tflite":
+        content = _mobile_ready(content, path, mode=mode, context=context)
     write_bytes(path, content)
     from edge_runtime.runner import load
 
@@ -67,3 +69,24 @@ def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
     }
     write_json(sidecar_path(path), sidecar)
     return sidecar
+
+
+def _mobile_ready(content: bytes, path: Path, *, mode: str, context) -> bytes:
+    """The TFLite artifact as phone tooling reads it: a ``serving_default`` signature (kept
+    if the converter path gave one) and TFLite Metadata made from what the sidecar says:
+    name, description, version, normalization of the raw input, the input quantization of
+    an integer model, and the class names as a packed ``labels.txt``."""
+    from pipeline import tflite_meta
+    from pipeline.formats import MIXED_INT8, QUANT_MODES
+
+    if not tflite_meta.signatures(content):
+        content = tflite_meta.with_signature(content)
+    model_name = str(context.train_info.get("model") or "model")
+    spec = QUANT_MODES.get(mode) or (MIXED_INT8 if mode == MIXED_INT8.name else None)
+    description = (f"{model_name} {context.task}, {mode}" + (f" ({spec.description})" if spec else "")
+                   + f"; made by edge-pipeline {__version__}")
+    tensor = tflite_meta.input_tensor(content)
+    fields = tflite_meta.metadata_fields(
+        name=f"{model_name}_{mode}", description=description, version=__version__,
+        spec=context.preprocessing, inputs=[tensor], quantized=tensor.get("quantization") is not None)
+    return tflite_meta.with_metadata(content, fields)

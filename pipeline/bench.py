@@ -11,7 +11,7 @@ from pipeline.context import RunContext
 from pipeline.errors import UsageError
 from pipeline.fsutil import write_json
 
-ARTIFACT_SUFFIXES = (".tflite", ".onnx")
+ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".ort")
 
 
 @dataclass
@@ -64,7 +64,7 @@ def bench(run: str | Path | None, options: BenchOptions) -> dict:
     context = RunContext.open(run)
     artifacts = run_artifacts(context.run_dir, options.artifacts)
     if not artifacts:
-        raise UsageError(f"{context.run_dir} has no .tflite or .onnx artifacts: run "
+        raise UsageError(f"{context.run_dir} has no .tflite, .onnx or .ort artifacts: run "
                          f"`pipeline quantize` or `pipeline convert` first")
     from pipeline.artifacts import check_fresh
 

@@ -70,9 +70,12 @@ def c_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def export_c_array(run_dir: Path, artifact: str, out_dir: Path, *, symbol: str = "g_model_data") -> dict:
+def export_c_array(run_dir: Path, artifact: str, out_dir: Path, *, symbol: str = "g_model_data",
+                   metadata: bool = False) -> dict:
     """Write ``model_data.h`` and ``model_data.cc`` for ``artifact`` of the run; return what
-    they hold (also written as ``model_data.json`` beside them)."""
+    they hold (also written as ``model_data.json`` beside them). The TFLite Metadata and its
+    packed label file are left out of the array unless ``metadata`` (they cost flash and
+    TFLite Micro never reads them: the header carries the class names instead)."""
     from edge_runtime import load
     from edge_runtime.artifact import read_sidecar
 
@@ -85,18 +88,28 @@ def export_c_array(run_dir: Path, artifact: str, out_dir: Path, *, symbol: str =
     runner = load(path)  # checked against its sidecar's sha256 before anything is embedded
     sidecar = read_sidecar(path) or {}
     data = path.read_bytes()
+    kept = data
+    if not metadata:
+        from pipeline.tflite_meta import without_metadata
+
+        try:
+            kept = without_metadata(data)
+        except Exception as exc:  # noqa: BLE001 - a flatbuffer that does not parse, any way it fails
+            raise ConversionError(f"cannot read {path.name} as a TFLite flatbuffer ({type(exc).__name__}): "
+                                  f"pass --metadata to embed its bytes as they are") from None
     arena = _arena_bytes(path)
     class_names = list(sidecar.get("class_names") or
                        (sidecar.get("preprocessing") or {}).get("class_names") or [])
     facts = {
-        "artifact": path.name, "symbol": symbol, "length": len(data), "arena_bytes": arena,
+        "artifact": path.name, "symbol": symbol, "length": len(kept), "arena_bytes": arena,
+        "metadata": metadata, "metadata_bytes_left_out": len(data) - len(kept),
         "input": runner.input.as_dict(), "output": runner.outputs[0].as_dict(),
         "class_names": class_names,
     }
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     header = _header(facts)
-    source = _source(facts, data)
+    source = _source(facts, kept)
     written = [write_bytes(out_dir / "model_data.h", header.encode()),
                write_bytes(out_dir / "model_data.cc", source.encode())]
     written.append(write_json(out_dir / "model_data.json", facts))

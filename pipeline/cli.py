@@ -311,7 +311,8 @@ def _describe_recovery(recovery: dict) -> str:
 def convert(
     run: RunOption = None,
     to: Annotated[Optional[list[str]], _listed(
-        "Targets: tflite, onnx.", ",".join(DEFAULTS.convert.targets))] = None,
+        "Targets: tflite, onnx, ort (ONNX Runtime Mobile: the run's ONNX artifacts as .ort).",
+        ",".join(DEFAULTS.convert.targets))] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (tf2onnx 1.17 supports up to 18).")] = DEFAULTS.convert.opset,
     pruned: Annotated[bool, typer.Option(help="Convert model_pruned.keras.")] = False,
     calibration_samples: Annotated[int, typer.Option(
@@ -496,6 +497,9 @@ def export(
         help="The integer TFLite model to export (a name in the run, or a path).")] = "model_int8.tflite",
     out: Annotated[Optional[Path], typer.Option(help="Where to write (default: RUN/c_array).")] = None,
     symbol: Annotated[str, typer.Option(help="The array's C name.")] = DEFAULTS.export.symbol,
+    metadata: Annotated[bool, typer.Option(
+        "--metadata/--no-metadata", help="Keep the TFLite Metadata and packed labels in the array "
+                                         "(default: left out, TFLite Micro does not read them).")] = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Export an artifact for a microcontroller project (TensorFlow Lite for Microcontrollers)."""
@@ -506,8 +510,10 @@ def export(
     if not c_array:
         raise UsageError("choose what to export: --c-array")
     run_dir = resolve_run(run)
-    facts = export_c_array(run_dir, artifact, out or run_dir / "c_array", symbol=symbol)
-    typer.echo(f"{facts['artifact']}: {facts['length']:,} bytes, tensor arena {facts['arena_bytes']:,} "
+    facts = export_c_array(run_dir, artifact, out or run_dir / "c_array", symbol=symbol, metadata=metadata)
+    left_out = (f" ({facts['metadata_bytes_left_out']:,} bytes of metadata left out)"
+                if facts["metadata_bytes_left_out"] else "")
+    typer.echo(f"{facts['artifact']}: {facts['length']:,} bytes{left_out}, tensor arena {facts['arena_bytes']:,} "
                f"bytes → {', '.join(facts['files'][:2])}")
 
 

@@ -15,7 +15,7 @@ from pipeline.formats import artifact_file
 from pipeline.fsutil import read_json, remove_file, write_json
 from pipeline.onnx_export import check_opset
 
-TARGETS = ("tflite", "onnx")
+TARGETS = ("tflite", "onnx", "ort")
 
 
 @dataclass
@@ -35,7 +35,7 @@ class ConvertOptions:
 
     def validate(self) -> None:
         if not self.targets:
-            raise UsageError("--to needs at least one of: tflite, onnx")
+            raise UsageError("--to needs at least one of: tflite, onnx, ort")
         for target in self.targets:
             if target not in TARGETS:
                 raise unknown_name("conversion target", target, TARGETS)
@@ -91,10 +91,49 @@ def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
             if recovery.get("artifact"):
                 report["artifacts"][mixed] = {"format": "onnx", "mode": "int8_mixed", "size_bytes": recovery["size_bytes"],
                                               "sha256": recovery["sha256"], "method": "onnxruntime-qdq-nodes-excluded"}
+    if "ort" in options.targets:
+        _convert_ort(context, options, source, record, report)
     report["opset"] = options.opset
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "convert", artifacts=[*written, report_path])
     return report
+
+
+# The ONNX artifacts that get an ONNX Runtime Mobile twin (``--to ort``), as file kinds.
+ORT_SOURCES = ("float32.onnx", "int8.onnx", "int8_tflite.onnx", "int8_mixed.onnx")
+
+
+def _convert_ort(context, options, source, record, report) -> None:
+    """Each ONNX artifact of the run (from the current model) in ONNX Runtime Mobile's format,
+    with its sidecar: the same tensors, so the device feeds it as it feeds the ``.onnx``."""
+    from pipeline.artifacts import check_fresh
+    from pipeline.ort_format import onnx_to_ort, ort_name
+
+    onnx_files = [p for p in (context.run_dir / artifact_file(kind, options.pruned) for kind in ORT_SOURCES)
+                  if p.is_file() and not p.is_symlink()]
+    if not onnx_files:
+        raise UsageError(f"{context.run_dir} has no ONNX artifacts to convert to .ort: add onnx to --to "
+                         f"(--to onnx,ort) or run `pipeline convert --to onnx` first")
+    check_fresh(context.run_dir, onnx_files)
+    for onnx_path in onnx_files:
+        from edge_runtime import load
+
+        load(onnx_path)  # checked against its sidecar's sha256 before it is converted
+        onnx_sidecar = read_sidecar(onnx_path) or {}
+        started = time.perf_counter()
+        path = context.run_dir / ort_name(onnx_path.name)
+        calibration = onnx_sidecar.get("calibration") or {}
+        sidecar = write_artifact(
+            path, onnx_to_ort(onnx_path), fmt="ort", mode=onnx_sidecar.get("mode", "float32"), context=context,
+            source=source, calibration_indices=calibration.get("indices"),
+            calibration_source={k: v for k, v in calibration.items() if k not in ("count", "indices")} or None,
+            io_overrides={"inputs": onnx_sidecar["inputs"], "outputs": onnx_sidecar["outputs"]}
+            if onnx_sidecar.get("inputs") else None,
+            options={"onnx": onnx_path.name, "onnx_sha256": onnx_sidecar.get("sha256"),
+                     "method": "onnxruntime.tools.convert_onnx_models_to_ort",
+                     "optimization_style": "Fixed", "target_platform": "arm"})
+        record(path, sidecar, started, method="onnxruntime.tools.convert_onnx_models_to_ort")
+        report["artifacts"][path.name]["onnx"] = onnx_path.name
 
 
 def _convert_onnx(context, options, model, source, record, calibration, written) -> dict | None:

@@ -83,8 +83,19 @@ def run_micro(model: Path, feeds: np.ndarray | None = None, *, timeout: float = 
             message = (report or {}).get("error") or _tail(done.stderr) or f"exit code {done.returncode}"
             raise MicroError(f"TFLM cannot run {model.name}: {message}")
         outputs = np.load(result) if feeds is not None else np.zeros((0,))
-    return MicroResult(outputs, report["arena_bytes"], report["recorded_arena_bytes"],
-                       model.stat().st_size)
+    return MicroResult(outputs, report["arena_bytes"], report["recorded_arena_bytes"], flash_bytes(model))
+
+
+def flash_bytes(model: Path) -> int:
+    """What the model takes in a microcontroller's flash: its bytes as ``pipeline export
+    --c-array`` embeds them, without the TFLite Metadata and labels a phone reads."""
+    from pipeline.tflite_meta import without_metadata
+
+    content = model.read_bytes()
+    try:
+        return len(without_metadata(content))
+    except Exception:  # noqa: BLE001 - not a flatbuffer we can rewrite: all of it goes to flash
+        return len(content)
 
 
 def micro_parity(path: Path, x_model: np.ndarray, y: np.ndarray | None,

@@ -57,6 +57,7 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
                 "delta_ci95": ([-artifact["metric_drop_ci95"][1], -artifact["metric_drop_ci95"][0]]
                                if variant == run_dir and artifact.get("metric_drop_ci95") else None),
                 **_micro_memory(artifact.get("micro") or {}),
+                "gpu_delegate": artifact.get("gpu_delegate"),
             })
     reference = next((r for r in rows if r["variant"] == "base" and r["artifact"] == "model_float32.tflite"
                       and r["p50_ms"]), None)
@@ -382,7 +383,7 @@ def _png(figure) -> bytes:
 # -- text ----------------------------------------------------------------------------------
 
 _COLUMNS = ("Variant", "Format", "Status", "Size", "Accuracy", "Δ", "Agreement", "p50 ms", "p90 ms",
-            "Speed-up", "TFLM arena / flash", "Pareto")
+            "Speed-up", "TFLM arena / flash", "GPU delegate", "Pareto")
 
 
 def _cells(row: dict) -> list[str]:
@@ -400,8 +401,14 @@ def _cells(row: dict) -> list[str]:
     return [row["variant"], name, status, f"{row['size_kb']:.1f} KiB", value, delta, agreement,
             number(row["p50_ms"], ".3f"), number(row["p90_ms"], ".3f"),
             "–" if row["speedup"] is None else f"{row['speedup']:.2f}x" + (" (tie)" if row.get("speedup_tie") else ""),
-            _micro_cell(row),
+            _micro_cell(row), gpu_summary(row.get("gpu_delegate")),
             "●" if row["pareto"] else ""]
+
+
+def gpu_summary(record) -> str:
+    from pipeline.gpu_delegate import summary
+
+    return summary(record if isinstance(record, dict) else None)
 
 
 def _ci(ci95, signed: bool = False) -> str:

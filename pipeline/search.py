@@ -606,13 +606,16 @@ def _train_candidate(values: dict, options: SearchOptions, data, epochs: int, *,
 def _fit_candidate(values: dict, options: SearchOptions, data, x_train, y_train, epochs: int):
     from pipeline.backend import import_keras, seed_everything
     from pipeline.batchnorm import recalibrate_batchnorm
-    from pipeline.train import compile_for_task, make_optimizer
+    from pipeline.train import compile_for_task, make_optimizer, recipe_for, scheduled_rate
 
     keras = import_keras()
     keras.backend.clear_session()
     seed_everything(options.seed)
     model = _build(options.model, data, values)
-    compile_for_task(model, "classifier", make_optimizer(keras, values["optimizer"], values["learning_rate"]))
+    # the learning-rate schedule of the baseline's recipe: candidates and baseline train alike
+    rate = scheduled_rate(keras, values["learning_rate"], recipe_for(options.model)["lr_schedule"],
+                          len(y_train), values["batch_size"], epochs)
+    compile_for_task(model, "classifier", make_optimizer(keras, values["optimizer"], rate))
     model.fit(x_train, y_train, batch_size=values["batch_size"], epochs=epochs, verbose=0, shuffle=True)
     if values["sparsity"]:
         model = _pruned(model, values["sparsity"])
@@ -870,13 +873,14 @@ def _cross_validate(trial: dict, options: SearchOptions, data, x, y, folds) -> d
     read back only if it was made for this very split."""
     from edge_runtime import load
     from pipeline.tflite import to_tflite
+    from pipeline.train import recipe_for
 
     values, trial_dir = trial["hyperparameters"], Path(trial["dir"])
     correct, losses = np.zeros(len(y), dtype=bool), np.zeros(len(y))
     for k, held in enumerate(folds):
         path = trial_dir / f"rescore_fold{k}.json"
         key = {"hyperparameters": values, "fold": k, "folds": len(folds), "seed": options.seed,
-               "samples": len(y), "epochs": options.epochs}
+               "samples": len(y), "epochs": options.epochs, "schedule": recipe_for(options.model)["lr_schedule"]}
         cached = _cached_fold(path, key, len(held))
         if cached is None:
             rows = np.sort(np.concatenate([f for j, f in enumerate(folds) if j != k]))

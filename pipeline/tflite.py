@@ -24,9 +24,12 @@ def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = 
 
     try:
         with quiet_native():  # "fully_quantize: 0, ...", statistics warnings
-            return converter.convert()
+            content = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
         raise _conversion_error(exc, mode) from None
+    from pipeline.tflite_meta import with_signature
+
+    return with_signature(content)  # what LiteRT's signature runners and phone tooling address
 
 
 # The signature of float models made for per-layer quantization (ai-edge-quantizer calibrates

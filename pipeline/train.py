@@ -356,13 +356,19 @@ def compile_for_task(model, task: str, optimizer=None) -> None:
 
 
 def _optimizer(keras, config: TrainConfig, num_train: int):
-    steps_per_epoch = max(1, -(-num_train // config.batch_size))
-    rate: Any = config.learning_rate
-    if config.lr_schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, steps_per_epoch * config.epochs)
-    elif config.lr_schedule == "exponential":
-        rate = keras.optimizers.schedules.ExponentialDecay(rate, steps_per_epoch, 0.9)
-    return make_optimizer(keras, config.optimizer, rate)
+    return make_optimizer(keras, config.optimizer, scheduled_rate(
+        keras, config.learning_rate, config.lr_schedule, num_train, config.batch_size, config.epochs))
+
+
+def scheduled_rate(keras, rate: float, schedule: str, samples: int, batch_size: int, epochs: int):
+    """The learning rate, or its schedule over ``epochs`` of ``samples`` ("plateau" is a
+    callback on validation loss: the rate itself stays constant)."""
+    steps_per_epoch = max(1, -(-samples // batch_size))
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, steps_per_epoch * epochs)
+    if schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(rate, steps_per_epoch, 0.9)
+    return rate
 
 
 def make_optimizer(keras, name: str, learning_rate):

@@ -14,6 +14,7 @@ from pipeline.context import RunContext
 from pipeline.errors import ParityError, UsageError
 from pipeline.formats import MODEL, PRUNED_MODEL, QUANT_MODES, artifact_file
 from pipeline.fsutil import write_json
+from pipeline.gpu_delegate import FLOAT_MODES as GPU_MODES
 
 # Default gates per artifact kind: (metric, comparison, threshold).
 DEFAULT_GATES: dict[str, dict[str, tuple[str, float]]] = {
@@ -116,9 +117,12 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
         outputs[path.name] = _artifact_predict(path, raw_test, found, context.preprocessing)
         rows.append(_verify_artifact(context, path, found, sidecar, source, references[source],
                                      outputs[path.name], gates, options))
+    for row, path in zip(rows, paths):
+        if path.suffix == ".ort":  # the same graph as its .onnx: ONNX Runtime must agree with itself
+            _ort_parity(row, path, outputs, raw_test, context)
     for row, path in zip(rows, paths):  # explain what quantization cost, not a memory budget
         lost = any(not row["gates"][m]["passed"] for m in gates["quantized"] if m in row["gates"])
-        if row["gate_kind"] == "quantized" and (options.explain or lost):
+        if row["gate_kind"] == "quantized" and path.suffix != ".ort" and (options.explain or lost):
             row["explain"] = _explain(context, path, x_test, options.explain_top)
     keras_metrics = {source: _task_metric(ref, y_test, x_test, context.task)
                      for source, ref in references.items()}
@@ -148,6 +152,14 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
                               in_run=path.resolve().parent == context.run_dir.resolve())
     row["gates"]["sidecar"] = {"op": "==", "threshold": "training preprocessing",
                                "value": problem or "matches", "passed": problem is None}
+    if path.suffix == ".tflite":
+        row["signature"] = _signature_parity(path, x_test)
+        if row["signature"]["key"]:  # a model from elsewhere may have none: recorded, not failed
+            row["gates"]["signature"] = {"op": "==", "threshold": "plain invoke's outputs",
+                                         "value": row["signature"].get("problem") or "equal",
+                                         "passed": "problem" not in row["signature"]}
+        if sidecar.get("mode") in GPU_MODES:
+            row["gpu_delegate"] = _gpu(path)
     if _runs_on_micro(path, sidecar["mode"]):
         row.update(_micro(path, x_test, y_test, output, context.task, gates["micro"], options))
         row["gates"].update(row.pop("micro_gates"))
@@ -155,6 +167,62 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
         gate.setdefault("verdict", "pass" if gate["passed"] else "fail")
     row["passed"] = all(g["passed"] for g in row["gates"].values())
     return row
+
+
+# Samples run through LiteRT's own SignatureRunner and compared with the plain invoke.
+SIGNATURE_SAMPLES = 16
+
+
+def _signature_parity(path: Path, x_test: np.ndarray) -> dict:
+    """The artifact's ``serving_default`` signature, and whether LiteRT's SignatureRunner gives
+    exactly the plain invoke's outputs on the first ``SIGNATURE_SAMPLES`` test samples."""
+    from edge_runtime.runner import load, quantize, signature_outputs
+
+    runner = load(path, sidecar=False)
+    if not runner.signature:
+        return {"key": None}
+    feed = quantize(x_test[:SIGNATURE_SAMPLES], runner.input)
+    plain = np.concatenate([runner.invoke_quantized(sample[None]).copy() for sample in feed])
+    through = signature_outputs(path, feed)[runner.signature["outputs"][0]]
+    record = {"key": runner.signature["key"], "inputs": runner.signature["inputs"],
+              "outputs": runner.signature["outputs"], "samples": int(len(feed)),
+              "max_abs_difference": float(np.max(np.abs(plain.astype(np.float64) - through.astype(np.float64))))}
+    if record["max_abs_difference"] != 0.0:
+        record["problem"] = f"signature runner differs from the plain invoke by {record['max_abs_difference']:.3g}"
+    return record
+
+
+# An .ort file is its .onnx graph optimized and saved by ONNX Runtime: outputs may differ by
+# float rounding of fused kernels at most.
+ORT_TOLERANCE = 1e-6
+
+
+def _ort_parity(row: dict, path: Path, outputs: dict, raw_test, context: RunContext) -> None:
+    """Gate ``onnx_parity``: the ``.ort``'s outputs against its ``.onnx`` twin's (the one its
+    sidecar names, in the same directory) on every test sample."""
+    twin_name = ((read_sidecar(path) or {}).get("options") or {}).get("onnx")
+    twin = path.with_name(twin_name) if isinstance(twin_name, str) and "/" not in twin_name else None
+    if twin is None or not twin.is_file():
+        difference, value = None, "no .onnx twin to compare with"
+    else:
+        if twin.name not in outputs:
+            outputs[twin.name] = _artifact_predict(twin, raw_test, read_sidecar(twin), context.preprocessing)
+        difference = float(np.max(np.abs(outputs[path.name].astype(np.float64) - outputs[twin.name])))
+        value = difference
+    passed = difference is not None and difference <= ORT_TOLERANCE
+    row["onnx_twin"] = twin.name if twin is not None else None
+    row["gates"]["onnx_parity"] = {"op": "<=", "threshold": ORT_TOLERANCE, "value": value, "passed": passed,
+                                   "verdict": "pass" if passed else "fail"}
+    row["passed"] = all(g["passed"] for g in row["gates"].values())
+
+
+def _gpu(path: Path) -> dict:
+    from pipeline.gpu_delegate import gpu_compatibility
+
+    try:
+        return gpu_compatibility(path)
+    except (ValueError, RuntimeError) as exc:  # an analyzer without a verdict: say so, do not fail
+        return {"error": str(exc)[:200]}
 
 
 def _failed(name: str, gate: dict) -> str:

@@ -47,7 +47,9 @@ def test_integer_models_give_the_same_answers_on_tflite_micro(micro_run):
         assert _row(micro_run, name)["gates"]["tflm_top1_agreement"]["passed"]
     int8 = _row(micro_run, "model_int8.tflite")["micro"]
     assert int8["output_difference_unit"] == "quantization steps" and int8["max_output_difference"] <= 8
-    assert int8["flash_bytes"] == (micro_run / "model_int8.tflite").stat().st_size
+    from pipeline.tflite_meta import without_metadata
+
+    assert int8["flash_bytes"] == len(without_metadata((micro_run / "model_int8.tflite").read_bytes()))
 
 
 def test_the_arena_is_the_smallest_that_works(micro_run):
@@ -92,7 +94,9 @@ def test_bench_records_the_arena_and_flash(micro_run):
     assert result.exit_code == 0, result.output
     memory = json.loads((micro_run / "bench.json").read_text())["microcontroller"]["model_int8.tflite"]
     assert memory["arena_bytes"] == _row(micro_run, "model_int8.tflite")["micro"]["arena_bytes"]
-    assert memory["flash_bytes"] == (micro_run / "model_int8.tflite").stat().st_size
+    from pipeline.tflite_meta import without_metadata  # flash: the C array's bytes, no phone metadata
+
+    assert memory["flash_bytes"] == len(without_metadata((micro_run / "model_int8.tflite").read_bytes()))
 
 
 _MAIN = r"""
@@ -119,7 +123,9 @@ def test_exported_c_array_compiles_and_round_trips_byte_for_byte(micro_run, tmp_
     subprocess.run([GXX, "-std=c++17", "-Wall", "-Werror", "-o", str(binary), str(tmp_path / "main.cc"),
                     str(tmp_path / "model_data.cc")], check=True, cwd=tmp_path, timeout=300)
     done = subprocess.run([str(binary), str(tmp_path / "bytes.bin")], capture_output=True, text=True, check=True)
-    assert (tmp_path / "bytes.bin").read_bytes() == (micro_run / "model_int8.tflite").read_bytes()
+    from pipeline.tflite_meta import without_metadata  # flash holds the model, not its phone metadata
+
+    assert (tmp_path / "bytes.bin").read_bytes() == without_metadata((micro_run / "model_int8.tflite").read_bytes())
     first, *names = done.stdout.splitlines()
     arena, classes, misalignment, scale, zero_point = first.split()
     assert int(arena) == _row(micro_run, "model_int8.tflite")["micro"]["arena_bytes"]

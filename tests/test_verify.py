@@ -40,7 +40,7 @@ def test_every_artifact_passes_default_gates(verified_run):
         assert len(row["per_class_accuracy"]) == 10
     float32 = next(r for r in report["artifacts"] if r["artifact"] == "model_float32.tflite")
     assert float32["max_abs_error"] <= 1e-4 and float32["sqnr_db"] > 80
-    assert set(float32["gates"]) == {*DEFAULT_GATES["float32"], "sidecar"}
+    assert set(float32["gates"]) == {*DEFAULT_GATES["float32"], "sidecar", "signature"}
     assert float32["gates"]["sidecar"]["value"] == "matches"
     pairs = {(p["tflite"], p["onnx"]) for p in report["cross_runtime"]}
     assert ("model_float32.tflite", "model_float32.onnx") in pairs
