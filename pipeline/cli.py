@@ -534,6 +534,9 @@ def search(
         "batch_size, sparsity, quantization.")] = None,
     max_latency_ms: Annotated[Optional[float], typer.Option(
         help="Budget: int8 p50 latency where the trials are timed (default: none).")] = DEFAULTS.constraints.max_latency_ms,
+    max_latency_ratio: Annotated[Optional[float], typer.Option(
+        help="Budget: int8 p50 as a fraction of the model as it comes, both timed here at the start, "
+             "e.g. 0.33 (instead of --max-latency-ms).")] = DEFAULTS.search.max_latency_ratio,
     max_size_kb: Annotated[Optional[float], typer.Option(
         help="Budget: artifact size (default: none).")] = DEFAULTS.constraints.max_size_kb,
     max_ram_kb: Annotated[Optional[float], typer.Option(
@@ -560,7 +563,7 @@ def search(
     options = SearchOptions(model=model, dataset=dataset, trials=trials, time_limit_s=time_limit,
                             epochs=epochs, space=_space(_items(space, "--space", keyed=True)),
                             max_latency_ms=max_latency_ms, max_size_kb=max_size_kb, max_ram_kb=max_ram_kb,
-                            bench_seconds=bench_seconds, rescore=rescore, device=device, seed=seed,
+                            max_latency_ratio=max_latency_ratio, bench_seconds=bench_seconds, rescore=rescore, device=device, seed=seed,
                             ssh_options=_ssh_options(_items(ssh_option, "--ssh-option", keyed=True)),
                             remote_root=remote_dir)
     summary = run_search(options, out or DEFAULT_RUNS_ROOT / f"search-{model}-{safe_name(dataset)}")
@@ -593,6 +596,10 @@ def _print_search(summary: dict) -> None:
     typer.echo(f"{len(done)} trials in {summary['search_seconds']:.0f}s; baseline "
                f"{summary['options']['model']} int8: test accuracy {baseline['test_accuracy']:.2%}, "
                f"p50 {baseline['p50_ms']:.4f} ms")
+    relative = summary.get("relative_budget")
+    if relative:
+        typer.echo(f"latency budget: {relative['ratio']:g} × {summary['options']['model']}'s untrained p50 "
+                   f"{relative['reference_p50_ms']:.4f} ms = {relative['max_latency_ms']:.4f} ms")
     best = summary.get("best")
     if best:
         from pipeline.search import choice_text
@@ -604,7 +611,9 @@ def _print_search(summary: dict) -> None:
                    f"baseline's {test['baseline']['accuracy']:.2%}: {100 * test['difference']:+.2f} points "
                    f"[{100 * test['difference_ci95'][0]:+.2f}, {100 * test['difference_ci95'][1]:+.2f}]")
     else:
-        typer.echo("best: no trial fits the budgets")
+        fastest = summary["screened"].get("fastest_p50_ms")
+        typer.echo("best: no trial fits the budgets" + (
+            f" (the fastest architecture of the space: p50 {fastest:.4f} ms untrained)" if fastest else ""))
 
 
 @command("run")

@@ -107,6 +107,10 @@ class SearchSection:
     # of the best are re-scored by 3-fold cross-validation over train+validation (0: rank on
     # validation alone).
     rescore: int = 3
+    # Latency budget as a fraction of the zoo model's own p50 (its architecture, timed at the
+    # start of the search where the trials are timed): 0.33 asks for a third of it on any
+    # machine. Instead of constraints.max_latency_ms, not with it.
+    max_latency_ratio: float | None = None
     device: str | None = None           # ssh://user@host[:port]: time the trials there
     # Hyperparameter -> the values to try, replacing the zoo model's defaults
     # (`pipeline search --help` lists the names), e.g. {filters: ["8", "16-32"]}.

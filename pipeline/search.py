@@ -14,6 +14,7 @@ timed side by side.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -127,6 +128,7 @@ class SearchOptions:
     seed: int = DataSection.seed
     bench_seconds: float = SearchSection.bench_seconds
     rescore: int = SearchSection.rescore
+    max_latency_ratio: float | None = SearchSection.max_latency_ratio
     device: str | None = SearchSection.device
     # hyperparameter -> values, replacing the model's defaults (SPACES, COMMON_SPACE)
     space: dict[str, list] = field(default_factory=dict)
@@ -146,6 +148,12 @@ class SearchOptions:
         check("max_size_kb", self.max_size_kb, label="--max-size-kb")
         check("max_ram_kb", self.max_ram_kb, label="--max-ram-kb")
         check("min_seconds", self.bench_seconds, label="--bench-seconds")
+        if self.max_latency_ratio is not None:
+            ratio = self.max_latency_ratio
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.01 <= ratio <= 100:
+                raise UsageError(f"--max-latency-ratio must lie in [0.01, 100], got {ratio}")
+            if self.max_latency_ms is not None:
+                raise UsageError("give --max-latency-ms or --max-latency-ratio, not both")
         if not 0 <= self.rescore <= 50:
             raise UsageError(f"--rescore must lie in [0, 50], got {self.rescore}")
         if not 1 <= self.trials <= 10_000:
@@ -185,6 +193,7 @@ def options_from_config(config) -> SearchOptions:
     return SearchOptions(model=config.train.model, dataset=config.data.dataset, seed=config.data.seed,
                          trials=section.trials, time_limit_s=section.time_limit_s, epochs=section.epochs,
                          bench_seconds=section.bench_seconds, rescore=section.rescore, device=section.device,
+                         max_latency_ratio=section.max_latency_ratio,
                          space=dict(section.space),
                          max_latency_ms=constraints.max_latency_ms, max_size_kb=constraints.max_size_kb,
                          max_ram_kb=constraints.max_ram_kb)
@@ -263,6 +272,11 @@ def search(options: SearchOptions, out: Path) -> dict:
 
 def _search_locked(options: SearchOptions, data, out: Path) -> dict:
     timer = Timer(options, data.split("val")[0][0], out)
+    relative = None
+    if options.max_latency_ratio is not None:  # the budget in ms, from the zoo model's own p50 here
+        relative = _relative_budget(options, data, out, timer)
+        options = dataclasses.replace(options, max_latency_ms=relative["max_latency_ms"])
+        timer.options = options
     try:  # a search directory is untrusted: its saved tuner state may be anything
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from …"
             tuner, screen = _tuner(options, data, out, timer)
@@ -280,7 +294,7 @@ def _search_locked(options: SearchOptions, data, out: Path) -> dict:
     pooled = _pool_timings(trials, screen, options)
     summary = {"options": asdict(options), "search_seconds": round(time.perf_counter() - started, 1),
                "timing": timer.where(), "trials": trials, "screened": screen.summary(),
-               "pooled_timings": pooled,
+               "pooled_timings": pooled, **({"relative_budget": relative} if relative else {}),
                "front": [row["trial"] for row in _trial_rows(trials, None) if row["pareto"]]}
     feasible = [t for t in trials if t["status"] == "COMPLETED" and t["metrics"].get("feasible")]
     baseline = _baseline(options, out)
@@ -302,6 +316,51 @@ def _search_locked(options: SearchOptions, data, out: Path) -> dict:
     write_json(out / MARKER, summary)
     _report(summary, out)
     return summary
+
+
+BUDGET_FILE = "latency_budget.json"
+REFERENCE_TIMINGS = 5  # the zoo model's untrained twin, timed this often (median)
+
+
+def _relative_budget(options: SearchOptions, data, out: Path, timer: "Timer") -> dict:
+    """``max_latency_ratio`` × the p50 of the zoo model as it comes (its architecture with its
+    initial weights, int8: latency does not depend on the weights), timed where the trials are
+    timed, at the start; kept in ``latency_budget.json`` so a resumed search keeps its budget
+    (a file that does not hold one for this ratio is measured again)."""
+    import hashlib
+
+    from pipeline.backend import import_keras
+    from pipeline.tflite import to_tflite
+    from pipeline.train import zoo_spec
+
+    path = out / BUDGET_FILE
+    try:
+        recorded = read_json(path) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError):
+        recorded = None
+    if isinstance(recorded, dict) and recorded.get("ratio") == options.max_latency_ratio:
+        timings = _timings(recorded.get("timings_ms"))
+        if len(timings) == REFERENCE_TIMINGS:
+            reference = float(np.median(timings))
+            return {"ratio": options.max_latency_ratio, "reference": recorded.get("reference"),
+                    "timings_ms": timings, "reference_p50_ms": reference,
+                    "max_latency_ms": options.max_latency_ratio * reference}
+    keras = import_keras()
+    keras.backend.clear_session()
+    model = zoo_spec(options.model).build(tuple(data.input_shape), int(data.num_classes))
+    name = hashlib.sha256(f"reference-{options.model}".encode()).hexdigest()[:16]
+    artifact = out / "screen" / f"{name}.tflite"
+    make_dirs(artifact.parent)
+    write_bytes(artifact, to_tflite(model, "int8", calibration=data.split("train")[0][:100]))
+    timings = [p50 for _ in range(REFERENCE_TIMINGS) for p50 in timer.p50([artifact])]
+    reference = float(np.median(timings))
+    record = {"ratio": options.max_latency_ratio, "reference": f"{options.model} as it comes, untrained, int8",
+              "timings_ms": timings, "reference_p50_ms": reference,
+              "max_latency_ms": options.max_latency_ratio * reference}
+    write_json(path, record)
+    log.info("latency budget: %.2f × %s's p50 %.4f ms = %.4f ms", options.max_latency_ratio, options.model,
+             reference, record["max_latency_ms"])
+    return record
 
 
 def _check_builds(options: SearchOptions, data) -> None:
@@ -427,7 +486,9 @@ class Screen:
 
     def summary(self) -> dict:
         over = [key for key, m in self.measured.items() if _screened(m) and m["over"] > SCREEN_TOLERANCE]
-        return {"architectures": len(self.measured), "over_budget": len(over), "tolerance": SCREEN_TOLERANCE}
+        timed = [m["p50_ms"] for m in self.measured.values() if _screened(m)]
+        return {"architectures": len(self.measured), "over_budget": len(over), "tolerance": SCREEN_TOLERANCE,
+                "fastest_p50_ms": min(timed) if timed else None}
 
     def p50_ms(self, values: dict) -> float | None:
         """The untrained twin's p50, if it was measured."""

@@ -181,6 +181,36 @@ def test_an_architecture_fits_or_not_on_all_its_timings_not_on_one_trials(tmp_pa
     assert [r["metrics"]["feasible"] for r in (search._pool_timings(rows, Twin(), options), rows)[1]] == [1.0] * 3
 
 
+def test_a_relative_budget_is_the_ratio_of_the_models_own_p50_and_a_resume_keeps_it(tmp_path, digits):
+    """--max-latency-ratio: the budget is measured once, from the zoo model's untrained int8
+    twin timed where the trials are, and read back on resume; a damaged record is measured
+    again, not trusted."""
+    from pipeline import search
+
+    class Timer:
+        def __init__(self, p50):
+            self.p50s, self.calls = iter(p50), 0
+
+        def p50(self, artifacts):
+            self.calls += 1
+            assert [a.suffix for a in artifacts] == [".tflite"] and artifacts[0].is_file()
+            return [next(self.p50s)]
+
+    options = search.SearchOptions(model="mlp", max_latency_ratio=0.5)
+    timer = Timer([0.020, 0.010, 0.012, 0.011, 0.030])  # one disturbed timing of five
+    budget = search._relative_budget(options, digits, tmp_path, timer)
+    assert timer.calls == 5 and budget["reference_p50_ms"] == 0.012 and budget["max_latency_ms"] == 0.006
+    again = search._relative_budget(options, digits, tmp_path, Timer([]))  # resumed: nothing timed
+    assert again["max_latency_ms"] == 0.006 and again["timings_ms"] == budget["timings_ms"]
+    record = tmp_path / search.BUDGET_FILE
+    record.write_text(json.dumps({**json.loads(record.read_text()), "timings_ms": [1e-9, "x", 3, 4, 5]}))
+    measured = search._relative_budget(options, digits, tmp_path, Timer([0.004] * 5))
+    assert measured["max_latency_ms"] == 0.002
+    other = search._relative_budget(search.SearchOptions(model="mlp", max_latency_ratio=0.25), digits, tmp_path,
+                                    Timer([0.004] * 5))
+    assert other["max_latency_ms"] == 0.001  # another ratio: its own record
+
+
 def test_cross_validation_holds_out_every_sample_once_and_resumes_from_its_folds(tmp_path, digits, monkeypatch):
     """A real re-scoring of one MLP trial: every train+validation sample is scored once by a
     model that did not train on it, the folds are kept in the trial's folder, a second call
@@ -251,6 +281,8 @@ def test_a_chief_and_two_workers_share_one_search(tmp_path):
     (["--space", "filters=8-16-32-64,stem_pool=2"], "error: search space: mnist_cnn with filters=8-16-32-64"),
     (["--device", "ssh://-oProxyCommand=x"], "error: --device: '-oProxyCommand=x' is not a host name"),
     (["--bench-seconds", "-1"], "error: --bench-seconds must lie in"),
+    (["--max-latency-ratio", "0"], "error: --max-latency-ratio must lie in [0.01, 100]"),
+    (["--max-latency-ratio", "0.3", "--max-latency-ms", "1"], "error: give --max-latency-ms or --max-latency-ratio"),
 ])
 def test_bad_search_options_are_one_line_and_write_nothing(tmp_path, args, message):
     from pipeline.cli import app
