@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.errors import InputError
 from edge_runtime.runner import Runner, load, quantize
 
 # One default everywhere (pipeline bench, the config's bench section, edge-runtime bench):
@@ -26,6 +27,10 @@ def measure(runner: Runner, *, sample: np.ndarray | None = None, warmup: int = 2
     info = runner.input
     if sample is None:
         sample = np.random.default_rng(0).random(info.shape[1:], dtype=np.float32)
+    expected = tuple(info.shape[1:])
+    if all(isinstance(d, int) for d in expected) and tuple(np.shape(sample)) != expected:
+        raise InputError(f"the timing sample has shape {tuple(np.shape(sample))}; the model takes one input "
+                         f"of shape {expected} (no batch dimension)")
     feed = quantize(np.asarray(sample, dtype=np.float32)[None], info)
     call = runner.invoke_quantized
     started = time.perf_counter_ns()

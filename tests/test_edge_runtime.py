@@ -156,3 +156,19 @@ def test_benchmark_timing_counts_and_minimum_time(artifacts):
     assert result["mean_ms"] * result["method"]["runs"] >= 150  # kept timing for ~0.2 s
     quick = measure(runner, warmup=0, runs=7, min_seconds=0)
     assert quick["method"]["runs"] == 7
+
+
+def test_a_timing_sample_of_the_wrong_shape_is_one_line(artifacts, tmp_path):
+    """A sample saved with its batch dimension (1, 28, 28, 1) for a (28, 28, 1) input."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    sample = tmp_path / "sample.npy"
+    np.save(sample, np.zeros((1, 28, 28, 1), dtype=np.float32))
+    done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "bench", str(artifacts / "model_int8.tflite"),
+                           "--sample", str(sample), "--runs", "1", "--min-seconds", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith("the model takes one input of shape (28, 28, 1) (no batch dimension)"), done.stderr
