@@ -42,7 +42,7 @@ def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
     pair as if it belonged together.
     """
     if fmt == "tflite":
-        content = _mobile_ready(content, path, mode=mode, context=context)
+        content = _mobile_ready(content, mode=mode, context=context)
     write_bytes(path, content)
     from edge_runtime.runner import load
 
@@ -71,7 +71,7 @@ def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
     return sidecar
 
 
-def _mobile_ready(content: bytes, path: Path, *, mode: str, context) -> bytes:
+def _mobile_ready(content: bytes, *, mode: str, context) -> bytes:
     """The TFLite artifact as phone tooling reads it: a ``serving_default`` signature (kept
     if the converter path gave one) and TFLite Metadata made from what the sidecar says:
     name, description, version, normalization of the raw input, the input quantization of
