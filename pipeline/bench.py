@@ -69,8 +69,7 @@ def bench(run: str | Path | None, options: BenchOptions) -> dict:
     from pipeline.artifacts import check_fresh
 
     check_fresh(context.run_dir, artifacts)
-    x_test, _ = context.dataset.split("test")
-    sample = x_test[0]
+    sample = context.dataset.take("test", [0])[0][0]
     with rundir.locked(context.run_dir):
         if options.device:
             from pipeline.remote import bench_remote

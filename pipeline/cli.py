@@ -149,6 +149,9 @@ def train(
     class_weight: Annotated[Optional[str], typer.Option(
         help="'balanced' to weight classes by inverse frequency.")] = None,
     augment: Annotated[bool, typer.Option(help="Light image augmentation (random shifts).")] = DEFAULTS.train.augment,
+    stream: Annotated[Optional[str], typer.Option(
+        help="auto, always or never: feed batches preprocessed from the raw split as they are drawn "
+             "(auto: when the training split is over 16 MiB as float32).")] = None,
     seed: Annotated[Optional[int], typer.Option(
         help=f"Seed for splits, initialisation and shuffling (default: {DEFAULTS.data.seed}).")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
@@ -178,7 +181,7 @@ def train(
     options = dict(
         model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, learning_rate=learning_rate, lr_schedule=lr_schedule,
-        early_stopping=early_stopping, class_weight=class_weight, augment=augment,
+        early_stopping=early_stopping, class_weight=class_weight, augment=augment, stream=stream,
         seed=seed, image_size=image_size, mixed_precision=mixed_precision,
         distribute=distribute, tensorboard=tensorboard, unsafe=unsafe, backend=backend)
     given = {name: value for name, value in options.items()

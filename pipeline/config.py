@@ -38,6 +38,8 @@ class TrainSection:
     early_stopping: int = 0
     class_weight: str | None = None
     augment: bool = False
+    # auto: stream batches from the raw split when it is large (pipeline.train.STREAM_BYTES)
+    stream: str = "auto"
     mixed_precision: bool = False
     distribute: str = "none"
     backend: str | None = None  # tensorflow, jax or torch; not tensorflow: trains in a child process
@@ -309,11 +311,12 @@ def _merged(mapping: dict, keys: list[str], value: Any) -> dict:
 def _check_values(config: Config) -> None:
     from pipeline.convert import TARGETS
     from pipeline.formats import QUANT_MODES
-    from pipeline.train import DISTRIBUTE, LR_SCHEDULES, OPTIMIZERS
+    from pipeline.train import DISTRIBUTE, LR_SCHEDULES, OPTIMIZERS, STREAM_MODES
 
     checks = [("train.optimizer", config.train.optimizer, OPTIMIZERS),
               ("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES),
-              ("train.distribute", config.train.distribute, DISTRIBUTE)]
+              ("train.distribute", config.train.distribute, DISTRIBUTE),
+              ("train.stream", config.train.stream, STREAM_MODES)]
     checks += [(f"quantize.modes[{i}]", m, tuple(QUANT_MODES)) for i, m in enumerate(config.quantize.modes)]
     checks += [(f"convert.targets[{i}]", t, TARGETS) for i, t in enumerate(config.convert.targets)]
     for location, value, allowed in checks:

@@ -68,12 +68,14 @@ class RunContext:
     def dataset(self):
         """The training data set, reloaded exactly and checked against its recorded hash."""
         from pipeline.data import load_dataset
+        from pipeline.datacache import CACHE_DIR
 
         config = self.train_info["config"]
         dataset = load_dataset(config["dataset"], seed=config["seed"],
                                image_size=config.get("image_size"),
                                val_fraction=config.get("val_fraction", 0.1),
-                               test_fraction=config.get("test_fraction", 0.2))
+                               test_fraction=config.get("test_fraction", 0.2),
+                               cache=self.run_dir / CACHE_DIR, write_cache=rundir.holds_lock(self.run_dir))
         recorded = self.train_info["data"]["sha256"]
         if dataset.sha256() != recorded:
             raise DataError(f"data set '{config['dataset']}' changed since this run was trained "
@@ -96,11 +98,12 @@ class RunContext:
         return float32_copy(load_model(self.model_path(pruned)))
 
     def calibration(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """``count`` training samples drawn with the run's seed: ``(indices, model-ready x)``."""
-        x_train, _ = self.dataset.split("train")
+        """``count`` training samples drawn with the run's seed: ``(indices, model-ready x)``
+        (only those samples are preprocessed)."""
+        total = self.dataset.size("train")
         if count <= 0:
-            return np.zeros(0, dtype=np.int64), x_train[:0]
-        count = min(count, len(x_train))
+            return np.zeros(0, dtype=np.int64), self.dataset.take("train", [])[0]
+        count = min(count, total)
         rng = np.random.default_rng(self.seed)
-        indices = np.sort(rng.choice(len(x_train), size=count, replace=False))
-        return indices, x_train[indices]
+        indices = np.sort(rng.choice(total, size=count, replace=False))
+        return indices, self.dataset.take("train", indices)[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import mmap as _mmap_module
 import os
 import struct
 import zipfile
@@ -48,15 +49,45 @@ class Dataset:
         return len(self.class_names)
 
     def split(self, which: str) -> tuple[np.ndarray, np.ndarray]:
-        """Model-ready ``(x, y)`` for ``train``, ``val`` or ``test``."""
+        """Model-ready ``(x, y)`` for ``train``, ``val`` or ``test`` (the whole split, as float32)."""
         x, y = getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
         return apply_preprocessing(x, self.preprocessing), y
+
+    def size(self, which: str) -> int:
+        return len(getattr(self, f"y_{which}"))
+
+    def take(self, which: str, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Model-ready ``(x, y)`` of the samples at ``indices`` of a split, and nothing more
+        (the raw split may be a memory map of a file larger than memory)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        x, y = getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+        if indices.size and (indices.min() < 0 or indices.max() >= len(y)):
+            raise DataError(f"sample index {int(indices.max() if indices.max() >= len(y) else indices.min())} "
+                            f"is outside the {which} split's {len(y)} samples")
+        return apply_preprocessing(np.asarray(x[indices]), self.preprocessing), np.asarray(y[indices])
+
+    def chunks(self, which: str, size: int = 1024):
+        """Model-ready ``(x, y)`` of a split in consecutive chunks of ``size`` samples."""
+        x, y = getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+        for start in range(0, len(y), size):
+            yield (apply_preprocessing(np.asarray(x[start:start + size]), self.preprocessing),
+                   np.asarray(y[start:start + size]))
+
+    def sample_indices(self, which: str, count: int, seed: int) -> np.ndarray:
+        """``count`` sample indices of a split drawn with ``seed``, sorted (all when it has fewer)."""
+        total = self.size(which)
+        if count >= total:
+            return np.arange(total, dtype=np.int64)
+        return np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
+
+    def raw_bytes(self) -> int:
+        return sum(int(getattr(self, f"x_{w}").nbytes) for w in ("train", "val", "test"))
 
     def sha256(self) -> str:
         digest = hashlib.sha256()
         for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
             digest.update(str(array.shape).encode() + str(array.dtype).encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
+            _hash_array(digest, array)
         return digest.hexdigest()
 
     def describe(self) -> dict:
@@ -70,6 +101,28 @@ class Dataset:
             "sizes": {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)},
             "preprocessing": self.preprocessing,
         }
+
+
+HASH_CHUNK = 8 << 20
+
+
+def _hash_array(digest, array: np.ndarray) -> None:
+    """Feed an array's C-order bytes to ``digest`` in chunks, without copying it; a memory-mapped
+    split's pages are released as it goes, so hashing a large file does not hold it in memory."""
+    flat = (array if array.flags.c_contiguous else np.ascontiguousarray(array)).reshape(-1)
+    flat = flat.view(np.uint8) if flat.size else np.zeros(0, np.uint8)
+    for start in range(0, len(flat), HASH_CHUNK):
+        digest.update(flat[start:start + HASH_CHUNK].data)
+        release(array)
+
+
+def release(array: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped split from this process (the file stays in the page
+    cache; the next access maps them again): its resident size stays bounded by what a stage
+    touches between two calls, not by the file's size."""
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None and hasattr(mapped, "madvise"):
+        mapped.madvise(_mmap_module.MADV_DONTNEED)
 
 
 # -- registry -----------------------------------------------------------------------------
@@ -102,8 +155,39 @@ def dataset_names() -> list[str]:
 
 def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int | None = None,
                  val_fraction: float = DEFAULT_VAL_FRACTION,
-                 test_fraction: float = DEFAULT_TEST_FRACTION) -> Dataset:
-    """Load a data set by name (``digits``) or by ``kind:PATH`` (``npz:data.npz``)."""
+                 test_fraction: float = DEFAULT_TEST_FRACTION,
+                 cache: str | os.PathLike | None = None, write_cache: bool = True) -> Dataset:
+    """Load a data set by name (``digits``) or by ``kind:PATH`` (``npz:data.npz``).
+
+    With ``cache`` (a run's ``data_cache`` folder), a data set given by path is decoded once
+    into it and memory-mapped from it afterwards (``pipeline.datacache``); ``write_cache``
+    False reads a sound entry but writes none (the caller does not hold the run's lock)."""
+    loader, path = _loader_for(spec)
+    if not 0 <= val_fraction < 1 or not 0 < test_fraction < 1:
+        raise DataError("validation and test fractions must lie in [0, 1) and (0, 1)")
+    kwargs = dict(seed=seed, image_size=image_size, val_fraction=val_fraction,
+                  test_fraction=test_fraction)
+    if loader.takes_path and cache is not None:
+        from pipeline.datacache import cached_load
+
+        dataset = cached_load(Path(cache), spec, loader.load, path, kwargs, writable=write_cache)
+    else:
+        dataset = loader.load(path, **kwargs) if loader.takes_path else loader.load(**kwargs)
+    _validate(dataset)
+    return dataset
+
+
+def check_source(spec: str) -> None:
+    """Refuse an unknown data set, a missing path or a folder without images, before a command
+    creates anything (cheap: no image is decoded)."""
+    loader, path = _loader_for(spec)
+    if loader.name == "folder":
+        scan_image_folder(path)
+    elif loader.takes_path and not Path(path).exists():
+        raise DataError(f"data set '{spec}': {path} does not exist")
+
+
+def _loader_for(spec: str) -> tuple[DatasetLoader, str]:
     name, _, path = spec.partition(":")
     loader = _LOADERS.get(name)
     if loader is None:
@@ -112,13 +196,7 @@ def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int 
         raise DataError(f"data set '{name}' needs a path: --dataset {name}:PATH")
     if not loader.takes_path and path:
         raise DataError(f"data set '{name}' takes no path (got '{spec}')")
-    if not 0 <= val_fraction < 1 or not 0 < test_fraction < 1:
-        raise DataError("validation and test fractions must lie in [0, 1) and (0, 1)")
-    kwargs = dict(seed=seed, image_size=image_size, val_fraction=val_fraction,
-                  test_fraction=test_fraction)
-    dataset = loader.load(path, **kwargs) if loader.takes_path else loader.load(**kwargs)
-    _validate(dataset)
-    return dataset
+    return loader, path
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -152,6 +230,13 @@ def _finish(name: str, x_train, y_train, x_test, y_test, *, seed: int, val_fract
     if image_size is not None and x_train.ndim == 4:
         x_train, x_test = _resize(x_train, image_size), _resize(x_test, image_size)
     y_train, y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
+    names = _check_classes(name, y_train, y_test, class_names)
+    x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, _spec(x_train, names), names)
+
+
+def _check_classes(name: str, y_train, y_test, class_names: list[str] | None) -> list[str]:
+    """The data set's class names (given, or "0".."N-1"), after checking the labels fit them."""
     if len(y_train) == 0 or len(y_test) == 0:
         raise DataError(f"data set '{name}' is empty: {len(y_train)} training and "
                         f"{len(y_test)} test samples")
@@ -162,9 +247,13 @@ def _finish(name: str, x_train, y_train, x_test, y_test, *, seed: int, val_fract
     names = class_names or [str(i) for i in range(num_classes)]
     if len(names) < 2:
         raise DataError(f"data set '{name}' has one class ({names[0]!r}): a classifier needs at least two")
-    x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
+    return names
+
+
+def _spec(x_train: np.ndarray, names: list[str]) -> dict:
+    """The preprocessing spec of raw training samples like ``x_train``."""
     integer_pixels = x_train.dtype == np.uint8
-    preprocessing = {
+    return {
         "raw_dtype": str(x_train.dtype),
         "scale": 1.0 / 255.0 if integer_pixels else 1.0,
         "mean": None,
@@ -173,7 +262,6 @@ def _finish(name: str, x_train, y_train, x_test, y_test, *, seed: int, val_fract
         "layout": "NHWC" if x_train.ndim == 4 else "NF",
         "class_names": names,
     }
-    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, preprocessing, names)
 
 
 def _as_nhwc(x, what: str = "x") -> np.ndarray:
@@ -291,7 +379,7 @@ register_dataset("cifar10", help="CIFAR-10 through keras.datasets")(
 
 @register_dataset("npz", takes_path=True, help="an .npz with x_train, y_train, x_test, y_test")
 def load_npz(path: str, *, seed: int, image_size: int | None, val_fraction: float,
-             test_fraction: float) -> Dataset:
+             test_fraction: float, alloc=None) -> Dataset:
     """A NumPy archive with ``x_train, y_train, x_test, y_test`` (optional ``class_names``)."""
     file = _existing_file(path)
     try:
@@ -311,36 +399,115 @@ def load_npz(path: str, *, seed: int, image_size: int | None, val_fraction: floa
                    image_size=image_size, class_names=class_names)
 
 
-@register_dataset("folder", takes_path=True, help="an image folder, one sub-folder per class")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+SPLIT_FOLDERS = ("train", "val", "test")
+
+
+@register_dataset("folder", takes_path=True,
+                  help="an image folder: one sub-folder per class, or train/ and test/ (and val/) "
+                       "each with one sub-folder per class")
 def load_image_folder(path: str, *, seed: int, image_size: int | None, val_fraction: float,
-                      test_fraction: float) -> Dataset:
-    """Images in ``DIR/<class name>/*.png|jpg``; resized to ``--image-size`` (default: the first image's)."""
+                      test_fraction: float, alloc=None) -> Dataset:
+    """Images in ``DIR/<class name>/*.png|jpg``, or in ``DIR/train/<class>/`` and
+    ``DIR/test/<class>/`` (optional ``DIR/val/<class>/``), which are then the splits;
+    resized to ``--image-size`` (default: the first image's). Each image is decoded straight
+    into its split's array (``alloc(name, shape)`` makes it: in memory, or a file of the
+    run's decode cache), so the data set is never held twice."""
     from PIL import Image, UnidentifiedImageError
 
+    scan = scan_image_folder(path)
+    y_all = np.array([label for _, label in scan.files], dtype=np.int64)
+    index = np.arange(len(scan.files), dtype=np.int64)
+    if scan.layout == "splits":
+        given = np.array([split for split, _ in scan.file_splits])
+        parts = {split: index[given == split] for split in SPLIT_FOLDERS}
+        if not len(parts["val"]) and val_fraction > 0:
+            rest, _, val, _ = stratified_split(parts["train"], y_all[parts["train"]], val_fraction, seed)
+            parts["train"], parts["val"] = rest, val
+    else:
+        rest, y_rest, test, _ = stratified_split(index, y_all, test_fraction, seed)
+        train, _, val, _ = stratified_split(rest, y_rest, val_fraction, seed)
+        parts = {"train": train, "val": val, "test": test}
+    _check_classes(f"folder:{path}", y_all[parts["train"]], y_all[parts["test"]], scan.class_names)
+    alloc = alloc or (lambda name, shape: np.empty(shape, dtype=np.uint8))
+    try:
+        with Image.open(scan.files[0][0]) as first:
+            grey = first.mode in _GREY_MODES
+            size = image_size or first.size[0]
+        shape = (size, size, 1) if grey else (size, size, 3)
+        arrays = {split: alloc(f"x_{split}", (len(parts[split]), *shape)) for split in SPLIT_FOLDERS}
+        jobs = [(arrays[split], slot, scan.files[i][0]) for split in SPLIT_FOLDERS
+                for slot, i in enumerate(parts[split])]
+        _decode_into(Image, jobs, grey, size)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read an image in {scan.root}: {exc}") from None
+    labels = {split: y_all[parts[split]] for split in SPLIT_FOLDERS}
+    return Dataset(f"folder:{path}", arrays["train"], labels["train"], arrays["val"], labels["val"],
+                   arrays["test"], labels["test"], _spec(arrays["train"], scan.class_names), scan.class_names)
+
+
+@dataclass
+class FolderScan:
+    root: Path
+    layout: str  # "classes" (one sub-folder per class) or "splits" (train/ test/ [val/])
+    class_names: list[str]
+    files: list[tuple[Path, int]]  # every image with its label, in a fixed order
+    file_splits: list[tuple[str, int]]  # ("train" | "val" | "test", label) per file, "splits" only
+
+
+def scan_image_folder(path: str) -> FolderScan:
+    """The images of a folder data set and their labels, without reading any image."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a directory")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
-    if not class_dirs:
-        raise DataError(f"image folder {root} has no class sub-folders")
-    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
-    files = [(f, label) for label, d in enumerate(class_dirs)
-             for f in sorted(d.iterdir()) if f.suffix.lower() in suffixes]
-    if not files:
-        raise DataError(f"image folder {root} holds no images ({', '.join(sorted(suffixes))})")
-    try:
-        with Image.open(files[0][0]) as first:
-            grey = first.mode in _GREY_MODES
-            size = image_size or first.size[0]
-        images = [_read_image(Image, f, grey, size) for f, _ in files]
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read an image in {root}: {exc}") from None
-    x = np.stack(images).astype(np.uint8)
-    y = np.array([label for _, label in files])
-    x_train, y_train, x_test, y_test = stratified_split(x, y, test_fraction, seed)
-    return _finish(f"folder:{path}", x_train, y_train, x_test, y_test, seed=seed,
-                   val_fraction=val_fraction, image_size=None,
-                   class_names=[d.name for d in class_dirs])
+    split_dirs = {name: root / name for name in SPLIT_FOLDERS if (root / name).is_dir()}
+    splits = {"train", "test"} <= set(split_dirs) and _class_dirs(split_dirs["train"])
+    if not splits:
+        class_dirs = _class_dirs(root)
+        if not class_dirs:
+            raise DataError(f"image folder {root} has no class sub-folders (or train/ and test/ with them)")
+        files = [(f, label) for label, d in enumerate(class_dirs) for f in _images(d)]
+        if not files:
+            raise DataError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return FolderScan(root, "classes", [d.name for d in class_dirs], files, [])
+    class_names = [d.name for d in _class_dirs(split_dirs["train"])]
+    files, file_splits = [], []
+    for split, folder in split_dirs.items():
+        for d in _class_dirs(folder):
+            if d.name not in class_names:
+                raise DataError(f"{d} is a class that {split_dirs['train']} does not have: every class of "
+                                f"{split}/ needs training images")
+            label = class_names.index(d.name)
+            for f in _images(d):
+                files.append((f, label))
+                file_splits.append(split)
+    for split in ("train", "test"):
+        if split not in file_splits:
+            raise DataError(f"{split_dirs[split]} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return FolderScan(root, "splits", class_names, files, list(zip(file_splits, (l for _, l in files))))
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir())
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _decode_into(Image, jobs, grey: bool, size: int) -> None:
+    """Decode each ``(array, slot, file)`` into ``array[slot]``, on every core (Pillow
+    releases the GIL while it decodes); the first failure is raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def decode(job):
+        array, slot, file = job
+        array[slot] = _read_image(Image, file, grey, size).reshape(array.shape[1:])
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(jobs), 4096):  # in blocks: the first bad image stops it soon
+            list(pool.map(decode, jobs[start:start + 4096]))
 
 
 # Pillow modes of one channel; every other mode (RGB, RGBA, P, CMYK, ...) becomes RGB.
@@ -373,7 +540,7 @@ def _read_image(Image, file: Path, grey: bool, size: int) -> np.ndarray:
 
 @register_dataset("idx", takes_path=True, help="MNIST-style IDX files (e.g. ../shared/data/mnist)")
 def load_idx(path: str, *, seed: int, image_size: int | None, val_fraction: float,
-             test_fraction: float) -> Dataset:
+             test_fraction: float, alloc=None) -> Dataset:
     """A directory of IDX files (``*images-idx3-ubyte[.gz]`` + ``*labels-idx1-ubyte[.gz]``).
 
     With both train and t10k files, those are the splits; with one pair, it is split

@@ -36,8 +36,7 @@ def recorded_calibration(context, sidecar: dict) -> tuple[np.ndarray, str]:
         loaded = np.load(file, allow_pickle=False)
         raw = loaded if isinstance(loaded, np.ndarray) else loaded["x"]
         return apply_preprocessing(raw[indices], context.preprocessing), f"{len(indices)} samples from {file}"
-    x_train, _ = context.dataset.split("train")
-    return x_train[indices], f"{len(indices)} training samples (seed {calibration.get('seed')})"
+    return context.dataset.take("train", indices)[0], f"{len(indices)} training samples (seed {calibration.get('seed')})"
 
 
 def explain_tflite(context, path: Path, x_test: np.ndarray, top: int = 3) -> dict:

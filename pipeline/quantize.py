@@ -132,7 +132,7 @@ def recovery_stage(context: RunContext, recover: bool | None, gates: dict, mixed
     if len(x_val) == 0 and recover is None:
         return {"status": "skipped: no validation split"}
     rules = VerifyOptions(gates=gates).resolved_gates()["quantized"]
-    valid_inputs = input_range(context.preprocessing, context.dataset.split("train")[0])
+    valid_inputs = input_range(context.preprocessing, (x for x, _ in context.dataset.chunks("train")))
     result = attempt(x_val, y_val, rules, valid_inputs)
     summary = {"needed": result.needed, "validation_samples": int(len(x_val)),
                "full_int8": result.baseline.as_dict(), "tries": result.tries,

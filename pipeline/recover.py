@@ -308,10 +308,10 @@ def _widen_input(statistics: dict, float_model: bytes, input_range: tuple[float,
     found["max"] = np.maximum(np.asarray(found["max"]), np.float32(high)).astype(np.asarray(found["max"]).dtype)
 
 
-def input_range(preprocessing: dict, x_train: np.ndarray) -> tuple[float, float]:
+def input_range(preprocessing: dict, x_train) -> tuple[float, float]:
     """Every value a valid model input can take: the raw dtype's limits through the
     preprocessing (uint8 pixels: 0 and 255, scaled), or for float raw data the training
-    split's own extremes."""
+    split's own extremes (``x_train``: model-ready samples, or an iterable of chunks of them)."""
     from edge_runtime.preprocessing import apply_preprocessing
 
     raw = np.dtype(preprocessing.get("raw_dtype") or "float32")
@@ -319,7 +319,9 @@ def input_range(preprocessing: dict, x_train: np.ndarray) -> tuple[float, float]
         info = np.iinfo(raw)
         ends = apply_preprocessing(np.array([[info.min], [info.max]], dtype=np.float32), preprocessing)
         return float(ends.min()), float(ends.max())
-    return float(np.min(x_train)), float(np.max(x_train))
+    chunks = [x_train] if isinstance(x_train, np.ndarray) else x_train
+    lows, highs = zip(*((float(np.min(c)), float(np.max(c))) for c in chunks if np.size(c)))
+    return min(lows), max(highs)
 
 
 def samples_to_tell(rules: dict) -> int | None:

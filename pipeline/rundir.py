@@ -60,7 +60,8 @@ def new_run_dir(model: str, dataset: str, out: str | os.PathLike | None = None,
 
 # What a run's own bookkeeping and a new training keep; everything else in a run directory was
 # made from the old model and is moved aside when the model is replaced.
-_KEPT_ON_RETRAIN = {MANIFEST, ".lock", "config.json", "pipeline_state.json", "superseded"}
+_KEPT_ON_RETRAIN = {MANIFEST, ".lock", "config.json", "pipeline_state.json", "superseded",
+                    "data_cache"}  # content-addressed and checked: still right for a new model
 
 
 def supersede(run_dir: Path) -> Path | None:
@@ -179,6 +180,12 @@ HELD_LOCK_ENV = "PIPELINE_HELD_LOCK"
 def handed_lock_env(directory: Path) -> dict[str, str]:
     """Environment for a child process that works in ``directory`` under this process's lock."""
     return {HELD_LOCK_ENV: json.dumps({"directory": os.path.realpath(directory), "pid": os.getpid()})}
+
+
+def holds_lock(directory: Path) -> bool:
+    """Whether this process holds ``directory``'s lock now (its own, or one handed to it)."""
+    key = os.path.realpath(directory)
+    return key in _HELD or _handed_to_us(key)
 
 
 def _handed_to_us(key: str) -> bool:

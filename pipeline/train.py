@@ -46,7 +46,7 @@ class TrainConfig(TrainSection, DataSection):
 
     def validate(self) -> None:
         for field, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
-                               ("distribute", DISTRIBUTE)):
+                               ("distribute", DISTRIBUTE), ("stream", STREAM_MODES)):
             if getattr(self, field) not in allowed:
                 raise unknown_name(field.replace("_", "-"), getattr(self, field), allowed)
         if self.class_weight not in (None, "balanced"):
@@ -104,7 +104,8 @@ def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: 
     (default: those that differ from ``TrainConfig()``), and one that contradicts the run is
     refused rather than silently ignored.
     """
-    from pipeline.data import load_dataset
+    from pipeline.data import check_source, load_dataset
+    from pipeline.datacache import CACHE_DIR
 
     if resume:
         run_dir = rundir.resolve_run(out, runs_root)
@@ -112,8 +113,7 @@ def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: 
     config = config.with_recipe()
     config.validate()
     keras = _import_keras_for(config)
-    dataset = load_dataset(config.dataset, seed=config.seed, image_size=config.image_size,
-                           val_fraction=config.val_fraction, test_fraction=config.test_fraction)
+    check_source(config.dataset)
     chief = is_chief(config)
     if not chief:  # a non-chief worker of a cluster: train in step, keep its files to itself
         if resume:
@@ -126,6 +126,10 @@ def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: 
         with rundir.locked(run_dir):
             if chief and not resume:
                 rundir.supersede(run_dir)
+            # Decoded once into the run's cache; every later command on the run maps it.
+            dataset = load_dataset(config.dataset, seed=config.seed, image_size=config.image_size,
+                                   val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                                   cache=run_dir / CACHE_DIR)
             result = _train_locked(keras, config, dataset, run_dir, resume, verbose, chief)
     finally:
         if not chief:
@@ -245,9 +249,11 @@ def _fit(keras, model, config: TrainConfig, dataset, task: str, run_dir: Path, h
          initial_epoch: int, verbose: int):
     """``model.fit`` with checkpoints, the schedule's callbacks and this worker's shard; returns
     the epoch timer."""
-    (x_train, y_train), (x_val, y_val) = split_for_task(dataset, "train", task), split_for_task(dataset, "val", task)
     timer = _epoch_timer(keras)
     callbacks = [*_callbacks(keras, config, run_dir, history), timer]  # last: checkpoints count
+    if streams(config, dataset):
+        return _fit_streamed(keras, model, config, dataset, task, callbacks, timer, initial_epoch, verbose)
+    (x_train, y_train), (x_val, y_val) = split_for_task(dataset, "train", task), split_for_task(dataset, "val", task)
     ((fit_x, fit_y), (fit_x_val, fit_y_val)), batch_size = _shard(
         config, keras, (x_train, y_train), (x_val, y_val))
     train_input = _training_input(keras, config, fit_x, fit_y, task, batch_size)
@@ -266,18 +272,33 @@ def _fit(keras, model, config: TrainConfig, dataset, task: str, run_dir: Path, h
 
 def _evaluate(model, config: TrainConfig, dataset, task: str, history: dict) -> dict:
     """Re-estimate BatchNorm statistics, score the test split, and check for a collapse."""
-    from pipeline.batchnorm import recalibrate_batchnorm
-    from pipeline.collapse import check_collapse
+    from pipeline.batchnorm import MAX_SAMPLES, batchnorm_layers, recalibrate_batchnorm
+    from pipeline.collapse import check_collapse, judge
 
-    x_train, y_train = dataset.split("train")
-    recalibrated = recalibrate_batchnorm(model, x_train, seed=config.seed)
-    x_test, y_test = split_for_task(dataset, "test", task)
-    evaluation = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+    recalibrated = 0
+    if batchnorm_layers(model):  # the samples it would draw from the whole split, preprocessed alone
+        x_bn, _ = dataset.take("train", dataset.sample_indices("train", MAX_SAMPLES, config.seed))
+        recalibrated = recalibrate_batchnorm(model, x_bn, seed=config.seed)
+        del x_bn
+    streamed = streams(config, dataset)
+    if streamed:
+        import keras
+
+        evaluation = model.evaluate(_StreamedSplit.create(keras, dataset, "test", None, 256, task=task),
+                                    verbose=0, return_dict=True)
+    else:
+        x_test, y_test = split_for_task(dataset, "test", task)
+        evaluation = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
     collapse = None
     if task == "classifier":
-        x_val, y_val = dataset.split("val")
-        x_check, y_check = (x_val, y_val) if len(x_val) else (x_train, y_train)
-        collapse = check_collapse(model, x_check, y_check, history, dataset.num_classes)
+        check = "val" if dataset.size("val") else "train"
+        if streamed:
+            predicted = predict_split(model, dataset, check)
+            accuracy = float(np.mean(predicted.argmax(-1) == getattr(dataset, f"y_{check}")))
+            collapse = judge(accuracy, np.asarray(getattr(dataset, f"y_{check}")), history, dataset.num_classes)
+        else:
+            x_check, y_check = dataset.split(check)
+            collapse = check_collapse(model, x_check, y_check, history, dataset.num_classes)
         if collapse["collapsed"]:
             log.warning("warning: %s", collapse["reason"])
     return {
@@ -553,6 +574,105 @@ class _ShiftAugmentation:
                 return batch, y[picked]
 
         return Shifted()
+
+
+# Above this many bytes of model-ready training input, training streams (``train.stream``:
+# auto): the raw split (a memory map of the run's decode cache) is preprocessed batch by batch.
+STREAM_BYTES = 16 << 20
+STREAM_MODES = ("auto", "always", "never")
+
+
+def streams(config: TrainConfig, dataset) -> bool:
+    """Whether training and evaluation stream batches instead of holding the split as float32."""
+    if config.stream != "auto":
+        return config.stream == "always"
+    return dataset.size("train") * int(np.prod(dataset.input_shape)) * 4 > STREAM_BYTES
+
+
+def predict_split(model, dataset, split: str, chunk: int = 1024) -> np.ndarray:
+    """A model's predictions on a whole split, preprocessed and run chunk by chunk."""
+    from pipeline.data import release
+
+    outputs = [np.asarray(model.predict(x, batch_size=256, verbose=0)) for x, _ in dataset.chunks(split, chunk)]
+    release(getattr(dataset, f"x_{split}"))
+    return np.concatenate(outputs) if outputs else np.zeros((0,))
+
+
+def _fit_streamed(keras, model, config: TrainConfig, dataset, task: str, callbacks, timer,
+                  initial_epoch: int, verbose: int):
+    """``model.fit`` on batches preprocessed as they are drawn: memory grows with the batch,
+    not with the data set (a PyDataset, which every backend's trainer reads)."""
+    indices, batch_size = _shard_indices(config, keras, dataset)
+    train_input = _StreamedSplit.create(keras, dataset, "train", indices["train"], batch_size, task=task,
+                                        shuffle_seed=config.seed, augment=config.augment)
+    validation = (_StreamedSplit.create(keras, dataset, "val", indices["val"], 256, task=task)
+                  if dataset.size("val") else None)
+    started = time.perf_counter()
+    model.fit(train_input, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=validation,
+              class_weight=_class_weights(config, np.asarray(dataset.y_train)) if task == "classifier" else None,
+              callbacks=callbacks, verbose=verbose)
+    timer.total_seconds = time.perf_counter() - started
+    return timer
+
+
+def _shard_indices(config: TrainConfig, keras, dataset) -> tuple[dict, int]:
+    """The sample indices of train and val this process feeds (``_shard`` by index)."""
+    splits = [(np.arange(dataset.size(s)), np.arange(dataset.size(s))) for s in ("train", "val")]
+    ((train, _), (val, _)), batch_size = _shard(config, keras, *splits)
+    return {"train": train, "val": val}, batch_size
+
+
+class _StreamedSplit:
+    """Batches of one split, gathered from its raw (memory-mapped) array and preprocessed per
+    batch with the data set's spec; shuffled per epoch with a seeded generator, and optionally
+    shifted like ``--augment``'s in-memory path."""
+
+    RELEASE_EVERY = 64  # batches between dropping the split's mapped pages (datacache.release)
+
+    @staticmethod
+    def create(keras, dataset, split: str, indices, batch_size: int, *, task: str,
+               shuffle_seed: int | None = None, augment: bool = False):
+        from edge_runtime.preprocessing import apply_preprocessing
+        from pipeline.data import release
+
+        raw, labels = getattr(dataset, f"x_{split}"), np.asarray(getattr(dataset, f"y_{split}"))
+        chosen = np.arange(len(labels)) if indices is None else np.asarray(indices)
+        if augment and raw.ndim != 4:
+            raise UsageError("--augment works on images (N, H, W, C); this data set is not one")
+
+        class Streamed(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+                self.order = chosen.copy()
+                if self.rng is not None:
+                    self.rng.shuffle(self.order)
+
+            def __len__(self):
+                return -(-len(self.order) // batch_size)
+
+            def on_epoch_end(self):
+                if self.rng is not None:
+                    self.rng.shuffle(self.order)
+
+            def __getitem__(self, index):
+                picked = np.sort(self.order[index * batch_size:(index + 1) * batch_size])  # sorted: file order
+                x = apply_preprocessing(np.asarray(raw[picked]), dataset.preprocessing)
+                if index % _StreamedSplit.RELEASE_EVERY == 0:
+                    release(raw)
+                if augment:
+                    x = _shift(x, np.random.default_rng([shuffle_seed or 0, index, int(picked[0])]))
+                return (x, x) if task == "autoencoder" else (x, labels[picked])
+
+        return Streamed()
+
+
+def _shift(batch: np.ndarray, rng) -> np.ndarray:
+    """Random shifts of up to 10% per side, per image (``--augment``)."""
+    max_shift = max(1, batch.shape[1] // 10)
+    for i, (dy, dx) in enumerate(rng.integers(-max_shift, max_shift + 1, size=(len(batch), 2))):
+        batch[i] = np.roll(batch[i], (dy, dx), axis=(0, 1))
+    return batch
 
 
 def _strategy(distribute: str, keras):

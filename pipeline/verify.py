@@ -116,7 +116,7 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
         # As the device sees it: raw test samples through the sidecar's own preprocessing.
         outputs[path.name] = _artifact_predict(path, raw_test, found, context.preprocessing)
         rows.append(_verify_artifact(context, path, found, sidecar, source, references[source],
-                                     outputs[path.name], gates, options))
+                                     outputs[path.name], gates, options, (x_test, y_test)))
     for row, path in zip(rows, paths):
         if path.suffix == ".ort":  # the same graph as its .onnx: ONNX Runtime must agree with itself
             _ort_parity(row, path, outputs, raw_test, context)
@@ -142,9 +142,9 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
 
 
 def _verify_artifact(context: RunContext, path: Path, found: dict | None, sidecar: dict, source: str,
-                     reference, output, gates, options: VerifyOptions) -> dict:
+                     reference, output, gates, options: VerifyOptions, test) -> dict:
     """One artifact's row: its metrics against Keras, its gates, and TFLite Micro's view."""
-    x_test, y_test = context.dataset.split("test")
+    x_test, y_test = test
     row = _compare(path, sidecar, reference, output, x_test, y_test, context.task)
     row["source_model"] = source
     row["gates"] = _apply_gates(row, gates[row["gate_kind"]])
@@ -161,7 +161,7 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
         if sidecar.get("mode") in GPU_MODES:
             row["gpu_delegate"] = _gpu(path)
     if _runs_on_micro(path, sidecar["mode"]):
-        row.update(_micro(path, x_test, y_test, output, context.task, gates["micro"], options))
+        row.update(_micro(path, x_test, y_test, output, context.task, gates["micro"], options, context.seed))
         row["gates"].update(row.pop("micro_gates"))
     for gate in row["gates"].values():  # exact checks (sidecar, budgets): the verdict is the result
         gate.setdefault("verdict", "pass" if gate["passed"] else "fail")
@@ -240,7 +240,14 @@ def _runs_on_micro(path: Path, mode: str) -> bool:
     return path.suffix == ".tflite" and mode in MICRO_MODES
 
 
-def _micro(path: Path, x_test, y_test, verified, task: str, rules, options: VerifyOptions) -> dict:
+# TFLite Micro runs its reference kernels one sample at a time (a ResNet-8 on CIFAR-10: tens
+# of ms each): on a larger test split it checks this many samples, drawn with the run's seed,
+# and its agreement carries the subset's Wilson interval.
+MICRO_SAMPLES = 1000
+
+
+def _micro(path: Path, x_test, y_test, verified, task: str, rules, options: VerifyOptions,
+           seed: int = 0) -> dict:
     """TFLM parity and memory of one integer TFLite artifact, with its gates: agreement with
     LiteRT, and the RAM/flash budgets when given. A model TFLM cannot run fails only when a
     budget says a microcontroller is the target."""
@@ -253,8 +260,11 @@ def _micro(path: Path, x_test, y_test, verified, task: str, rules, options: Veri
         if targeted:
             raise UsageError(f"--ram-kb/--flash-kb need TFLite Micro to measure: {reason}")
         return {"micro": {"skipped": reason}, "micro_gates": {}}
+    picked = (np.sort(np.random.default_rng(seed).choice(len(x_test), MICRO_SAMPLES, replace=False))
+              if len(x_test) > MICRO_SAMPLES else np.arange(len(x_test)))
     try:
-        micro = micro_parity(path, x_test, y_test, verified, task)
+        micro = micro_parity(path, x_test[picked], None if y_test is None else y_test[picked],
+                             verified[picked], task)
     except MicroError as exc:
         gate = {"op": "runs", "threshold": "on TFLM", "value": str(exc), "passed": not targeted}
         return {"micro": {"error": str(exc)}, "micro_gates": {"tflm": gate}}
@@ -262,6 +272,8 @@ def _micro(path: Path, x_test, y_test, verified, task: str, rules, options: Veri
         from pipeline.stats import wilson
 
         micro["top1_agreement_ci95"] = list(wilson(round(micro["top1_agreement"] * micro["samples"]), micro["samples"]))
+    micro["test_samples"] = {"checked": int(len(picked)), "of": int(len(x_test)),
+                             "seed": seed if len(picked) < len(x_test) else None}
     gates = {f"tflm_{metric}": result for metric, result in _apply_gates(micro, rules).items()}
     measured = {"ram_kb": micro["arena_bytes"], "flash_kb": micro["flash_bytes"]}
     for name, budget in budgets.items():
@@ -446,9 +458,16 @@ def _cross_runtime(outputs: dict[str, np.ndarray]) -> list[dict]:
     return rows
 
 
+# --explain runs the quantization debugger on this many test samples, drawn with the run's
+# seed (its per-layer errors are averages over samples: a few dozen settle their ranking).
+EXPLAIN_SAMPLES = 64
+
+
 def _explain(context: RunContext, path: Path, x_test: np.ndarray, top: int) -> dict:
     from pipeline.explain import explain_onnx, explain_tflite
 
-    if path.suffix == ".tflite":
-        return explain_tflite(context, path, x_test, top)
-    return explain_onnx(context, path, x_test, top)
+    picked = context.dataset.sample_indices("test", EXPLAIN_SAMPLES, context.seed)
+    subset = x_test[picked]
+    result = (explain_tflite if path.suffix == ".tflite" else explain_onnx)(context, path, subset, top)
+    result["test_samples"] = {"drawn": int(len(picked)), "of": int(len(x_test)), "seed": context.seed}
+    return result
