@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 def load_config(path=None, overrides=()):
     """Defaults, then a YAML/TOML file, then ``SECTION.FIELD=VALUE`` overrides."""
-    from pipeline.config import load_config as _load_config
+    from pipeline.config_check import load_config as _load_config
 
     return _load_config(path, list(overrides))
 

@@ -634,7 +634,7 @@ def run_all(
 ) -> None:
     """The whole pipeline from one config: train → prune → quantize → convert → verify → bench → report."""
     logging.getLogger("pipeline").setLevel(logging.WARNING)  # the stage lines say what happens
-    from pipeline.config import load_config
+    from pipeline.config_check import load_config
     from pipeline.orchestrator import run as run_pipeline
 
     resolved = load_config(config, _items(set_, "--set", keyed=True))
@@ -693,10 +693,10 @@ def list_models(quiet: QuietOption = False, verbose: VerboseOption = False) -> N
 @command("datasets")
 def list_datasets(quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
     """List the data sets."""
-    from pipeline.data import _LOADERS
+    from pipeline.data import loaders
 
-    for name, loader in _LOADERS.items():
-        label = f"{name}:PATH" if loader.takes_path else name
+    for loader in loaders():
+        label = f"{loader.name}:PATH" if loader.takes_path else loader.name
         typer.echo(f"{label:14s} {loader.help}")
 
 

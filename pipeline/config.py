@@ -149,8 +149,10 @@ class Config:
         return dataclasses.asdict(getattr(self, name))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the file (YAML or TOML), then ``--set`` overrides; checked field by field."""
+def parse_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the file (YAML or TOML), then ``--set`` overrides, each field of its type.
+    The values a field allows are the owning stage's to say: ``pipeline.config_check.load_config``
+    parses, then checks them."""
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read(Path(path))
@@ -160,7 +162,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         if not sep:
             raise ConfigError(f"--set takes SECTION.FIELD=VALUE, got '{text}'")
         _set(config, key.strip(), parse_value(value.strip()))
-    _check_values(config)
     return config
 
 
@@ -306,79 +307,3 @@ def _merged(mapping: dict, keys: list[str], value: Any) -> dict:
     head, rest = keys[0], keys[1:]
     merged[head] = _merged(merged.get(head) or {}, rest, value) if rest else value
     return merged
-
-
-def _check_values(config: Config) -> None:
-    from pipeline.convert import TARGETS
-    from pipeline.formats import QUANT_MODES
-    from pipeline.train import DISTRIBUTE, LR_SCHEDULES, OPTIMIZERS, STREAM_MODES
-
-    checks = [("train.optimizer", config.train.optimizer, OPTIMIZERS),
-              ("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES),
-              ("train.distribute", config.train.distribute, DISTRIBUTE),
-              ("train.stream", config.train.stream, STREAM_MODES)]
-    checks += [(f"quantize.modes[{i}]", m, tuple(QUANT_MODES)) for i, m in enumerate(config.quantize.modes)]
-    checks += [(f"convert.targets[{i}]", t, TARGETS) for i, t in enumerate(config.convert.targets)]
-    for location, value, allowed in checks:
-        if value is not None and value not in allowed:
-            close = difflib.get_close_matches(value, allowed, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{location}: unknown value '{value}'{hint}; known: {', '.join(allowed)}")
-    for i, sparsity in enumerate(config.prune.sparsity):
-        if not 0.0 <= sparsity < 1.0:
-            raise ConfigError(f"prune.sparsity[{i}]: must lie in [0, 1), got {sparsity}")
-    if not config.prune.sparsity:
-        raise ConfigError("prune.sparsity: give at least one value (0 means no pruning)")
-    _check_numbers(config)
-    from pipeline.verify import VerifyOptions
-
-    try:
-        VerifyOptions(gates=config.verify.gates).resolved_gates()
-    except UsageError as exc:
-        raise ConfigError(f"verify.gates: {exc}") from None
-    from pipeline.remote import parse_device
-
-    for i, device in enumerate(config.bench.devices):
-        try:
-            parse_device(device)
-        except UsageError as exc:
-            raise ConfigError(f"bench.devices[{i}]: {exc}") from None
-    from pipeline.c_export import check_symbol
-
-    try:
-        check_symbol(config.export.symbol)
-    except UsageError as exc:
-        raise ConfigError(f"export.symbol: {exc}") from None
-    if config.search.enabled:
-        from pipeline.search import options_from_config
-
-        try:
-            options_from_config(config).validate()
-        except UsageError as exc:
-            raise ConfigError(f"search: {exc}") from None
-    if config.quantize.calibration_data and not Path(config.quantize.calibration_data).is_file():
-        raise ConfigError(f"quantize.calibration_data: {config.quantize.calibration_data} does not exist")
-
-
-# Numeric fields, checked against pipeline.limits before the first stage runs, so a typo
-# does not surface only after training.
-_NUMERIC_FIELDS = (
-    "train.epochs", "train.batch_size", "train.learning_rate", "train.early_stopping",
-    "data.seed", "data.val_fraction", "data.test_fraction", "data.image_size",
-    "prune.fine_tune_epochs", "prune.learning_rate", "quantize.calibration_samples",
-    "convert.opset", "bench.runs", "bench.warmup", "bench.min_seconds",
-    "constraints.max_accuracy_drop", "constraints.max_latency_ms", "constraints.max_size_kb",
-    "constraints.max_ram_kb", "constraints.max_flash_kb",
-)
-
-
-def _check_numbers(config: Config) -> None:
-    from pipeline.limits import check
-
-    for location in _NUMERIC_FIELDS:
-        section, _, name = location.partition(".")
-        check(name, getattr(getattr(config, section), name), label=f"{location}:")
-    for i, threads in enumerate(config.bench.threads):
-        check("threads", threads, label=f"bench.threads[{i}]:")
-    if not config.bench.threads:
-        raise ConfigError("bench.threads: give at least one thread count")

@@ -58,8 +58,6 @@ def source_key(spec: str, path: str, options: dict) -> str:
 def cached_load(cache_root: Path, spec: str, load, path: str, options: dict, *, writable: bool):
     """The data set from ``cache_root/<key>`` when a sound entry is there; otherwise decoded
     by ``load`` (into a new entry when ``writable``: the caller holds the run's lock)."""
-    from pipeline.data import Dataset  # noqa: F401 - the type returned
-
     started = time.perf_counter()
     key = source_key(spec, path, options)
     entry = Path(cache_root) / key
@@ -126,7 +124,7 @@ def _decode_into_entry(entry: Path, key: str, load, path: str, options: dict):
 def read_entry(entry: Path, key: str):
     """The memory-mapped data set of one cache entry, checked; ``DataError`` says what is wrong."""
     from edge_runtime.preprocessing import spec_problems
-    from pipeline.data import Dataset
+    from pipeline.dataset import Dataset
 
     try:
         meta = json.loads(_regular(entry / INDEX).read_text(encoding="utf-8"))

@@ -22,8 +22,8 @@ def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
     and write ``model.keras`` + ``train.json`` so every later stage can work on it."""
     from pipeline.backend import import_keras
     from pipeline.data import load_dataset
-    from pipeline.modelio import check_input_shape, float32_copy, load_model, save_model
-    from pipeline.train import TrainConfig, _check_class_count
+    from pipeline.modelio import check_class_count, check_input_shape, float32_copy, load_model, save_model
+    from pipeline.train import TrainConfig
 
     from pipeline.limits import check
 
@@ -35,7 +35,7 @@ def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
                         test_fraction=test_fraction)
     model = float32_copy(load_model(model_path, unsafe=unsafe))
     check_input_shape(model, data.input_shape, str(model_path))
-    _check_class_count(model, data.num_classes, str(model_path))
+    check_class_count(model, data.num_classes, str(model_path))
     run_dir = rundir.new_run_dir(Path(model_path).stem, dataset, out, runs_root)
     with rundir.locked(run_dir):
         rundir.supersede(run_dir)

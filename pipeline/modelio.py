@@ -172,3 +172,13 @@ def float32_copy(model):
         keras.config.set_dtype_policy(previous)
     twin.set_weights(model.get_weights())
     return twin
+
+
+def check_class_count(model, num_classes: int, where: str) -> None:
+    """A classifier's outputs must match the data set's classes (``where`` names the model)."""
+    from pipeline.errors import ModelError
+
+    outputs = model.output_shape[-1]
+    if outputs is not None and outputs != num_classes:
+        raise ModelError(f"{where} has {outputs} outputs but the data set has {num_classes} "
+                         f"classes: pick a matching data set or a zoo model")

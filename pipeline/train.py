@@ -276,15 +276,15 @@ def _evaluate(model, config: TrainConfig, dataset, task: str, history: dict) -> 
     from pipeline.collapse import check_collapse, judge
 
     recalibrated = 0
-    if batchnorm_layers(model):  # the samples it would draw from the whole split, preprocessed alone
-        x_bn, _ = dataset.take("train", dataset.sample_indices("train", MAX_SAMPLES, config.seed))
-        recalibrated = recalibrate_batchnorm(model, x_bn, seed=config.seed)
-        del x_bn
+    if batchnorm_layers(model):  # the samples it would draw from the whole split, preprocessed per batch
+        recalibrated = recalibrate_batchnorm(
+            model, _Samples(dataset, "train", dataset.sample_indices("train", MAX_SAMPLES, config.seed)),
+            seed=config.seed)
     streamed = streams(config, dataset)
     if streamed:
         import keras
 
-        evaluation = model.evaluate(_StreamedSplit.create(keras, dataset, "test", None, 256, task=task),
+        evaluation = model.evaluate(streamed_input(keras, dataset, "test", None, 256, task=task),
                                     verbose=0, return_dict=True)
     else:
         x_test, y_test = split_for_task(dataset, "test", task)
@@ -350,23 +350,14 @@ def _task(model: str) -> str:
 
 
 def _build(keras, config: TrainConfig, dataset):
-    from pipeline.modelio import check_input_shape, is_model_path, load_model
+    from pipeline.modelio import check_class_count, check_input_shape, is_model_path, load_model
 
     if is_model_path(config.model):
         model = load_model(config.model, unsafe=config.unsafe)
         check_input_shape(model, dataset.input_shape, config.model)
-        _check_class_count(model, dataset.num_classes, config.model)
+        check_class_count(model, dataset.num_classes, config.model)
         return model
     return zoo_spec(config.model).build(tuple(dataset.input_shape), int(dataset.num_classes))
-
-
-def _check_class_count(model, num_classes: int, where: str) -> None:
-    from pipeline.errors import ModelError
-
-    outputs = model.output_shape[-1]
-    if outputs is not None and outputs != num_classes:
-        raise ModelError(f"{where} has {outputs} outputs but the data set has {num_classes} "
-                         f"classes: pick a matching data set or a zoo model")
 
 
 def compile_for_task(model, task: str, optimizer=None) -> None:
@@ -576,6 +567,23 @@ class _ShiftAugmentation:
         return Shifted()
 
 
+class _Samples:
+    """Chosen samples of a split that preprocess only the slice asked for (``x[a:b]``)."""
+
+    def __init__(self, dataset, split: str, indices: np.ndarray):
+        self.dataset, self.split, self.indices = dataset, split, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        from pipeline.dataset import release
+
+        x = self.dataset.take(self.split, self.indices[part])[0]
+        release(getattr(self.dataset, f"x_{self.split}"))
+        return x
+
+
 # Above this many bytes of model-ready training input, training streams (``train.stream``:
 # auto): the raw split (a memory map of the run's decode cache) is preprocessed batch by batch.
 STREAM_BYTES = 16 << 20
@@ -591,7 +599,7 @@ def streams(config: TrainConfig, dataset) -> bool:
 
 def predict_split(model, dataset, split: str, chunk: int = 1024) -> np.ndarray:
     """A model's predictions on a whole split, preprocessed and run chunk by chunk."""
-    from pipeline.data import release
+    from pipeline.dataset import release
 
     outputs = [np.asarray(model.predict(x, batch_size=256, verbose=0)) for x, _ in dataset.chunks(split, chunk)]
     release(getattr(dataset, f"x_{split}"))
@@ -603,14 +611,14 @@ def _fit_streamed(keras, model, config: TrainConfig, dataset, task: str, callbac
     """``model.fit`` on batches preprocessed as they are drawn: memory grows with the batch,
     not with the data set (a PyDataset, which every backend's trainer reads)."""
     indices, batch_size = _shard_indices(config, keras, dataset)
-    train_input = _StreamedSplit.create(keras, dataset, "train", indices["train"], batch_size, task=task,
-                                        shuffle_seed=config.seed, augment=config.augment)
-    validation = (_StreamedSplit.create(keras, dataset, "val", indices["val"], 256, task=task)
+    train_input = streamed_input(keras, dataset, "train", indices["train"], batch_size, task=task,
+                                 shuffle_seed=config.seed, augment=config.augment)
+    validation = (streamed_input(keras, dataset, "val", indices["val"], 256, task=task)
                   if dataset.size("val") else None)
     started = time.perf_counter()
     model.fit(train_input, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=validation,
               class_weight=_class_weights(config, np.asarray(dataset.y_train)) if task == "classifier" else None,
-              callbacks=callbacks, verbose=verbose)
+              callbacks=callbacks, verbose=verbose, shuffle=False)  # the input shuffles itself, seeded
     timer.total_seconds = time.perf_counter() - started
     return timer
 
@@ -620,6 +628,60 @@ def _shard_indices(config: TrainConfig, keras, dataset) -> tuple[dict, int]:
     splits = [(np.arange(dataset.size(s)), np.arange(dataset.size(s))) for s in ("train", "val")]
     ((train, _), (val, _)), batch_size = _shard(config, keras, *splits)
     return {"train": train, "val": val}, batch_size
+
+
+def streamed_input(keras, dataset, split: str, indices, batch_size: int, *, task: str,
+                   shuffle_seed: int | None = None, augment: bool = False):
+    """The batches of a split for ``fit``/``evaluate``: under TensorFlow a tf.data pipeline
+    that reads the cached split's file itself (no Python per batch; measured 2× the
+    PyDataset's throughput on ResNet-8 under TensorFlow), otherwise a PyDataset."""
+    if keras.backend.backend() == "tensorflow" and not augment:
+        pipeline = _tf_records(dataset, split, indices, batch_size, task=task, shuffle_seed=shuffle_seed)
+        if pipeline is not None:
+            return pipeline
+    return _StreamedSplit.create(keras, dataset, split, indices, batch_size, task=task,
+                                 shuffle_seed=shuffle_seed, augment=augment)
+
+
+# Samples a tf.data shuffle buffer holds, at most this many bytes of raw samples: the cache
+# keeps each split in a seeded random order already, so the buffer only reorders locally.
+SHUFFLE_BUFFER_BYTES = 16 << 20
+
+
+def _tf_records(dataset, split: str, indices, batch_size: int, *, task: str, shuffle_seed: int | None):
+    """A split memory-mapped from the decode cache, read by ``FixedLengthRecordDataset`` and
+    preprocessed in TensorFlow with the spec's own arithmetic (float32 scale, mean, std, as
+    ``apply_preprocessing``); None where the split is not a whole cached file."""
+    import tensorflow as tf
+
+    raw = getattr(dataset, f"x_{split}")
+    labels = np.asarray(getattr(dataset, f"y_{split}"))
+    whole = indices is None or np.array_equal(np.asarray(indices), np.arange(len(labels)))
+    if not (isinstance(raw, np.memmap) and raw.filename and raw.flags.c_contiguous and whole and len(raw)):
+        return None
+    shape, spec = raw.shape[1:], dataset.preprocessing
+    record = int(np.prod(shape)) * raw.dtype.itemsize
+    data = tf.data.Dataset.zip(tf.data.FixedLengthRecordDataset(raw.filename, record, header_bytes=raw.offset),
+                               tf.data.Dataset.from_tensor_slices(labels))
+    data = data.apply(tf.data.experimental.assert_cardinality(len(labels)))  # Keras then knows the steps
+    if shuffle_seed is not None:
+        buffer = int(min(len(labels), max(batch_size, SHUFFLE_BUFFER_BYTES // record)))
+        data = data.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def preprocess(records, y):
+        x = tf.cast(tf.reshape(tf.io.decode_raw(records, raw.dtype), (-1, *shape)), tf.float32)
+        if spec.get("scale") not in (None, 1.0):
+            x = x * np.float32(spec["scale"])
+        if spec.get("mean") is not None:
+            x = x - np.asarray(spec["mean"], dtype=np.float32)
+        if spec.get("std") is not None:
+            x = x / np.asarray(spec["std"], dtype=np.float32)
+        return (x, x) if task == "autoencoder" else (x, y)
+
+    data = data.batch(batch_size).map(preprocess).prefetch(2)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.with_options(options)
 
 
 class _StreamedSplit:
@@ -633,7 +695,7 @@ class _StreamedSplit:
     def create(keras, dataset, split: str, indices, batch_size: int, *, task: str,
                shuffle_seed: int | None = None, augment: bool = False):
         from edge_runtime.preprocessing import apply_preprocessing
-        from pipeline.data import release
+        from pipeline.dataset import release
 
         raw, labels = getattr(dataset, f"x_{split}"), np.asarray(getattr(dataset, f"y_{split}"))
         chosen = np.arange(len(labels)) if indices is None else np.asarray(indices)

@@ -174,3 +174,24 @@ def test_streamed_training_learns_and_later_commands_hit_the_cache(tmp_path):
 def test_stream_takes_known_values_only():
     result = runner.invoke(app, ["train", "--stream", "sometimes"])
     assert result.exit_code == 2 and "stream" in result.stderr
+
+
+def test_the_tensorflow_stream_feeds_exactly_the_preprocessed_split(folder, tmp_path, caplog):
+    """Under TensorFlow a cached split is read by tf.data from its file: the same samples, with
+    the same float32 preprocessing, as ``Dataset.split``, each once per epoch."""
+    import keras
+
+    from pipeline.train import streamed_input
+
+    data, _ = _load(folder, tmp_path / "cache", caplog)
+    x, y = data.split("train")
+    stream = streamed_input(keras, data, "train", None, 8, task="classifier", shuffle_seed=0)
+    assert type(stream).__module__.startswith("tensorflow")
+    batches = [(bx.numpy(), by.numpy()) for bx, by in stream]
+    fed_x, fed_y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    order = np.argsort(fed_x[:, 0, 0, 0], kind="stable")  # the top-left pixel numbers each image
+    np.testing.assert_array_equal(fed_x[order], x[np.argsort(x[:, 0, 0, 0], kind="stable")])
+    np.testing.assert_array_equal(fed_y[order], y[np.argsort(x[:, 0, 0, 0], kind="stable")])
+    assert not np.array_equal(fed_y, y)  # shuffled
+    unshuffled = streamed_input(keras, data, "test", None, 4, task="classifier")
+    np.testing.assert_array_equal(np.concatenate([bx.numpy() for bx, _ in unshuffled]), data.split("test")[0])

@@ -1,0 +1,174 @@
+"""Choosing the winner by evidence (trials within the validation noise re-scored by k-fold
+cross-validation), retraining it as a run, and the baseline it is compared with on test."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.fsutil import read_json, remove_file, write_bytes, write_json
+from pipeline.search.space import SearchOptions
+from pipeline.search.trials import _fit_candidate, _log_losses, _train_candidate
+
+log = logging.getLogger("pipeline")
+
+
+# Near-tied trials are re-scored by this many folds over train+validation (SearchSection.rescore).
+RESCORE_FOLDS = 3
+
+
+def _finish_winner(best: dict, options: SearchOptions, data, out: Path) -> dict:
+    """The winner retrained with its hyperparameters for twice the trial epochs on the training
+    and validation splits (selection is done: the search ranks on short trainings), as a
+    normal run directory (test accuracy: the test split's one use), quantized like any run."""
+    from pipeline.import_model import import_model
+    from pipeline.modelio import save_model
+    from pipeline.quantize import QuantizeOptions, quantize
+
+    final = save_model(_train_candidate(best["hyperparameters"], options, data, 2 * options.epochs,
+                                        with_val=True), out / "winner.keras")
+    run_dir, metrics = import_model(final, dataset=options.dataset, seed=options.seed,
+                                    out=out / "best", runs_root=out)
+    mode = best["hyperparameters"]["quantization"]
+    quantize(run_dir, QuantizeOptions(modes=[mode], recover=False))
+    artifact = run_dir / f"model_{mode}.tflite"
+    return {"trial": best["trial"], "run_dir": str(run_dir), "artifact": str(artifact),
+            "hyperparameters": best["hyperparameters"], "final_epochs": 2 * options.epochs,
+            "val_accuracy": best["metrics"]["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
+            "size_kb": artifact.stat().st_size / 1024}
+
+
+def _choose(feasible: list[dict], options: SearchOptions, data) -> tuple[dict, dict]:
+    """The winner among the fitting trials, and how it was chosen.
+
+    The most accurate on validation, unless other trials are within its noise (the interval
+    of their difference reaches zero: on digits' 144 validation images that is about ±4
+    points): then the best ``options.rescore`` of those are re-scored by ``RESCORE_FOLDS``-fold
+    cross-validation over train+validation (every sample held out once, ten times the
+    validation split) and the most accurate there wins. Ties on accuracy go to the lower log
+    loss, a finer reading of the same samples."""
+    from pipeline.stats import difference_ci95, paired_drop, wilson, within_noise
+
+    ranked = sorted(feasible, key=lambda t: (-t["metrics"]["val_accuracy"], t["metrics"]["val_log_loss"]))
+    n_val = len(data.split("val")[1])
+    top = ranked[0]["metrics"]["val_accuracy"]
+    near = [t for t in ranked if within_noise(top, t["metrics"]["val_accuracy"], n_val)]
+    record = {"validation_samples": n_val, "within_noise": [t["trial"] for t in near], "folds": 0,
+              "rescored": [], "winner": ranked[0]["trial"]}
+    chosen = near[:options.rescore]
+    if len(chosen) < 2:
+        record["reason"] = ("re-scoring is off (--rescore 0)" if len(near) > 1 and options.rescore < 2
+                            else "no other fitting trial is within the validation noise of the best")
+        if len(ranked) > 1:  # the margin over the runner-up on validation (independent samples here)
+            second = ranked[1]["metrics"]["val_accuracy"]
+            record["margin"] = {"over": ranked[1]["trial"], "difference": top - second, "on": "validation",
+                                "ci95": difference_ci95(top, n_val, second, n_val)}
+        return ranked[0], record
+    x_train, y_train = data.split("train")
+    x_val, y_val = data.split("val")
+    x, y = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+    folds = np.array_split(np.random.default_rng(options.seed).permutation(len(y)), RESCORE_FOLDS)
+    scored = {t["trial"]: _cross_validate(t, options, data, x, y, folds) for t in chosen}
+    order = sorted(chosen, key=lambda t: (-scored[t["trial"]]["correct"].mean(), scored[t["trial"]]["log_loss"]))
+    for t in chosen:
+        correct = scored[t["trial"]]["correct"]
+        record["rescored"].append({
+            "trial": t["trial"], "val_accuracy": t["metrics"]["val_accuracy"],
+            "cv_accuracy": float(correct.mean()), "cv_accuracy_ci95": list(wilson(int(correct.sum()), len(correct))),
+            "cv_log_loss": scored[t["trial"]]["log_loss"]})
+    winner, runner_up = order[0], order[1]
+    margin = paired_drop(scored[winner["trial"]]["correct"], scored[runner_up["trial"]]["correct"])
+    record.update(folds=RESCORE_FOLDS, samples=len(y), winner=winner["trial"],
+                  margin={"over": runner_up["trial"], "difference": margin["drop"], "ci95": margin["ci95"],
+                          "on": f"{RESCORE_FOLDS}-fold cross-validation", "method": margin["method"]})
+    if winner["trial"] != ranked[0]["trial"]:
+        log.info("re-scoring: trial %s wins over trial %s (validation's best)", winner["trial"], ranked[0]["trial"])
+    return winner, record
+
+
+def _cross_validate(trial: dict, options: SearchOptions, data, x, y, folds) -> dict:
+    """The trial's hyperparameters trained on all folds but one, quantized, and scored on the
+    held-out one, for each fold: whether each sample was right, and the mean log loss. A
+    fold's result is kept in the trial's directory (a killed search does not redo it) and
+    read back only if it was made for this very split."""
+    from edge_runtime import load
+    from pipeline.tflite import to_tflite
+    from pipeline.train import recipe_for
+
+    values, trial_dir = trial["hyperparameters"], Path(trial["dir"])
+    correct, losses = np.zeros(len(y), dtype=bool), np.zeros(len(y))
+    for k, held in enumerate(folds):
+        path = trial_dir / f"rescore_fold{k}.json"
+        key = {"hyperparameters": values, "fold": k, "folds": len(folds), "seed": options.seed,
+               "samples": len(y), "epochs": options.epochs, "schedule": recipe_for(options.model)["lr_schedule"]}
+        cached = _cached_fold(path, key, len(held))
+        if cached is None:
+            rows = np.sort(np.concatenate([f for j, f in enumerate(folds) if j != k]))
+            model = _fit_candidate(values, options, data, x[rows], y[rows], options.epochs)
+            artifact = trial_dir / f"rescore_fold{k}.tflite"
+            write_bytes(artifact, to_tflite(model, values["quantization"], calibration=x[rows][:300]))
+            probabilities = load(artifact).predict(x[held])
+            remove_file(artifact)
+            cached = {"correct": (probabilities.argmax(-1) == y[held]).astype(int).tolist(),
+                      "log_loss": _log_losses(probabilities, y[held]).tolist()}
+            write_json(path, {**key, **cached})
+        correct[held] = np.asarray(cached["correct"], dtype=bool)
+        losses[held] = cached["log_loss"]
+    return {"correct": correct, "log_loss": float(losses.mean())}
+
+
+def _cached_fold(path: Path, key: dict, size: int) -> dict | None:
+    try:
+        recorded = read_json(path) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in key.items()):
+        return None
+    correct, losses = recorded.get("correct"), recorded.get("log_loss")
+    if not (isinstance(correct, list) and isinstance(losses, list) and len(correct) == len(losses) == size):
+        return None
+    if not all(c in (0, 1) and not isinstance(c, bool) for c in correct) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1e3 for v in losses):
+        return None
+    return {"correct": correct, "log_loss": [float(v) for v in losses]}
+
+
+def _int8_test_comparison(artifacts: list[Path], data) -> dict:
+    """The baseline's and the winner's shipped artifacts on the test split, side by side: each
+    accuracy with its interval and the winner's difference, paired (same images)."""
+    from edge_runtime import load
+    from pipeline.stats import paired_drop, wilson
+
+    x_test, y_test = data.split("test")
+    correct = [load(a).predict(x_test).argmax(-1) == y_test for a in artifacts]
+    accuracy = [{"accuracy": float(c.mean()), "ci95": list(wilson(int(c.sum()), len(c)))} for c in correct]
+    paired = paired_drop(correct[0], correct[1])  # baseline − winner
+    return {"samples": int(len(y_test)), "baseline": accuracy[0], "best": accuracy[1],
+            "difference": -paired["drop"], "difference_ci95": [-paired["ci95"][1], -paired["ci95"][0]],
+            "method": paired["method"]}
+
+
+def _baseline(options: SearchOptions, out: Path) -> dict:
+    """The zoo model as it comes (its own recipe), trained and quantized here."""
+    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.train import TrainConfig, train
+
+    run_dir = out / "baseline"
+    artifact = run_dir / "model_int8.tflite"
+    test_accuracy = _recorded_accuracy(run_dir) if artifact.is_file() else None
+    if test_accuracy is None:  # not trained yet, or its record is damaged: train it (again)
+        result = train(TrainConfig(model=options.model, dataset=options.dataset, seed=options.seed),
+                       out=run_dir, runs_root=out, verbose=0)
+        quantize(run_dir, QuantizeOptions(modes=["int8"], recover=False))
+        test_accuracy = result.metrics["test_accuracy"]
+    return {"run_dir": str(run_dir), "test_accuracy": test_accuracy, "size_kb": artifact.stat().st_size / 1024}
+
+
+def _recorded_accuracy(run_dir: Path) -> float | None:
+    try:
+        value = read_json(run_dir / "train.json").get("test_accuracy")
+    except (OSError, ValueError, AttributeError):
+        return None
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+    return float(value) if valid else None
