@@ -10,7 +10,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from pipeline.cli import _items, app
-from pipeline.config import Config, load_config
+from pipeline.config import Config
+from pipeline.config_check import load_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 COMMANDS = typer.main.get_command(app).commands
