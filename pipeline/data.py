@@ -74,7 +74,7 @@ def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int 
     if loader.takes_path and cache is not None:
         from pipeline.datacache import cached_load
 
-        dataset = cached_load(Path(cache), spec, loader.load, path, kwargs, writable=write_cache)
+        dataset = cached_load(Path(cache), spec, loader.load, path, kwargs, writable=write_cache, check=_validate)
     else:
         dataset = loader.load(path, **kwargs) if loader.takes_path else loader.load(**kwargs)
     _validate(dataset)

@@ -55,7 +55,7 @@ def source_key(spec: str, path: str, options: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def cached_load(cache_root: Path, spec: str, load, path: str, options: dict, *, writable: bool):
+def cached_load(cache_root: Path, spec: str, load, path: str, options: dict, *, writable: bool, check=None):
     """The data set from ``cache_root/<key>`` when a sound entry is there; otherwise decoded
     by ``load`` (into a new entry when ``writable``: the caller holds the run's lock)."""
     started = time.perf_counter()
@@ -81,13 +81,17 @@ def cached_load(cache_root: Path, spec: str, load, path: str, options: dict, *, 
         if stale.name != key:
             _remove_entry(stale)
     make_dirs(entry)
-    dataset = _decode_into_entry(entry, key, load, path, options)
+    try:
+        _decode_into_entry(entry, key, load, path, options, check)
+    except BaseException:
+        _remove_entry(entry)  # a data set refused while decoding leaves no entry
+        raise
     log.info("data: decoded %s into the run's decode cache in %.1f s (%s…)", spec,
              time.perf_counter() - started, key[:12])
     return read_entry(entry, key)
 
 
-def _decode_into_entry(entry: Path, key: str, load, path: str, options: dict):
+def _decode_into_entry(entry: Path, key: str, load, path: str, options: dict, check=None):
     """Decode with every image written straight into its split's ``.npy`` (no in-memory copy of
     the data set); the index is written last, so a killed decode leaves no entry."""
     import contextlib
@@ -105,6 +109,8 @@ def _decode_into_entry(entry: Path, key: str, load, path: str, options: dict):
             return opened[name]
 
         dataset = load(path, **options, alloc=alloc)
+        if check is not None:
+            check(dataset)
         for name in ARRAYS:
             array = getattr(dataset, name)
             if name in opened:

@@ -195,6 +195,7 @@ def _signature_parity(path: Path, x_test: np.ndarray) -> dict:
 # An .ort file is its .onnx graph optimized and saved by ONNX Runtime: outputs may differ by
 # float rounding of fused kernels at most.
 ORT_TOLERANCE = 1e-6
+ORT_INT_AGREEMENT = 0.99  # an integer .ort against its .onnx, top-1 (as TFLite Micro against LiteRT)
 
 
 def _ort_parity(row: dict, path: Path, outputs: dict, raw_test, context: RunContext) -> None:
@@ -211,8 +212,16 @@ def _ort_parity(row: dict, path: Path, outputs: dict, raw_test, context: RunCont
         value = difference
     passed = difference is not None and difference <= ORT_TOLERANCE
     row["onnx_twin"] = twin.name if twin is not None else None
-    row["gates"]["onnx_parity"] = {"op": "<=", "threshold": ORT_TOLERANCE, "value": value, "passed": passed,
-                                   "verdict": "pass" if passed else "fail"}
+    gate = {"op": "<=", "threshold": ORT_TOLERANCE, "value": value, "passed": passed}
+    if difference is not None and row.get("mode") not in ("float32", "float16") and context.task == "classifier":
+        # An integer .ort is saved with ONNX Runtime's arm kernels chosen (u8s8): on an x86
+        # without VNNI they saturate where the .onnx's own x86 choice does not (measured on an
+        # AVX2 EPYC: outputs up to 0.33 apart). Its gate is top-1 agreement with the .onnx.
+        agreement = float(np.mean(outputs[path.name].argmax(-1) == outputs[twin.name].argmax(-1)))
+        gate = {"op": ">=", "threshold": ORT_INT_AGREEMENT, "value": agreement, "max_abs_difference": difference,
+                "passed": agreement >= ORT_INT_AGREEMENT}
+    gate["verdict"] = "pass" if gate["passed"] else "fail"
+    row["gates"]["onnx_parity"] = gate
     row["passed"] = all(g["passed"] for g in row["gates"].values())
 
 

@@ -165,7 +165,10 @@ def test_verify_records_gpu_delegate_compatibility_and_signature_parity(mobile_r
             assert row["signature"]["max_abs_difference"] == 0.0 and row["gates"]["signature"]["passed"], name
     for name in ("model_float32.ort", "model_int8.ort", "model_int8_tflite.ort"):  # .ort: the .onnx answers
         gate = rows[name]["gates"]["onnx_parity"]
-        assert gate["passed"] and gate["value"] <= 1e-6, (name, gate)
+        if name == "model_float32.ort":  # the same float graph: equal to rounding
+            assert gate["passed"] and gate["op"] == "<=" and gate["value"] <= 1e-6, (name, gate)
+        else:  # integer kernels chosen for arm may saturate on an x86 without VNNI: top-1 agreement
+            assert gate["passed"] and gate["op"] == ">=" and gate["value"] >= 0.99, (name, gate)
         assert rows[name]["passed"], (name, rows[name]["gates"])
     assert report["passed"]
 
