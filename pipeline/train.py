@@ -557,12 +557,7 @@ class _ShiftAugmentation:
 
             def __getitem__(self, index):
                 picked = self.order[index * batch_size:(index + 1) * batch_size]
-                batch = x[picked].copy()
-                max_shift = max(1, x.shape[1] // 10)
-                for i, (dy, dx) in enumerate(self.rng.integers(-max_shift, max_shift + 1,
-                                                               size=(len(batch), 2))):
-                    batch[i] = np.roll(batch[i], (dy, dx), axis=(0, 1))
-                return batch, y[picked]
+                return _shift(x[picked].copy(), self.rng), y[picked]
 
         return Shifted()
 
