@@ -38,7 +38,7 @@ class TrainSection:
     early_stopping: int = 0
     class_weight: str | None = None
     augment: bool = False
-    # auto: stream batches from the raw split when it is large (pipeline.train.STREAM_BYTES)
+    # auto: stream batches from the raw split when it is large (pipeline.streaming.STREAM_BYTES)
     stream: str = "auto"
     mixed_precision: bool = False
     distribute: str = "none"

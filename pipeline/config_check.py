@@ -22,8 +22,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 def check_values(config: Config) -> None:
     """Every value of ``config`` against what its stage allows (``ConfigError`` names the field)."""
     from pipeline.convert import TARGETS
+    from pipeline.distribution import DISTRIBUTE
     from pipeline.formats import QUANT_MODES
-    from pipeline.train import DISTRIBUTE, LR_SCHEDULES, OPTIMIZERS, STREAM_MODES
+    from pipeline.recipes import LR_SCHEDULES, OPTIMIZERS
+    from pipeline.streaming import STREAM_MODES
 
     checks = [("train.optimizer", config.train.optimizer, OPTIMIZERS),
               ("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES),

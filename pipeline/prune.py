@@ -142,7 +142,7 @@ def _fine_tune(keras, model, context: RunContext, options: PruneOptions, train, 
 
 
 def _compile(keras, model, task: str, options: PruneOptions, num_train: int) -> None:
-    from pipeline.train import compile_for_task
+    from pipeline.recipes import compile_for_task
 
     steps = -(-num_train // options.batch_size) * max(options.fine_tune_epochs, 1)
     rate = keras.optimizers.schedules.CosineDecay(options.learning_rate, steps)

@@ -181,7 +181,7 @@ def test_the_tensorflow_stream_feeds_exactly_the_preprocessed_split(folder, tmp_
     the same float32 preprocessing, as ``Dataset.split``, each once per epoch."""
     import keras
 
-    from pipeline.train import streamed_input
+    from pipeline.streaming import streamed_input
 
     data, _ = _load(folder, tmp_path / "cache", caplog)
     x, y = data.split("train")

@@ -42,7 +42,7 @@ def test_registry_rejects_duplicates_and_bad_names():
 
 def test_unknown_model_suggests_closest():
     from pipeline.errors import UsageError
-    from pipeline.train import zoo_spec
+    from pipeline.recipes import zoo_spec
 
     with pytest.raises(models.UnknownModelError, match="unknown model 'resnet'"):
         models.get_model_spec("resnet")

@@ -36,7 +36,7 @@ COMMON_SPACE: dict[str, list] = {
 }
 
 
-OPTIMIZERS = ("adam", "rmsprop")  # of pipeline.train's
+OPTIMIZERS = ("adam", "rmsprop")  # of pipeline.recipes'
 
 
 QUANTIZATIONS = ("int8", "int16x8")  # integer models: what an MCU or an NPU runs
@@ -173,7 +173,7 @@ def options_from_config(config) -> SearchOptions:
 
 def _build(model: str, data, values: dict):
     """The zoo model with these hyperparameters' builder options, for this data set."""
-    from pipeline.train import zoo_spec
+    from pipeline.recipes import zoo_spec
 
     return zoo_spec(model).build(tuple(data.input_shape), int(data.num_classes), **_BUILDER_ARGS[model](values))
 

@@ -38,7 +38,7 @@ def _relative_budget(options: SearchOptions, data, out: Path, timer: "Timer") ->
 
     from pipeline.backend import import_keras
     from pipeline.tflite import to_tflite
-    from pipeline.train import zoo_spec
+    from pipeline.recipes import zoo_spec
 
     path = out / BUDGET_FILE
     try:

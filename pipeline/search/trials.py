@@ -127,7 +127,7 @@ def _train_candidate(values: dict, options: SearchOptions, data, epochs: int, *,
 def _fit_candidate(values: dict, options: SearchOptions, data, x_train, y_train, epochs: int):
     from pipeline.backend import import_keras, seed_everything
     from pipeline.batchnorm import recalibrate_batchnorm
-    from pipeline.train import compile_for_task, make_optimizer, recipe_for, scheduled_rate
+    from pipeline.recipes import compile_for_task, make_optimizer, recipe_for, scheduled_rate
 
     keras = import_keras()
     keras.backend.clear_session()

@@ -94,7 +94,7 @@ def _cross_validate(trial: dict, options: SearchOptions, data, x, y, folds) -> d
     read back only if it was made for this very split."""
     from edge_runtime import load
     from pipeline.tflite import to_tflite
-    from pipeline.train import recipe_for
+    from pipeline.recipes import recipe_for
 
     values, trial_dir = trial["hyperparameters"], Path(trial["dir"])
     correct, losses = np.zeros(len(y), dtype=bool), np.zeros(len(y))
