@@ -1,0 +1,4 @@
+"""``python -m pipeline.cli``: the ``pipeline`` command."""
+from pipeline.cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""``pipeline bench`` and ``export``: latency where the model runs, C arrays for a microcontroller."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli.common import (DEFAULTS, QuietOption, RemoteDirOption, RunOption, SshOption,
+                                 VerboseOption, _items, _listed, _ssh_options, command)
+
+
+@command()
+def bench(
+    run: RunOption = None,
+    threads: Annotated[Optional[list[str]], _listed(
+        "Thread counts to sweep, e.g. 1,2,4.", ",".join(map(str, DEFAULTS.bench.threads)))] = None,
+    runs: Annotated[int, typer.Option(help="At least this many timed runs per artifact.")] = DEFAULTS.bench.runs,
+    warmup: Annotated[int, typer.Option(help="Warm-up runs before timing.")] = DEFAULTS.bench.warmup,
+    min_seconds: Annotated[float, typer.Option(
+        help="Keep timing for at least this long.")] = DEFAULTS.bench.min_seconds,
+    xnnpack: Annotated[bool, typer.Option(help="Use LiteRT's XNNPACK delegate.")] = True,
+    artifact: Annotated[Optional[list[str]], _listed(
+        "Artifacts to time (names in the run).", "every artifact in the run")] = None,
+    device: Annotated[Optional[str], typer.Option(help="ssh://user@host[:port] to benchmark on a device.")] = None,
+    ssh_option: SshOption = None, remote_dir: RemoteDirOption = "~/.edge-runtime",
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """Latency of every artifact (p50/p90/p99 per backend and thread count) → bench.json."""
+    from pipeline.bench import BenchOptions, bench as run_bench
+    from pipeline.errors import UsageError
+
+    try:
+        thread_counts = [int(t) for t in _items(threads, "--threads")] or list(DEFAULTS.bench.threads)
+    except ValueError:
+        raise UsageError(f"--threads takes integers, got '{','.join(threads or [])}'") from None
+    report = run_bench(run, BenchOptions(
+        threads=thread_counts, runs=runs, warmup=warmup, min_seconds=min_seconds, xnnpack=xnnpack,
+        artifacts=_items(artifact, "--artifact") or None, device=device,
+        ssh_options=_ssh_options(_items(ssh_option, "--ssh-option", keyed=True)), remote_root=remote_dir))
+    where = report["device"].get("cpu_model") or report["device"].get("machine")
+    typer.echo(f"device: {report['device']['location']} ({where})")
+    for row in report["results"]:
+        typer.echo(f"{row['artifact']:32s} {row['backend']:12s} threads {row['threads']}: "
+                   f"p50 {row['p50_ms']:.3f} ms  p90 {row['p90_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms")
+
+
+@command()
+def export(
+    run: RunOption = None,
+    c_array: Annotated[bool, typer.Option(
+        "--c-array", help="Write model_data.h / model_data.cc: the model as an aligned C array "
+                          "with its length, the measured TFLite Micro arena, input/output "
+                          "quantization and class names.")] = False,
+    artifact: Annotated[str, typer.Option(
+        help="The integer TFLite model to export (a name in the run, or a path).")] = "model_int8.tflite",
+    out: Annotated[Optional[Path], typer.Option(help="Where to write (default: RUN/c_array).")] = None,
+    symbol: Annotated[str, typer.Option(help="The array's C name.")] = DEFAULTS.export.symbol,
+    metadata: Annotated[bool, typer.Option(
+        "--metadata/--no-metadata", help="Keep the TFLite Metadata and packed labels in the array "
+                                         "(default: left out, TFLite Micro does not read them).")] = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """Export an artifact for a microcontroller project (TensorFlow Lite for Microcontrollers)."""
+    from pipeline.c_export import export_c_array
+    from pipeline.errors import UsageError
+    from pipeline.rundir import resolve_run
+
+    if not c_array:
+        raise UsageError("choose what to export: --c-array")
+    run_dir = resolve_run(run)
+    facts = export_c_array(run_dir, artifact, out or run_dir / "c_array", symbol=symbol, metadata=metadata)
+    left_out = (f" ({facts['metadata_bytes_left_out']:,} bytes of metadata left out)"
+                if facts["metadata_bytes_left_out"] else "")
+    typer.echo(f"{facts['artifact']}: {facts['length']:,} bytes{left_out}, tensor arena {facts['arena_bytes']:,} "
+               f"bytes → {', '.join(facts['files'][:2])}")

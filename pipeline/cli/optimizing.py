@@ -1,0 +1,108 @@
+"""``pipeline quantize`` and ``convert``: the commands that write a run's artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli.common import (DEFAULTS, QuietOption, RunOption, UnsafeOption, VerboseOption,
+                                 _items, _listed, command)
+
+
+@command()
+def quantize(
+    run: RunOption = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Full integer (int8 weights and activations).")] = False,
+    float16: Annotated[bool, typer.Option("--float16", help="float16 weights.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic range (int8 weights).")] = False,
+    int16x8: Annotated[bool, typer.Option("--int16x8", help="int16 activations, int8 weights.")] = False,
+    pruned: Annotated[bool, typer.Option(help="Quantize model_pruned.keras instead of model.keras.")] = False,
+    calibration_samples: Annotated[int, typer.Option(
+        help="Training samples (seeded) used to calibrate int8/int16x8.")] = DEFAULTS.quantize.calibration_samples,
+    calibration_data: Annotated[Optional[Path], typer.Option(
+        help="Calibrate on raw samples from this .npy/.npz ('x') instead of the training split.")] = None,
+    float_io: Annotated[bool, typer.Option(
+        help="Keep float32 input/output on integer models.")] = DEFAULTS.quantize.float_io,
+    dynamic_batch: Annotated[bool, typer.Option(help="Keep the batch dimension dynamic (default: 1).")] = False,
+    compat: Annotated[Optional[str], typer.Option(
+        help="'tflite-runtime': op versions that tflite-runtime 2.14 can load.")] = None,
+    recover: Annotated[Optional[bool], typer.Option(
+        "--recover/--no-recover",
+        help="When int8 fails its gates on the validation split, raise the fewest layers to "
+             "int16 activations (float as a last resort) → model_int8_mixed.tflite; --recover "
+             "fails (exit 6) if no mix passes. Default (the config's quantize.recover, unset): "
+             "try, and only warn.", show_default=False)] = DEFAULTS.quantize.recover,
+    unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """Post-training quantization to TFLite, builtin ops only [default modes: the config's
+    quantize.modes]."""
+    from pipeline.quantize import QuantizeOptions, quantize as run_quantize
+
+    modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
+                             ("int16x8", int16x8)) if on] or list(DEFAULTS.quantize.modes)
+    report = run_quantize(run, QuantizeOptions(
+        modes=modes, pruned=pruned, calibration_samples=calibration_samples,
+        float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
+        calibration_data=str(calibration_data) if calibration_data else None, recover=recover))
+    _echo_artifacts(report, [*modes, "int8_mixed"])
+    if report.get("recovery"):
+        typer.echo(_describe_recovery(report["recovery"]))
+
+
+def _describe_recovery(recovery: dict) -> str:
+    full = recovery.get("full_int8") or {}
+    agreement = full.get("top1_agreement")
+    before = "" if agreement is None else f" (validation agreement {agreement:.2%})"
+    if recovery.get("status") == "recovered":
+        raised = recovery["raised"]
+        kinds = " / ".join(sorted({layer["precision"] for layer in raised})) or "none"
+        after = recovery["validation"]["top1_agreement"]
+        return (f"int8 recovery: {len(raised)} of {recovery['raisable_layers']} layers raised "
+                f"({kinds}){before} → {recovery['artifact']}"
+                + ("" if after is None else f" ({after:.2%})"))
+    if recovery.get("needed") is False:
+        return f"int8 recovery: not needed{before}, full int8 left alone"
+    return f"int8 recovery: {recovery.get('status')}{before}"
+
+
+@command()
+def convert(
+    run: RunOption = None,
+    to: Annotated[Optional[list[str]], _listed(
+        "Targets: tflite, onnx, ort (ONNX Runtime Mobile: the run's ONNX artifacts as .ort).",
+        ",".join(DEFAULTS.convert.targets))] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (tf2onnx 1.17 supports up to 18).")] = DEFAULTS.convert.opset,
+    pruned: Annotated[bool, typer.Option(help="Convert model_pruned.keras.")] = False,
+    calibration_samples: Annotated[int, typer.Option(
+        help="Training samples (seeded) for ONNX Runtime's int8 calibration.")] = DEFAULTS.quantize.calibration_samples,
+    calibration_data: Annotated[Optional[Path], typer.Option(
+        help="Raw samples (.npy, or .npz with 'x', e.g. uint8 pixels) to calibrate the int8 ONNX "
+             "on, instead of the training split (use the same file as quantize).")] = None,
+    int8_onnx: Annotated[bool, typer.Option(help="Also write int8 ONNX (QDQ, and from the int8 TFLite).")] = True,
+    recover: Annotated[Optional[bool], typer.Option(
+        "--recover/--no-recover", show_default=False,
+        help="When the QDQ int8 ONNX fails its gates on the validation split, leave the fewest nodes "
+             "float → model_int8_mixed.onnx; --recover fails (exit 6) when no mix passes (default: try, "
+             "and warn).")] = DEFAULTS.quantize.recover,
+    unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """Float32 TFLite and ONNX, plus int8 ONNX (ONNX Runtime QDQ and tf2onnx from int8 TFLite)."""
+    from pipeline.convert import ConvertOptions, convert as run_convert
+
+    report = run_convert(run, ConvertOptions(
+        targets=_items(to, "--to") if to else list(DEFAULTS.convert.targets), opset=opset, pruned=pruned,
+        calibration_samples=calibration_samples,
+        calibration_data=str(calibration_data) if calibration_data else None, int8_onnx=int8_onnx,
+        recover=recover))
+    _echo_artifacts(report, None)
+    if (report.get("recovery") or {}).get("needed"):
+        typer.echo(_describe_recovery(report["recovery"]))
+
+
+def _echo_artifacts(report: dict, modes) -> None:
+    for name, row in report["artifacts"].items():
+        if modes is None or row.get("mode") in modes:
+            typer.echo(f"{name:32s} {row['size_bytes'] / 1024:9.1f} KiB  sha256 {row['sha256'][:12]}")

@@ -1,0 +1,86 @@
+"""``pipeline run`` and ``report`` (the whole pipeline from a config), ``models`` and ``datasets``."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli.common import (QuietOption, RunOption, UnsafeOption, VerboseOption, _items,
+                                 _listed, command)
+
+
+@command("run")
+def run_all(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML or TOML config (default: built-in defaults).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. train.epochs=5, or a "
+                      "nested one, e.g. verify.gates.quantized.metric_drop=0.02. Repeatable; "
+                      "commas also separate values.", show_default=False)] = None,
+    force: Annotated[Optional[list[str]], _listed("Rerun this stage even if cached.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Run directory (default: runs/pipeline-<model>-<dataset>).")] = None,
+    unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """The whole pipeline from one config: train → prune → quantize → convert → verify → bench → report."""
+    logging.getLogger("pipeline").setLevel(logging.WARNING)  # the stage lines say what happens
+    from pipeline.config_check import load_config
+    from pipeline.orchestrator import run as run_pipeline
+
+    resolved = load_config(config, _items(set_, "--set", keyed=True))
+    result = run_pipeline(resolved, out=out, force=_items(force, "--force"),
+                          progress=None if quiet else _progress)
+    typer.echo(f"recommended: {result.recommended or 'none meets the constraints'}")
+    typer.echo(f"report: {result.report}")
+
+
+def _progress(stage: str, status: str, seconds: float) -> None:
+    if status == "start":
+        typer.echo(f"▶ {stage} …", err=True)
+    else:
+        mark = "✓" if status == "ran" else "•"
+        typer.echo(f"{mark} {stage:9s} {seconds:6.1f}s{'' if status == 'ran' else '  (cached)'}", err=True)
+
+
+@command()
+def report(
+    run_dir: Annotated[Optional[Path], typer.Argument(hidden=True)] = None,  # older scripts: same as --run
+    run: RunOption = None,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """Rebuild report.md / report.html of a run from its JSON files."""
+    from pipeline.errors import UsageError
+    from pipeline.report import build_report
+    from pipeline.rundir import resolve_run
+
+    if run_dir is not None and run is not None and run_dir != run:
+        raise UsageError(f"two run directories given ({run_dir} and --run {run}): pass one")
+    run_path = resolve_run(run or run_dir)
+    summary = build_report(run_path)
+    typer.echo(f"recommended: {summary['recommended'] or 'none meets the constraints'}")
+    typer.echo(f"report: {run_path / 'report.html'}")
+
+
+@command("models")
+def list_models(quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
+    """List the model zoo, each with its default training recipe."""
+    import models
+
+    for name in models.model_names():
+        spec = models.get_model_spec(name)
+        recipe = spec.full_recipe()
+        typer.echo(f"{name:14s} {spec.task:12s} {spec.summary}")
+        typer.echo(f"{'':27s} recipe: {recipe['epochs']} epochs, batch {recipe['batch_size']}, "
+                   f"{recipe['optimizer']} {recipe['learning_rate']:g}, {recipe['lr_schedule']} schedule")
+
+
+@command("datasets")
+def list_datasets(quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
+    """List the data sets."""
+    from pipeline.data import loaders
+
+    for loader in loaders():
+        label = f"{loader.name}:PATH" if loader.takes_path else loader.name
+        typer.echo(f"{label:14s} {loader.help}")
