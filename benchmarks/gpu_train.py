@@ -29,7 +29,7 @@ DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 def write_data(mnist: Path, tiles: int, limit: int | None, out: Path) -> Path:
     import numpy as np
 
-    from pipeline.data import read_idx
+    from pipeline.idx import read_idx
 
     x = read_idx(next(mnist.glob("t10k-images*")))[..., None]
     y = read_idx(next(mnist.glob("t10k-labels*"))).astype("int64")

@@ -6,9 +6,7 @@ so the device applies exactly the same transformation.
 """
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,8 @@ import numpy as np
 
 from pipeline.dataset import Dataset, release  # noqa: F401 - Dataset and release are this module's API too
 from pipeline.errors import DataError, unknown_name
+from pipeline.idx import read_idx
+from pipeline.image_folder import GREY_MODES, SPLIT_FOLDERS, decode_into, scan_image_folder
 
 DEFAULT_DATASET = "digits"
 DEFAULT_VAL_FRACTION = 0.1
@@ -303,10 +303,6 @@ def load_npz(path: str, *, seed: int, image_size: int | None, val_fraction: floa
                    image_size=image_size, class_names=class_names)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-SPLIT_FOLDERS = ("train", "val", "test")
-
-
 @register_dataset("folder", takes_path=True,
                   help="an image folder: one sub-folder per class, or train/ and test/ (and val/) "
                        "each with one sub-folder per class")
@@ -339,110 +335,18 @@ def load_image_folder(path: str, *, seed: int, image_size: int | None, val_fract
     alloc = alloc or (lambda name, shape: np.empty(shape, dtype=np.uint8))
     try:
         with Image.open(scan.files[0][0]) as first:
-            grey = first.mode in _GREY_MODES
+            grey = first.mode in GREY_MODES
             size = image_size or first.size[0]
         shape = (size, size, 1) if grey else (size, size, 3)
         arrays = {split: alloc(f"x_{split}", (len(parts[split]), *shape)) for split in SPLIT_FOLDERS}
         jobs = [(arrays[split], slot, scan.files[i][0]) for split in SPLIT_FOLDERS
                 for slot, i in enumerate(parts[split])]
-        _decode_into(Image, jobs, grey, size)
+        decode_into(Image, jobs, grey, size)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read an image in {scan.root}: {exc}") from None
     labels = {split: y_all[parts[split]] for split in SPLIT_FOLDERS}
     return Dataset(f"folder:{path}", arrays["train"], labels["train"], arrays["val"], labels["val"],
                    arrays["test"], labels["test"], _spec(arrays["train"], scan.class_names), scan.class_names)
-
-
-@dataclass
-class FolderScan:
-    root: Path
-    layout: str  # "classes" (one sub-folder per class) or "splits" (train/ test/ [val/])
-    class_names: list[str]
-    files: list[tuple[Path, int]]  # every image with its label, in a fixed order
-    file_splits: list[tuple[str, int]]  # ("train" | "val" | "test", label) per file, "splits" only
-
-
-def scan_image_folder(path: str) -> FolderScan:
-    """The images of a folder data set and their labels, without reading any image."""
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a directory")
-    split_dirs = {name: root / name for name in SPLIT_FOLDERS if (root / name).is_dir()}
-    splits = {"train", "test"} <= set(split_dirs) and _class_dirs(split_dirs["train"])
-    if not splits:
-        class_dirs = _class_dirs(root)
-        if not class_dirs:
-            raise DataError(f"image folder {root} has no class sub-folders (or train/ and test/ with them)")
-        files = [(f, label) for label, d in enumerate(class_dirs) for f in _images(d)]
-        if not files:
-            raise DataError(f"image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return FolderScan(root, "classes", [d.name for d in class_dirs], files, [])
-    class_names = [d.name for d in _class_dirs(split_dirs["train"])]
-    files, file_splits = [], []
-    for split, folder in split_dirs.items():
-        for d in _class_dirs(folder):
-            if d.name not in class_names:
-                raise DataError(f"{d} is a class that {split_dirs['train']} does not have: every class of "
-                                f"{split}/ needs training images")
-            label = class_names.index(d.name)
-            for f in _images(d):
-                files.append((f, label))
-                file_splits.append(split)
-    for split in ("train", "test"):
-        if split not in file_splits:
-            raise DataError(f"{split_dirs[split]} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return FolderScan(root, "splits", class_names, files, list(zip(file_splits, (l for _, l in files))))
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir())
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _decode_into(Image, jobs, grey: bool, size: int) -> None:
-    """Decode each ``(array, slot, file)`` into ``array[slot]``, on every core (Pillow
-    releases the GIL while it decodes); the first failure is raised."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def decode(job):
-        array, slot, file = job
-        array[slot] = _read_image(Image, file, grey, size).reshape(array.shape[1:])
-
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(jobs), 4096):  # in blocks: the first bad image stops it soon
-            list(pool.map(decode, jobs[start:start + 4096]))
-
-
-# Pillow modes of one channel; every other mode (RGB, RGBA, P, CMYK, ...) becomes RGB.
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image in a training folder is a decompression bomb
-MIN_IMAGE_SIDE = 4
-
-
-def _read_image(Image, file: Path, grey: bool, size: int) -> np.ndarray:
-    """One image as uint8 ``size``×``size`` (grey or RGB): 16-bit and float images scaled to
-    0..255 (not clipped), palette and alpha images converted; bombs and tiny images refused."""
-    with Image.open(file) as image:
-        width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ValueError(f"{file.name} is {width}×{height} pixels, more than {MAX_IMAGE_PIXELS:,}")
-        if min(width, height) < MIN_IMAGE_SIDE:
-            raise ValueError(f"{file.name} is {width}×{height} pixels: images must be at least "
-                             f"{MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE}")
-        if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit integer or float grey
-            values = np.asarray(image, dtype=np.float64)
-            top = 1.0 if image.mode == "F" and values.max(initial=0) <= 1.0 else (
-                65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0)
-            image = Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8), "L")
-        if grey and image.mode != "L":
-            image = image.convert("L")
-        elif not grey and image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image.resize((size, size)))
 
 
 @register_dataset("idx", takes_path=True, help="MNIST-style IDX files (e.g. ../shared/data/mnist)")
@@ -475,37 +379,6 @@ def load_idx(path: str, *, seed: int, image_size: int | None, val_fraction: floa
         x_train, y_train, x_test, y_test = stratified_split(x, y, test_fraction, seed)
     return _finish(f"idx:{path}", x_train, y_train, x_test, y_test, seed=seed,
                    val_fraction=val_fraction, image_size=image_size)
-
-
-MAX_IDX_BYTES = 8 << 30
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (optionally gzip-compressed)."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as fh:
-            data = fh.read(MAX_IDX_BYTES + 1)
-        if len(data) > MAX_IDX_BYTES:
-            raise DataError(f"{path} holds more than {MAX_IDX_BYTES:,} bytes: too large for an IDX data set here")
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read IDX file {path}: {exc}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number)")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if not 1 <= ndim <= 4 or len(data) < header:
-        raise DataError(f"{path} is not an IDX file: a header of {ndim} dimensions does not fit its "
-                        f"{len(data)} bytes")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise DataError(f"{path} is truncated: expected {expected} bytes of data, "
-                        f"found {len(data) - header}")
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
 def _existing_file(path: str) -> Path:

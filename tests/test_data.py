@@ -4,7 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from pipeline.data import load_dataset, read_idx
+from pipeline.data import load_dataset
+from pipeline.idx import read_idx
 from pipeline.errors import DataError, UsageError
 
 

@@ -11,7 +11,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_mnist_idx_test_split():
-    from pipeline.data import load_dataset, read_idx
+    from pipeline.data import load_dataset
+    from pipeline.idx import read_idx
 
     mnist = shared_data("mnist")
     labels = read_idx(mnist / "t10k-labels-idx1-ubyte.gz")
@@ -62,7 +63,7 @@ def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
 
 def test_stateful_lstm_resets_between_samples():
     from edge_runtime import load
-    from pipeline.data import read_idx
+    from pipeline.idx import read_idx
 
     lstm = shared_data("tflite_micro", "mnist_lstm")
     mnist = shared_data("mnist")
