@@ -1,6 +1,6 @@
 """Loading a config: ``pipeline.config`` parses it (sections and types), then every value is
 checked against what the stage that owns it allows (optimizers and schedules from
-``pipeline.train``, targets from ``pipeline.convert``, gates from ``pipeline.verify``, devices
+``pipeline.train``, targets from ``pipeline.convert``, gates from ``pipeline.gates``, devices
 from ``pipeline.remote``, ...). It sits above the stages, so none of them imports it and the
 schema below them imports none of them."""
 from __future__ import annotations
@@ -44,7 +44,7 @@ def check_values(config: Config) -> None:
     if not config.prune.sparsity:
         raise ConfigError("prune.sparsity: give at least one value (0 means no pruning)")
     _check_numbers(config)
-    from pipeline.verify import VerifyOptions
+    from pipeline.gates import VerifyOptions
 
     try:
         VerifyOptions(gates=config.verify.gates).resolved_gates()

@@ -125,7 +125,7 @@ def recovery_stage(context: RunContext, recover: bool | None, gates: dict, mixed
     from edge_runtime.artifact import sidecar_path
     from pipeline.errors import ParityError
     from pipeline.recover import MAX_FRACTION, input_range, samples_to_tell
-    from pipeline.verify import VerifyOptions
+    from pipeline.gates import VerifyOptions
 
     log = logging.getLogger("pipeline")
     x_val, y_val = context.dataset.split("val")

@@ -54,11 +54,11 @@ def test_verdicts_and_the_samples_that_would_settle_one():
 
 
 def test_an_inconclusive_gate_reads_as_such():
-    from pipeline.verify import _apply_gates, inconclusive_gates
+    from pipeline.gates import apply_gates, inconclusive_gates
 
     row = {"artifact": "model_int8.tflite", "top1_agreement": 0.985, "top1_agreement_ci95": list(wilson(394, 400)),
            "metric_drop": 0.0, "metric_drop_ci95": [-0.005, 0.005]}
-    gates = _apply_gates(row, {"top1_agreement": (">=", 0.98), "metric_drop": ("<=", 0.01)})
+    gates = apply_gates(row, {"top1_agreement": (">=", 0.98), "metric_drop": ("<=", 0.01)})
     assert gates["top1_agreement"]["passed"] and gates["top1_agreement"]["verdict"] == "inconclusive"
     assert gates["metric_drop"]["verdict"] == "pass"
     assert inconclusive_gates({"artifacts": [{**row, "gates": gates}]}) == [
