@@ -2,39 +2,28 @@
 
 Each stage's inputs (its config section, the hashes of the artifacts it reads, the code
 version) are hashed; a stage whose inputs and outputs are unchanged is skipped. Progress is
-recorded in ``pipeline_state.json`` after every stage (atomically), so a run killed at any
-point resumes from the last finished stage. Sweeps: every ``prune.sparsity`` value is a
+recorded in ``pipeline_state.json`` after every stage (atomically, ``stage_cache``), so a
+run killed at any point resumes from the last finished stage. Sweeps: every ``prune.sparsity`` value is a
 variant (``variants/pruned-NN/``), each quantized to every mode.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline import rundir
 from pipeline.config import Config
 from pipeline.errors import CollapseError, ParityError
 from pipeline.formats import MODEL, PRUNED_MODEL, artifact_file, quant_mode, source_model
 from pipeline.fsutil import copy_file, make_dirs, read_json, sha256_file, write_json
+from pipeline.stage_cache import STATE, Progress, StageRecord, Stages, data_fingerprint, file_fingerprint, hashes
 
 log = logging.getLogger("pipeline")
 STAGES = ("search", "train", "prune", "quantize", "convert", "verify", "bench", "report", "export")
-STATE = "pipeline_state.json"
-Progress = Callable[[str, str, float], None]
-
-
-@dataclass
-class StageRecord:
-    name: str
-    status: str      # "ran" or "cached"
-    seconds: float
 
 
 @dataclass
@@ -46,114 +35,9 @@ class RunResult:
     stages: list[StageRecord] = field(default_factory=list)
 
 
-def code_version() -> str:
-    """A hash of the project's own source: a code change invalidates cached stages."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for package in ("pipeline", "models", "edge_runtime"):
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def default_out(config: Config) -> Path:
     return (rundir.DEFAULT_RUNS_ROOT
             / f"pipeline-{Path(config.train.model).stem}-{rundir.safe_name(config.data.dataset)}")
-
-
-class _Stages:
-    """Runs or skips stages, and keeps ``pipeline_state.json`` in step."""
-
-    def __init__(self, run_dir: Path, force: set[str], progress: Progress | None):
-        self.run_dir, self.force, self.progress = run_dir, force, progress
-        self.path = run_dir / STATE
-        self.state = {"stages": _valid_stages(self.path)}
-        self.code = code_version()
-        self.records: dict[str, StageRecord] = {}
-        self.started: set[str] = set()
-
-    def run(self, stage: str, key: str, inputs: dict[str, Any], work: Callable[[], list[Path]],
-            result: Callable[[], Any] | None = None) -> bool:
-        """Run ``work`` unless its inputs are unchanged and its outputs intact; True if it ran."""
-        digest = hashlib.sha256(json.dumps({"inputs": inputs, "code": self.code},
-                                           sort_keys=True, default=str).encode()).hexdigest()
-        recorded = self.state["stages"].get(key)
-        started = time.perf_counter()
-        if stage not in self.force and recorded and recorded["inputs"] == digest and all(
-                (self.run_dir / rel).is_file() and sha256_file(self.run_dir / rel) == sha
-                for rel, sha in recorded["outputs"].items()):
-            self._record(stage, "cached", started)
-            return False
-        if self.progress and stage not in self.started:
-            self.started.add(stage)
-            self.progress(stage, "start", 0.0)
-        outputs = work()
-        self.state["stages"][key] = {
-            "inputs": digest,
-            # every output, missing ones too: a state that names a missing file reruns its stage
-            "outputs": {str(p.relative_to(self.run_dir)): sha256_file(p) if p.is_file() else None for p in outputs},
-            "finished": time.time(),
-        }
-        write_json(self.path, self.state)
-        self._record(stage, "ran", started)
-        return True
-
-    def _record(self, stage: str, status: str, started: float) -> None:
-        seconds = time.perf_counter() - started
-        previous = self.records.get(stage)
-        if previous:  # several variants: one line per stage, summed
-            previous.seconds += seconds
-            previous.status = "ran" if "ran" in (previous.status, status) else "cached"
-        else:
-            self.records[stage] = StageRecord(stage, status, seconds)
-
-    def finish(self, stage: str) -> None:
-        if self.progress and stage in self.records:
-            record = self.records[stage]
-            self.progress(stage, record.status, record.seconds)
-
-
-def _valid_stages(path: Path) -> dict[str, dict]:
-    """The stages ``pipeline_state.json`` records, keeping only entries that are well formed:
-    the file is the run directory's, so anyone may have written it. A dropped entry reruns."""
-    try:
-        state = read_json(path) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    stages = state.get("stages") if isinstance(state, dict) else None
-    if not isinstance(stages, dict):
-        return {}
-
-    def well_formed(entry) -> bool:
-        outputs = entry.get("outputs") if isinstance(entry, dict) else None
-        return (isinstance(outputs, dict) and isinstance(entry.get("inputs"), str) and isinstance(outputs, dict) and bool(outputs)
-                and all(isinstance(rel, str) and not os.path.isabs(rel) and ".." not in Path(rel).parts
-                        and isinstance(sha, str) and len(sha) == 64 for rel, sha in outputs.items()))
-
-    return {key: entry for key, entry in stages.items() if isinstance(key, str) and well_formed(entry)}
-
-
-def _hashes(paths: list[Path]) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in paths if p.exists()}
-
-
-def _data_fingerprint(dataset: str) -> str | None:
-    """The content hash of a data set given by path (the name alone says nothing of it)."""
-    _, _, path = dataset.partition(":")
-    if not path:
-        return None
-    target = Path(path)
-    files = sorted(target.rglob("*")) if target.is_dir() else [target]
-    digest = hashlib.sha256()
-    for file in files:
-        if file.is_file():
-            digest.update(file.name.encode() + sha256_file(file).encode())
-    return digest.hexdigest()
-
-
-def _file_fingerprint(path: str | None) -> str | None:
-    return sha256_file(Path(path)) if path and Path(path).is_file() else None
 
 
 def run(config: Config, *, out: str | Path | None = None, force: list[str] = (),
@@ -167,10 +51,10 @@ def run(config: Config, *, out: str | Path | None = None, force: list[str] = (),
     run_dir = rundir.new_run_dir(config.train.model, config.data.dataset, out or default_out(config))
     with rundir.locked(run_dir):  # for the whole command; the stages' own locking is reentrant
         write_json(run_dir / "config.json", config.to_dict())  # the resolved config
-        return _run_locked(config, run_dir, _Stages(run_dir, set(force), progress))
+        return _run_locked(config, run_dir, Stages(run_dir, set(force), progress))
 
 
-def _run_locked(config: Config, run_dir: Path, stages: _Stages) -> RunResult:
+def _run_locked(config: Config, run_dir: Path, stages: Stages) -> RunResult:
     if config.search.enabled:
         _search(config, run_dir, stages)
     else:
@@ -185,7 +69,7 @@ def _run_locked(config: Config, run_dir: Path, stages: _Stages) -> RunResult:
                 failures.append(failure)
         stages.finish(stage)
     report_inputs = {"config": config.to_dict(), "variants": [
-        _hashes(sorted(p for p in v.glob("*.json") if p.name not in (STATE, "report.json")))
+        hashes(sorted(p for p in v.glob("*.json") if p.name not in (STATE, "report.json")))
         for v, _ in variants]}
     from pipeline.report import build_report
 
@@ -208,7 +92,7 @@ def _run_locked(config: Config, run_dir: Path, stages: _Stages) -> RunResult:
     return result
 
 
-def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stages: _Stages) -> None:
+def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stages: Stages) -> None:
     """C source of the artifact a board would take: the recommended one when it is an integer
     TFLite model, else the base int8 model."""
     from pipeline.c_export import export_c_array
@@ -232,13 +116,13 @@ def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stag
     stages.finish("export")
 
 
-def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
+def _train(config: Config, run_dir: Path, stages: Stages) -> None:
     from pipeline.train import TrainConfig, train
 
     train_fields = config.section("train")
     allow_collapse = train_fields.pop("allow_collapse")
     inputs = {"data": config.section("data"), "train": train_fields,
-              "data_files": _data_fingerprint(config.data.dataset)}
+              "data_files": data_fingerprint(config.data.dataset)}
 
     def work() -> list[Path]:
         from pipeline.modelio import model_code_trusted
@@ -258,7 +142,7 @@ def _train(config: Config, run_dir: Path, stages: _Stages) -> None:
                             f"pass --set train.allow_collapse=true to go on anyway")
 
 
-def _search(config: Config, run_dir: Path, stages: _Stages) -> None:
+def _search(config: Config, run_dir: Path, stages: Stages) -> None:
     """The search's winner, retrained, is the run's model (in place of train.model as it comes)."""
     from pipeline.errors import PipelineError
     from pipeline.search import options_from_config, resumes, search
@@ -268,7 +152,7 @@ def _search(config: Config, run_dir: Path, stages: _Stages) -> None:
     budgets = {k: v for k, v in config.section("constraints").items() if k in ("max_latency_ms", "max_size_kb",
                                                                               "max_ram_kb")}
     inputs = {"data": config.section("data"), "model": config.train.model, "search": config.section("search"),
-              "budgets": budgets, "data_files": _data_fingerprint(config.data.dataset)}
+              "budgets": budgets, "data_files": data_fingerprint(config.data.dataset)}
 
     def work() -> list[Path]:
         if out.is_symlink() or (out.exists() and not out.is_dir()):
@@ -307,7 +191,7 @@ def _train_in_child(train_config, run_dir: Path) -> None:
         raise error
 
 
-def _variants(config: Config, run_dir: Path, stages: _Stages) -> list[tuple[Path, bool]]:
+def _variants(config: Config, run_dir: Path, stages: Stages) -> list[tuple[Path, bool]]:
     from pipeline.prune import PruneOptions, prune
 
     variants: list[tuple[Path, bool]] = []
@@ -344,7 +228,7 @@ def _source(variant: Path, pruned: bool) -> Path:
     return variant / source_model(pruned)
 
 
-def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
+def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
     from pipeline.quantize import QuantizeOptions, quantize
 
     options = QuantizeOptions(modes=config.quantize.modes, pruned=pruned,
@@ -353,7 +237,7 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
                               float_io=config.quantize.float_io, recover=config.quantize.recover,
                               gates=config.verify.gates)
     inputs = {"quantize": config.section("quantize"), "model": sha256_file(_source(variant, pruned)),
-              "calibration_file": _file_fingerprint(config.quantize.calibration_data),
+              "calibration_file": file_fingerprint(config.quantize.calibration_data),
               "gates": config.verify.gates}  # int8 recovery aims at the verify gates
 
     def work() -> list[Path]:
@@ -367,7 +251,7 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
     return None
 
 
-def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
+def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
     from pipeline.convert import ConvertOptions, convert
 
     options = ConvertOptions(targets=config.convert.targets, opset=config.convert.opset,
@@ -377,7 +261,7 @@ def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages:
     int8 = variant / artifact_file("int8.tflite", pruned)
     inputs = {"convert": config.section("convert"), "model": sha256_file(_source(variant, pruned)),
               "calibration": [config.quantize.calibration_samples,
-                              _file_fingerprint(config.quantize.calibration_data)],
+                              file_fingerprint(config.quantize.calibration_data)],
               "int8": sha256_file(int8) if int8.exists() else None,
               "recover": config.quantize.recover, "gates": config.verify.gates}  # the int8 ONNX's recovery
 
@@ -389,16 +273,16 @@ def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages:
     return None
 
 
-def _artifact_hashes(variant: Path) -> dict[str, str]:
+def _artifacthashes(variant: Path) -> dict[str, str]:
     from pipeline.bench import run_artifacts
 
-    return _hashes(run_artifacts(variant))
+    return hashes(run_artifacts(variant))
 
 
-def _verify(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
+def _verify(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
     from pipeline.verify import VerifyOptions, verify
 
-    inputs = {"verify": config.section("verify"), "artifacts": _artifact_hashes(variant)}
+    inputs = {"verify": config.section("verify"), "artifacts": _artifacthashes(variant)}
 
     def work() -> list[Path]:
         try:
@@ -415,11 +299,11 @@ def _verify(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: 
     return None
 
 
-def _bench(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: _Stages):
+def _bench(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
     from pipeline.bench import BenchOptions, bench
 
     section = config.bench
-    inputs = {"bench": config.section("bench"), "artifacts": _artifact_hashes(variant)}
+    inputs = {"bench": config.section("bench"), "artifacts": _artifacthashes(variant)}
 
     def work() -> list[Path]:
         outputs = []

@@ -8,12 +8,10 @@ import html
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline import schemas
-from pipeline.figures import LOG_AXIS_SPREAD, accuracy_latency_figure, pareto, place_labels  # noqa: F401 - also this module's API
-from pipeline.figures import png_bytes as _png
-from pipeline.fsutil import read_json, remove_file, sha256_file, write_bytes, write_json
+from pipeline.figures import pareto
+from pipeline.fsutil import read_json, sha256_file, write_bytes, write_json
+from pipeline.report_plots import write_plots
 
 
 def _variants(run_dir: Path) -> list[Path]:
@@ -178,7 +176,7 @@ def _build_report(run_dir: Path) -> dict[str, Any]:
         row["recommended"] = row is chosen
     train = schemas.load(run_dir / "train.json", schemas.TRAIN_JSON)
     manifest = schemas.load(run_dir / "manifest.json", schemas.MANIFEST_JSON, what="retrain the run")
-    plots = _plots(run_dir, rows, train, chosen)
+    plots = write_plots(run_dir, rows, train, chosen, searched=_searched(run_dir))
     summary = {"recommended": f"{chosen['dir']}/{chosen['artifact']}" if chosen else None,
                "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
                "passed": all(r["passed"] for r in rows), "recovery": recovery_costs(run_dir, rows),
@@ -187,36 +185,6 @@ def _build_report(run_dir: Path) -> dict[str, Any]:
     write_bytes(run_dir / "report.md", _markdown(run_dir, summary, train, manifest, plots).encode())
     write_bytes(run_dir / "report.html", _html(run_dir, summary, train, manifest, plots).encode())
     return summary
-
-
-# -- plots ---------------------------------------------------------------------------------
-
-def _plots(run_dir: Path, rows, train: dict, chosen) -> dict[str, bytes]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots = {
-        "accuracy_latency.png": _accuracy_latency_plot(plt, rows),
-        "sizes.png": _size_plot(plt, rows),
-        "training_curves.png": _training_plot(plt, train.get("history") or {}),
-        "confusion_matrix.png": _confusion_plot(plt, run_dir, chosen),
-        # the search that chose this run's model (`pipeline run` with search.enabled): every trial
-        "search_trials.png": (_read_if_file(run_dir / "search" / "search_accuracy_latency.png")
-                              if _searched(run_dir) else None),
-    }
-    for name in [name for name, data in plots.items() if data is None]:
-        remove_file(run_dir / "report" / name)  # not a stale one from an earlier report
-    plots = {name: data for name, data in plots.items() if data is not None}
-    for name, data in plots.items():
-        write_bytes(run_dir / "report" / name, data)
-    plt.close("all")
-    return plots
-
-
-def _read_if_file(path: Path) -> bytes | None:
-    return path.read_bytes() if path.is_file() else None
 
 
 def _searched(run_dir: Path) -> bool:
@@ -237,68 +205,6 @@ def _search_line(run_dir: Path) -> str | None:
         return describe(read_json(path))
     except (KeyError, TypeError, ValueError, AttributeError):
         return f"{path} is unreadable"
-
-
-def _accuracy_latency_plot(plt, rows) -> bytes | None:
-    figure = accuracy_latency_figure(plt, rows)
-    return None if figure is None else _png(figure)
-
-
-def _size_plot(plt, rows) -> bytes:
-    figure, axis = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    labels = [f"{r['variant']}/{r['artifact']}" for r in rows]
-    axis.barh(labels, [r["size_kb"] for r in rows], color=["tab:green" if r["pareto"] else "tab:blue" for r in rows])
-    axis.set_xlabel("size (KiB)")
-    axis.tick_params(axis="y", labelsize=7)
-    axis.set_title("Artifact sizes")
-    return _png(figure)
-
-
-def _training_plot(plt, history: dict) -> bytes | None:
-    if not history.get("loss"):
-        return None
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for axis, title, keys in zip(axes, ("loss", "accuracy"), (("loss", "val_loss"), ("accuracy", "val_accuracy"))):
-        for key in keys:
-            if key in history:
-                axis.plot(range(1, len(history[key]) + 1), history[key], label=key)
-        axis.set_xlabel("epoch")
-        axis.set_title(title)
-        axis.legend(fontsize=8)
-    return _png(figure)
-
-
-def _confusion_plot(plt, run_dir: Path, chosen) -> bytes | None:
-    if not chosen or chosen["metric"] != "accuracy":
-        return None
-    matrix = _confusion(run_dir, chosen)
-    if matrix is None:
-        return None
-    figure, axis = plt.subplots(figsize=(5, 4.5))
-    image = axis.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        if count:
-            axis.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                      color="white" if count > matrix.max() / 2 else "black")
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title(f"Confusion matrix: {chosen['artifact']}")
-    figure.colorbar(image)
-    return _png(figure)
-
-
-def _confusion(run_dir: Path, chosen: dict):
-    from edge_runtime import load
-    from pipeline.context import RunContext
-
-    variant = run_dir / chosen["dir"]
-    context = RunContext(variant)
-    x_test, y_test = context.dataset.split("test")
-    predicted = load(variant / chosen["artifact"]).predict(x_test).argmax(-1)
-    classes = context.dataset.num_classes
-    matrix = np.zeros((classes, classes), dtype=int)
-    np.add.at(matrix, (y_test, predicted), 1)
-    return matrix
 
 
 # -- text ----------------------------------------------------------------------------------

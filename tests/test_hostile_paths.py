@@ -378,11 +378,11 @@ def test_path_components_over_255_bytes_are_one_line(quantized_run, tmp_path):
 # -- 5. state that lies -------------------------------------------------------------------
 
 def test_a_state_that_claims_a_stage_with_missing_outputs_reruns_it(tmp_path):
-    from pipeline.orchestrator import _Stages
+    from pipeline.stage_cache import Stages
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    stages = _Stages(run_dir, set(), None)
+    stages = Stages(run_dir, set(), None)
     ran = []
 
     def work():
@@ -392,21 +392,21 @@ def test_a_state_that_claims_a_stage_with_missing_outputs_reruns_it(tmp_path):
 
     assert stages.run("quantize", "quantize", {"a": 1}, work)
     (run_dir / "model_int8.tflite").unlink()  # the state still says done
-    assert _Stages(run_dir, set(), None).run("quantize", "quantize", {"a": 1}, work) and len(ran) == 2
+    assert Stages(run_dir, set(), None).run("quantize", "quantize", {"a": 1}, work) and len(ran) == 2
     state = json.loads((run_dir / "pipeline_state.json").read_text())
     state["stages"]["quantize"]["outputs"] = {}  # "done, and it wrote nothing"
     (run_dir / "pipeline_state.json").write_text(json.dumps(state))
-    assert _Stages(run_dir, set(), None).run("quantize", "quantize", {"a": 1}, work) and len(ran) == 3
-    assert not _Stages(run_dir, set(), None).run("quantize", "quantize", {"a": 1}, work)  # intact: cached
+    assert Stages(run_dir, set(), None).run("quantize", "quantize", {"a": 1}, work) and len(ran) == 3
+    assert not Stages(run_dir, set(), None).run("quantize", "quantize", {"a": 1}, work)  # intact: cached
 
 
 @pytest.mark.parametrize("content", [b"\x00garbage", b"[]", b'{"stages": []}', b'{"stages": {"train": 5}}',
                                      b'{"stages": {"train": {"inputs": 1, "outputs": {"../../etc/passwd": "x"}}}}'])
 def test_a_garbage_state_is_ignored_not_a_traceback(tmp_path, content):
-    from pipeline.orchestrator import _Stages
+    from pipeline.stage_cache import Stages
 
     (tmp_path / "pipeline_state.json").write_bytes(content)
-    assert _Stages(tmp_path, set(), None).state == {"stages": {}}
+    assert Stages(tmp_path, set(), None).state == {"stages": {}}
 
 
 # -- 6. files read back are checked by type -----------------------------------------------
@@ -599,7 +599,7 @@ def test_sixty_mutated_sidecars_are_one_line_or_a_right_answer(int8_copy, digits
 def test_forty_mutated_states_and_measurements_are_ignored_or_used_whole(tmp_path):
     """pipeline_state.json and a search trial's measurement.json, mutated: each is either
     taken as a whole (well formed) or ignored (its stage or trial runs again); never a crash."""
-    from pipeline.orchestrator import _valid_stages
+    from pipeline.stage_cache import valid_stages
     from pipeline.search import _finished_measurement
 
     state = {"stages": {"train": {"inputs": "ab" * 32, "outputs": {"model.keras": "cd" * 32}, "finished": 1.0}}}
@@ -611,7 +611,7 @@ def test_forty_mutated_states_and_measurements_are_ignored_or_used_whole(tmp_pat
     rng = np.random.default_rng(22)
     for field, mutated in _mutations(state, rng, 20):
         (tmp_path / "pipeline_state.json").write_text(json.dumps(mutated))
-        kept = _valid_stages(tmp_path / "pipeline_state.json")
+        kept = valid_stages(tmp_path / "pipeline_state.json")
         assert kept == {} or json.dumps(kept) == json.dumps(mutated["stages"]), field
     trial = tmp_path / "trial_00"
     trial.mkdir()

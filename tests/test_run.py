@@ -259,7 +259,7 @@ def test_plot_labels_never_overlap_and_the_recommended_one_is_always_shown():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.report import accuracy_latency_figure
+    from pipeline.figures import accuracy_latency_figure
 
     # A crowded cluster, as a run with int8 TFLite, int8 ONNX and QDQ ONNX at ~0.1 ms gives.
     rows = _plot_rows([0.10, 0.101, 0.102, 0.104, 0.11, 0.12, 0.5, 0.52], [0.97, 0.969, 0.97, 0.968,
@@ -278,7 +278,7 @@ def test_latency_axis_is_logarithmic_when_the_spread_is_wide():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.report import LOG_AXIS_SPREAD, accuracy_latency_figure
+    from pipeline.figures import LOG_AXIS_SPREAD, accuracy_latency_figure
 
     narrow = accuracy_latency_figure(plt, _plot_rows([1.0, LOG_AXIS_SPREAD * 0.9], [0.9, 0.95]))
     wide = accuracy_latency_figure(plt, _plot_rows([1.0, LOG_AXIS_SPREAD * 1.1], [0.9, 0.95]))
