@@ -2,7 +2,8 @@
 
 The runner quantizes inputs and dequantizes outputs with each tensor's own scale and zero
 point, loops (or resizes) for batches larger than the model's, and resets the variables of
-stateful models between samples.
+stateful models between samples. ``use_batch(n)`` has ``predict`` invoke on up to ``n``
+samples at once where the graph allows it (a dynamic batch, or a fixed one LiteRT can resize).
 """
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ class Runner:
     backend = ""
     signature: dict[str, Any] | None = None  # LiteRT: the serving_default SignatureDef's names
     stateful = False  # LiteRT sets it for models whose state persists between invokes
+    # Samples per invoke in ``predict`` (``use_batch``); None: a dynamic model takes the whole
+    # input at once, a fixed one a sample at a time.
+    max_batch: int | None = None
 
     def __init__(self, path: Path, sidecar: dict[str, Any] | None):
         self.path = path
@@ -105,6 +109,16 @@ class Runner:
     def _predict_float(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def use_batch(self, size: int) -> int:
+        """Have ``predict`` invoke on up to ``size`` samples at a time; returns the batch size in
+        use, 1 where the model cannot take more (a fixed batch, state kept between samples)."""
+        self.max_batch = size if size > 1 and self.dynamic_batch and not self.stateful else 1
+        return self.max_batch
+
+    def _chunks(self, x: np.ndarray):
+        size = self.max_batch or len(x) or 1
+        return (x[start:start + size] for start in range(0, len(x), size))
+
     def invoke_quantized(self, feed: np.ndarray) -> np.ndarray:
         """One call on an already-quantized, correctly-shaped input (the timing loop uses this)."""
         raise NotImplementedError
@@ -128,7 +142,8 @@ class TFLiteRunner(Runner):
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(f"LiteRT cannot load {path}: {first_line(exc)}") from None
         self.load_ms = (time.perf_counter_ns() - started) / 1e6
-        self.threads, self.xnnpack = threads, xnnpack
+        self.threads, self.xnnpack, self._options = threads, xnnpack, options
+        self._batched = None  # (interpreter, input index, output index) resized by use_batch
         self.signature = _serving_signature(self.interpreter)
         if self.signature:  # the tensors the signature names, in its order
             self._input_details, self._output_details = self.signature.pop("details")
@@ -149,22 +164,65 @@ class TFLiteRunner(Runner):
         # Resource variables, or sequence ops whose state tensors persist between invokes.
         return any(name in _STATEFUL_OPS for name in self.op_names())
 
+    def use_batch(self, size: int) -> int:
+        """As ``Runner.use_batch``; a model converted for a batch of one is resized in a second
+        interpreter, kept only where LiteRT and its delegate accept the shape and the output
+        keeps one row per sample (a Reshape to a batch of one refuses it)."""
+        self._batched = None
+        if self.dynamic_batch or self.stateful or size <= 1:
+            return super().use_batch(size)
+        self.max_batch = 1
+        interpreter_cls, _ = _litert()
+        input_index, output_index = self._input_details[0]["index"], self._output_details[0]["index"]
+        try:
+            with quiet_native():
+                batched = interpreter_cls(model_path=str(self.path), num_threads=self.threads, **self._options)
+                batched.resize_tensor_input(input_index, [size, *self.input.shape[1:]], strict=False)
+                batched.allocate_tensors()
+        except (ValueError, RuntimeError):  # "failed to reshape", "cannot reshape array of size"
+            return 1
+        output = {d["index"]: d for d in batched.get_output_details()}.get(output_index)
+        if output is None or int(output["shape"][0]) != size:
+            return 1
+        self._batched, self.max_batch = (batched, input_index, output_index), size
+        return size
+
     def _predict_float(self, x: np.ndarray) -> np.ndarray:
         info = self.input
+        if self._batched is not None:
+            return dequantize(np.concatenate([self._invoke_batched(quantize(chunk, info))
+                                              for chunk in self._chunks(x)]), self.outputs[0])
         if self.dynamic_batch and not self.stateful:
-            if self._input_details[0]["shape"][0] != len(x):
-                self.interpreter.resize_tensor_input(self._input_details[0]["index"],
-                                                     [len(x), *info.shape[1:]])
-                self.interpreter.allocate_tensors()
-                resized = {d["index"]: d for d in self.interpreter.get_output_details()}
-                self._output_details = [resized[d["index"]] for d in self._output_details]
-            return dequantize(self.invoke_quantized(quantize(x, info)), self.outputs[0])
+            return dequantize(np.concatenate([self._invoke_resized(quantize(chunk, info))
+                                              for chunk in self._chunks(x)]), self.outputs[0])
         results = []
         for sample in x:
             if self.stateful:
                 self.interpreter.reset_all_variables()
             results.append(self.invoke_quantized(quantize(sample[None], info)))
         return dequantize(np.concatenate(results), self.outputs[0])
+
+    def _invoke_resized(self, feed: np.ndarray) -> np.ndarray:
+        """A dynamic-batch model on ``len(feed)`` samples, resizing when the count changes."""
+        if self._input_details[0]["shape"][0] != len(feed):
+            self.interpreter.resize_tensor_input(self._input_details[0]["index"], [len(feed), *feed.shape[1:]])
+            self.interpreter.allocate_tensors()
+            resized = {d["index"]: d for d in self.interpreter.get_output_details()}
+            self._output_details = [resized[d["index"]] for d in self._output_details]
+            self._input_details = [{**self._input_details[0], "shape": np.array([len(feed), *feed.shape[1:]])},
+                                   *self._input_details[1:]]
+        return self.invoke_quantized(feed)
+
+    def _invoke_batched(self, feed: np.ndarray) -> np.ndarray:
+        """Up to ``max_batch`` samples through the resized interpreter: a short last chunk is
+        padded with its last sample (every row is computed on its own) and cut back."""
+        interpreter, input_index, output_index = self._batched
+        count = len(feed)
+        if count < self.max_batch:
+            feed = np.concatenate([feed, np.repeat(feed[-1:], self.max_batch - count, axis=0)])
+        interpreter.set_tensor(input_index, feed)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index)[:count].copy()
 
     def invoke_quantized(self, feed: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self._input_details[0]["index"], feed)
@@ -250,7 +308,8 @@ class OnnxRunner(Runner):
     def _predict_float(self, x: np.ndarray) -> np.ndarray:
         info = self.input
         if self.dynamic_batch:
-            return dequantize(self.invoke_quantized(quantize(x, info)), self.outputs[0])
+            return dequantize(np.concatenate([self.invoke_quantized(quantize(chunk, info))
+                                              for chunk in self._chunks(x)]), self.outputs[0])
         outputs = [self.invoke_quantized(quantize(s[None], info)) for s in x]
         return dequantize(np.concatenate(outputs), self.outputs[0])
 

@@ -61,13 +61,14 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
         if source not in references:
             references[source] = _keras_predict(context, source, x_test)
         # As the device sees it: raw test samples through the sidecar's own preprocessing.
-        outputs[path.name] = _artifact_predict(path, raw_test, found, context.preprocessing)
+        outputs[path.name], inference = _artifact_predict(path, raw_test, found, context.preprocessing, context.seed)
         rows.append(_verify_artifact(context, path, found, sidecar, source, references[source],
                                      outputs[path.name], gates, options, (x_test, y_test)))
+        rows[-1]["inference"] = inference
     for row, path in zip(rows, paths):
         if path.suffix == ".ort":  # the same graph as its .onnx: ONNX Runtime must agree with itself
             ort_parity(row, path, outputs, lambda twin: _artifact_predict(
-                twin, raw_test, read_sidecar(twin), context.preprocessing), context.task)
+                twin, raw_test, read_sidecar(twin), context.preprocessing, context.seed)[0], context.task)
     for row, path in zip(rows, paths):  # explain what quantization cost, not a memory budget
         lost = any(not row["gates"][m]["passed"] for m in gates["quantized"] if m in row["gates"])
         if row["gate_kind"] == "quantized" and path.suffix != ".ort" and (options.explain or lost):
@@ -145,15 +146,42 @@ def _keras_predict(context: RunContext, source: str, x_test: np.ndarray) -> np.n
     return model.predict(x_test, batch_size=256, verbose=0)
 
 
+# Test samples per invoke where the artifact takes a batch (use_batch), and how many of them
+# (seeded) are also run one at a time, as the device runs them: batched outputs stand only
+# where they are identical to those.
+VERIFY_BATCH = 64
+BATCH_PROBE = 256
+
+
 def _artifact_predict(path: Path, raw_test: np.ndarray, sidecar: dict | None,
-                      preprocessing: dict) -> np.ndarray:
+                      preprocessing: dict, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """The artifact's outputs on the test split, as the device computes them (raw samples
+    through the sidecar's own preprocessing), and how they were computed: batched where the
+    graph allows it and a seeded probe of single-sample invokes gives exactly the same
+    outputs, one sample at a time otherwise."""
     from edge_runtime import load
     from edge_runtime.preprocessing import apply_preprocessing
 
     runner = load(path)
     if sidecar is None:  # a foreign artifact: the run's preprocessing is all there is
-        return runner.predict(apply_preprocessing(raw_test, preprocessing))
-    return runner.predict(raw_test, raw=True)
+        feed, raw = apply_preprocessing(raw_test, preprocessing), False
+    else:
+        feed, raw = raw_test, True
+    batch = runner.use_batch(VERIFY_BATCH) if len(feed) > 1 else 1
+    outputs = runner.predict(feed, raw=raw)
+    record: dict[str, Any] = {"batch": batch}
+    if batch == 1:
+        record["one_at_a_time"] = "the graph takes one sample per invoke (a fixed batch, or state kept)"
+    else:
+        probe = np.sort(np.random.default_rng(seed).choice(len(feed), min(BATCH_PROBE, len(feed)), replace=False))
+        runner.use_batch(1)
+        single = runner.predict(feed[probe], raw=raw)
+        difference = float(np.max(np.abs(single.astype(np.float64) - outputs[probe])))
+        record.update(probe_samples=int(len(probe)), probe_max_abs_difference=difference)
+        if difference != 0.0:  # not what the device computes: every sample on its own instead
+            outputs, record["batch"] = runner.predict(feed, raw=raw), 1
+            record["fallback"] = f"batch {batch} differs from one sample at a time by up to {difference:.3g}"
+    return outputs, record
 
 
 def _infer_mode(path: Path) -> str:

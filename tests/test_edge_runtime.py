@@ -172,3 +172,28 @@ def test_a_timing_sample_of_the_wrong_shape_is_one_line(artifacts, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith("the model takes one input of shape (28, 28, 1) (no batch dimension)"), done.stderr
+
+
+def test_a_fixed_batch_model_is_resized_for_batches_with_the_same_outputs(digits, tmp_path):
+    """``use_batch``: a model converted for one sample is run 32 at a time where LiteRT can
+    resize it (no Reshape to a batch of one), with exactly the single-sample outputs, and a
+    model that flattens keeps one sample per invoke."""
+    import keras
+
+    from pipeline.tflite import to_tflite
+
+    x = digits.split("test")[0][:70]  # 70: two full batches of 32 and a padded one of 6
+    pooled = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(4, 3, activation="relu"),
+                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    flattened = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                                  keras.layers.Dense(10)])
+    for name, model, mode, batch in (("pooled_int8", pooled, "int8", 32), ("pooled_float32", pooled, "float32", 32),
+                                     ("flattened_int8", flattened, "int8", 1)):
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(to_tflite(model, mode, calibration=x[:32]))
+        runner = load(path, sidecar=False)
+        one_at_a_time = runner.predict(x)
+        assert runner.use_batch(32) == batch, name
+        batched = runner.predict(x)
+        assert batched.shape == (70, 10) and np.array_equal(batched, one_at_a_time), name
+        assert runner.use_batch(1) == 1 and np.array_equal(runner.predict(x[:3]), one_at_a_time[:3])

@@ -45,6 +45,11 @@ def test_every_artifact_passes_default_gates(verified_run):
     pairs = {(p["tflite"], p["onnx"]) for p in report["cross_runtime"]}
     assert ("model_float32.tflite", "model_float32.onnx") in pairs
     assert "✓max_abs_error" in result.output
+    # Batched where the graph takes a batch and the batched outputs are the single-sample ones:
+    # the ONNX export has a dynamic batch; the seed CNN's TFLite flattens to a batch of one.
+    onnx = next(r for r in report["artifacts"] if r["artifact"] == "model_float32.onnx")
+    assert onnx["inference"] == {"batch": 64, "probe_samples": 256, "probe_max_abs_difference": 0.0}
+    assert float32["inference"]["batch"] == 1 and "one_at_a_time" in float32["inference"]
 
 
 def test_gate_override_from_the_command_line(verified_run):
