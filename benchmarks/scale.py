@@ -125,7 +125,7 @@ def main() -> int:
                 note = (f"int8 accuracy {row.group(1) if row else '?'}, gates "
                         f"{'passed' if result['code'] == 0 else 'failed (exit 6)'}")
             rows.append((fraction, name, result))
-            print(f"{images:>7} {name:<9} {result['seconds']:>8.1f} {result["peak_mb"]:>7.0f}MiB "
+            print(f"{images:>7} {name:<9} {result['seconds']:>8.1f} {result['peak_mb']:>7.0f}MiB "
                   f"{result['cache']:>8}  {note}", flush=True)
     if len(fractions) > 1:
         small, large = min(fractions), max(fractions)
