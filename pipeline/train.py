@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import rundir
-from pipeline.checkpoints import (CHECKPOINT_STATE, atomic_checkpoint, epoch_timer, given_fields,
-                                  load_checkpoint, resume_config)
+from pipeline.checkpoints import CHECKPOINT_STATE, atomic_checkpoint, given_fields, load_checkpoint, resume_config
 from pipeline.config import DataSection, TrainSection
 from pipeline.distribution import (DISTRIBUTE, devices, import_keras_for, is_chief, process_local_copy,
                                    shard, shard_indices, strategy_for)
@@ -27,6 +26,7 @@ from pipeline.fsutil import read_json, write_json
 from pipeline.recipes import (LR_SCHEDULES, OPTIMIZERS, class_weights, compile_for_task, model_task,
                               optimizer_for, recipe_for, zoo_spec)
 from pipeline.streaming import STREAM_MODES, Samples, augmented_input, predict_split, streamed_input, streams
+from pipeline.throughput import epoch_timer
 
 log = logging.getLogger("pipeline")
 
