@@ -71,25 +71,23 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
     from pipeline.backend import import_keras
     from pipeline.batchnorm import recalibrate_batchnorm
     from pipeline.modelio import save_model
-    from pipeline.train import split_for_task
 
     keras = import_keras()
     keras.utils.set_random_seed(context.seed)
     model = context.load_model()
-    train, val, test = (split_for_task(context.dataset, split, context.task)
-                        for split in ("train", "val", "test"))
+    splits = _splits(keras, context)
     unknown = sorted(set(options.skip_layers) - {layer.name for layer in model.layers})
     if unknown:
         from pipeline.errors import unknown_name
 
         raise unknown_name("layer", unknown[0], [layer.name for layer in model.layers])
-    before = _summary(model, *test, context.task)
+    before = _summary(model, splits, context.task)
     started = time.perf_counter()
     prune_fn = _prune_structured if options.structured else _prune_unstructured
-    pruned = prune_fn(keras, model, context, options, train, val)
-    recalibrate_batchnorm(pruned, train[0], seed=context.seed)
+    pruned = prune_fn(keras, model, context, options, splits)
+    recalibrate_batchnorm(pruned, splits.recalibration, seed=context.seed)
     seconds = time.perf_counter() - started
-    after = _summary(pruned, *test, context.task)
+    after = _summary(pruned, splits, context.task)
     pruned_path = save_model(pruned, context.run_dir / PRUNED_MODEL)
     report = {
         "method": "structured-l1" if options.structured else "unstructured-magnitude",
@@ -98,6 +96,7 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
         "fine_tune_epochs": options.fine_tune_epochs,
         "skip_layers": options.skip_layers,
         "seconds": round(seconds, 2),
+        **({"streamed": True} if isinstance(splits, _StreamedSplits) else {}),
         "before": before,
         "after": after,
         "accuracy_drop": (None if before["accuracy"] is None
@@ -109,7 +108,7 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
     return report
 
 
-def _prune_structured(keras, model, context: RunContext, options: PruneOptions, train, val):
+def _prune_structured(keras, model, context: RunContext, options: PruneOptions, splits):
     """A smaller model without the least important filters/units, fine-tuned."""
     from pipeline.batchnorm import recalibrate_batchnorm
     from pipeline.structured import shrink
@@ -117,28 +116,99 @@ def _prune_structured(keras, model, context: RunContext, options: PruneOptions, 
     pruned = shrink(model, options.sparsity, skip=options.skip_layers)
     # Removing filters changes what every later BatchNorm sees: re-estimate before
     # fine-tuning (and after it), or the shrunk model starts from chance.
-    recalibrate_batchnorm(pruned, train[0], seed=context.seed)
-    _fine_tune(keras, pruned, context, options, train, val, callbacks=[])
+    recalibrate_batchnorm(pruned, splits.recalibration, seed=context.seed)
+    _fine_tune(keras, pruned, context, options, splits, callbacks=[])
     return pruned
 
 
-def _prune_unstructured(keras, model, context: RunContext, options: PruneOptions, train, val):
+def _prune_unstructured(keras, model, context: RunContext, options: PruneOptions, splits):
     """The same model with the smallest weights zeroed, ramped up while fine-tuning."""
     targets = _prunable(model, options.skip_layers)
     if not targets:
         raise UsageError("no prunable kernels left (every layer is skipped)")
-    steps = -(-len(train[0]) // options.batch_size) * max(options.fine_tune_epochs, 1)
+    steps = -(-splits.num_train // options.batch_size) * max(options.fine_tune_epochs, 1)
     callback = _masking_callback(keras, targets, options.sparsity, end_step=int(steps * 0.7))
-    _fine_tune(keras, model, context, options, train, val, callbacks=[callback])
+    _fine_tune(keras, model, context, options, splits, callbacks=[callback])
     callback.apply(final=True)
     return model
 
 
-def _fine_tune(keras, model, context: RunContext, options: PruneOptions, train, val, callbacks) -> None:
-    _compile(keras, model, context.task, options, len(train[0]))
+def _fine_tune(keras, model, context: RunContext, options: PruneOptions, splits, callbacks) -> None:
+    _compile(keras, model, context.task, options, splits.num_train)
     if options.fine_tune_epochs:
-        model.fit(*train, batch_size=options.batch_size, epochs=options.fine_tune_epochs,
-                  validation_data=val if len(val[0]) else None, verbose=0, callbacks=callbacks)
+        splits.fit(model, options.batch_size, options.fine_tune_epochs, callbacks)
+
+
+def _splits(keras, context: RunContext):
+    """The run's splits as pruning reads them: in memory, or streamed from the raw split where
+    the run's training streamed (``train.stream``), so memory does not grow with the data."""
+    from pipeline.streaming import STREAM_MODES, streams_split
+
+    mode = (context.train_info.get("config") or {}).get("stream")
+    if streams_split(mode if mode in STREAM_MODES else "auto", context.dataset):
+        return _StreamedSplits(keras, context.dataset, context.task, context.seed)
+    return _InMemorySplits(context.dataset, context.task)
+
+
+class _InMemorySplits:
+    """Every split preprocessed whole, as float32 (a small data set)."""
+
+    def __init__(self, dataset, task: str):
+        from pipeline.train import split_for_task
+
+        self.train, self.val, self.test = (split_for_task(dataset, split, task) for split in ("train", "val", "test"))
+        self.num_train, self.recalibration = len(self.train[0]), self.train[0]
+
+    def fit(self, model, batch_size: int, epochs: int, callbacks) -> None:
+        model.fit(*self.train, batch_size=batch_size, epochs=epochs,
+                  validation_data=self.val if len(self.val[0]) else None, verbose=0, callbacks=callbacks)
+
+    def test_metric(self, model, task: str) -> tuple[float | None, float | None]:
+        """(accuracy, reconstruction MSE) on the test split, the one that applies."""
+        predictions = model.predict(self.test[0], batch_size=256, verbose=0)
+        if task == "classifier":
+            return float(np.mean(predictions.argmax(-1) == self.test[1])), None
+        return None, float(np.mean((predictions - self.test[1]) ** 2))
+
+
+class _StreamedSplits:
+    """The splits read batch by batch from the raw (memory-mapped) split, preprocessed per
+    batch, as streamed training reads them; BatchNorm re-estimation takes its seeded samples."""
+
+    def __init__(self, keras, dataset, task: str, seed: int):
+        from pipeline.batchnorm import MAX_SAMPLES
+        from pipeline.streaming import Samples
+
+        self.keras, self.dataset, self.task, self.seed = keras, dataset, task, seed
+        self.num_train = dataset.size("train")
+        self.recalibration = Samples(dataset, "train", dataset.sample_indices("train", MAX_SAMPLES, seed))
+
+    def fit(self, model, batch_size: int, epochs: int, callbacks) -> None:
+        from pipeline.streaming import streamed_input
+
+        train = streamed_input(self.keras, self.dataset, "train", None, batch_size, task=self.task,
+                               shuffle_seed=self.seed)
+        val = (streamed_input(self.keras, self.dataset, "val", None, 256, task=self.task)
+               if self.dataset.size("val") else None)
+        model.fit(train, epochs=epochs, validation_data=val, verbose=0, callbacks=callbacks,
+                  shuffle=False)  # the input shuffles itself, seeded
+
+    def test_metric(self, model, task: str) -> tuple[float | None, float | None]:
+        from pipeline.dataset import release
+
+        right = squared = values = 0.0
+        for x, y in self.dataset.chunks("test", 1024):
+            predictions = model.predict(x, batch_size=256, verbose=0)
+            if task == "classifier":
+                right += float(np.sum(predictions.argmax(-1) == y))
+            else:
+                squared += float(np.sum((predictions.astype(np.float64) - x) ** 2))
+                values += x.size
+        release(self.dataset.x_test)
+        count = self.dataset.size("test")
+        if task == "classifier":
+            return right / count, None
+        return None, squared / values
 
 
 def _compile(keras, model, task: str, options: PruneOptions, num_train: int) -> None:
@@ -178,7 +248,7 @@ def _masking_callback(keras, variables, final_sparsity: float, end_step: int):
     return Masking()
 
 
-def _summary(model, x_test, y_test, task: str) -> dict:
+def _summary(model, splits, task: str) -> dict:
     from pipeline.tflite import to_tflite
 
     flatbuffer = to_tflite(model, "float32")
@@ -193,11 +263,7 @@ def _summary(model, x_test, y_test, task: str) -> dict:
                 zeros, total = zeros + layer_zeros, total + values.size
     all_params = sum(int(np.prod(w.shape)) for w in model.weights)
     nonzero = sum(int(np.count_nonzero(np.asarray(w.numpy()))) for w in model.weights)
-    predictions = model.predict(x_test, batch_size=256, verbose=0)
-    if task == "classifier":
-        accuracy, loss = float(np.mean(predictions.argmax(-1) == y_test)), None
-    else:
-        accuracy, loss = None, float(np.mean((predictions - y_test) ** 2))
+    accuracy, loss = splits.test_metric(model, task)
     return {
         "accuracy": accuracy, "reconstruction_mse": loss,
         "params": all_params, "nonzero_params": nonzero,

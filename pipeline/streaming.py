@@ -66,8 +66,14 @@ STREAM_MODES = ("auto", "always", "never")
 
 def streams(config, dataset) -> bool:
     """Whether training and evaluation stream batches instead of holding the split as float32."""
-    if config.stream != "auto":
-        return config.stream == "always"
+    return streams_split(config.stream, dataset)
+
+
+def streams_split(stream: str, dataset) -> bool:
+    """``stream`` (auto, always, never) decided for this data set: auto streams above
+    ``STREAM_BYTES`` of model-ready training input."""
+    if stream != "auto":
+        return stream == "always"
     return dataset.size("train") * int(np.prod(dataset.input_shape)) * 4 > STREAM_BYTES
 
 
