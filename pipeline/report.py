@@ -57,6 +57,7 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
                                if variant == run_dir and artifact.get("metric_drop_ci95") else None),
                 **_micro_memory(artifact.get("micro") or {}),
                 "gpu_delegate": artifact.get("gpu_delegate"),
+                "verified_batch": _verified_batch(artifact),
             })
     reference = next((r for r in rows if r["variant"] == "base" and r["artifact"] == "model_float32.tflite"
                       and r["p50_ms"]), None)
@@ -69,6 +70,15 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
         row["speedup_tie"] = bool(reference and row["p50_ms"] and row is not reference
                                   and not faster(row, reference) and not faster(reference, row))
     return rows, base_accuracy
+
+
+def _verified_batch(artifact: dict) -> int:
+    """The samples per invoke verify ran the artifact with (its outputs identical to one at a
+    time there), 1 when verify.json does not say or says something out of range."""
+    from pipeline.verify import VERIFY_BATCH
+
+    batch = (artifact.get("inference") or {}).get("batch") if isinstance(artifact.get("inference"), dict) else None
+    return batch if isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= VERIFY_BATCH else 1
 
 
 def timing_host(run_dir: Path) -> str | None:

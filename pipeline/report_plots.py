@@ -95,7 +95,9 @@ def _confusion(run_dir: Path, chosen: dict):
     variant = run_dir / chosen["dir"]
     context = RunContext(variant)
     x_test, y_test = context.dataset.split("test")
-    predicted = load(variant / chosen["artifact"]).predict(x_test).argmax(-1)
+    runner = load(variant / chosen["artifact"])
+    runner.use_batch(chosen.get("verified_batch") or 1)  # as verify ran it: bounded memory, same outputs
+    predicted = runner.predict(x_test).argmax(-1)
     classes = context.dataset.num_classes
     matrix = np.zeros((classes, classes), dtype=int)
     np.add.at(matrix, (y_test, predicted), 1)

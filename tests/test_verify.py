@@ -109,3 +109,14 @@ def test_explain_on_passing_onnx_qdq(verified_run):
     assert layers and layers[0]["sqnr_db"] <= layers[-1]["sqnr_db"]
     model_layers = {"conv2d", "conv2d_1", "max_pooling2d", "max_pooling2d_1", "flatten", "dense", "dense_1"}
     assert layers[0]["layer"] in model_layers
+
+
+def test_the_report_runs_an_artifact_with_the_batch_verify_recorded_and_no_other():
+    """verify.json is the run's file: a batch record out of range, of the wrong type or
+    missing means one sample at a time."""
+    from pipeline.report import _verified_batch
+
+    assert _verified_batch({"inference": {"batch": 64}}) == 64
+    for record in ({"inference": {"batch": 10 ** 9}}, {"inference": {"batch": 0}}, {"inference": {"batch": True}},
+                   {"inference": {"batch": "64"}}, {"inference": [64]}, {}):
+        assert _verified_batch(record) == 1, record
