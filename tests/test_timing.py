@@ -25,6 +25,24 @@ def test_the_figure_is_the_median_of_rounds_with_spread_and_interval():
     assert summarize(rows) == row  # seeded bootstrap
 
 
+def test_the_percentiles_stay_ordered_when_one_round_is_faster_and_longer():
+    """A loaded machine: one round ran 1,000 fast calls, two ran 50 slow ones. The pooled
+    times would put p90 below the median of the rounds' p50s; each percentile is the median
+    of the rounds' own, so p50 <= p90 <= p99."""
+    rng = np.random.default_rng(0)
+    rounds = []
+    for centre, runs in ((0.05, 1000), (0.20, 50), (0.21, 50)):
+        times = centre * (1 + 0.01 * rng.random(runs))
+        rounds.append({"artifact": "m.tflite", "threads": 1, "method": {"runs": runs}, "times_ms": list(times),
+                       **{f"p{q}_ms": float(np.percentile(times, q)) for q in (50, 90, 99)}})
+    pooled = np.concatenate([r["times_ms"] for r in rounds])
+    assert np.percentile(pooled, 90) < np.median([r["p50_ms"] for r in rounds])  # the trap
+    row = summarize(rounds)
+    assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert row["p90_ms"] == float(np.median([r["p90_ms"] for r in rounds]))
+    assert row["runs_pooled"] == 1100 and row["min_ms"] == float(pooled.min())
+
+
 def test_rows_of_artifacts_sharing_a_name_stay_apart():
     """A search's baseline and winner are both model_int8.tflite, in other folders."""
     rounds = []
