@@ -195,20 +195,15 @@ class _StreamedSplits:
 
     def test_metric(self, model, task: str) -> tuple[float | None, float | None]:
         from pipeline.dataset import release
+        from pipeline.streaming import predict_split
 
-        right = squared = values = 0.0
-        for x, y in self.dataset.chunks("test", 1024):
-            predictions = model.predict(x, batch_size=256, verbose=0)
-            if task == "classifier":
-                right += float(np.sum(predictions.argmax(-1) == y))
-            else:
-                squared += float(np.sum((predictions.astype(np.float64) - x) ** 2))
-                values += x.size
-        release(self.dataset.x_test)
-        count = self.dataset.size("test")
+        predictions = predict_split(model, self.dataset, "test")
         if task == "classifier":
-            return right / count, None
-        return None, squared / values
+            return float(np.mean(predictions.argmax(-1) == np.asarray(self.dataset.y_test))), None
+        squared = sum(float(np.sum((predictions[start:start + len(x)].astype(np.float64) - x) ** 2))
+                      for start, (x, _) in zip(range(0, len(predictions), 1024), self.dataset.chunks("test", 1024)))
+        release(self.dataset.x_test)
+        return None, squared / predictions.size
 
 
 def _compile(keras, model, task: str, options: PruneOptions, num_train: int) -> None:

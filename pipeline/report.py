@@ -77,7 +77,8 @@ def _verified_batch(artifact: dict) -> int:
     time there), 1 when verify.json does not say or says something out of range."""
     from pipeline.verify import VERIFY_BATCH
 
-    batch = (artifact.get("inference") or {}).get("batch") if isinstance(artifact.get("inference"), dict) else None
+    inference = artifact.get("inference")
+    batch = inference.get("batch") if isinstance(inference, dict) else None
     return batch if isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= VERIFY_BATCH else 1
 
 

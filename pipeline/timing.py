@@ -104,15 +104,16 @@ def summarize(rows: list[dict]) -> dict:
     row.update(p50_ms=float(np.median(p50s)), p50_rounds_ms=p50s, p50_spread_ms=float(max(p50s) - min(p50s)),
                p50_ci95_ms=bootstrap_median(times))
     if times.size:
-        row.update(p90_ms=float(np.percentile(times, 90)), p99_ms=float(np.percentile(times, 99)),
-                   min_ms=float(times.min()), runs_pooled=int(sum(r["method"]["runs"] for r in rows)))
-    for key in ("p90_ms", "p99_ms"):
+        row.update(min_ms=float(times.min()), runs_pooled=int(sum(r["method"]["runs"] for r in rows)))
+    for key, q in (("p90_ms", 90), ("p99_ms", 99)):
         # Like the p50, the median of the rounds' own: the pooled times weigh a round by its
         # call count, so a fast round of many calls could put the pooled p90 below the rounds'
         # median p50 (seen on a loaded machine). Medians of ordered rounds keep p50 <= p90 <= p99.
         per_round = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if len(per_round) == len(rows):
             row[key] = float(np.median(per_round))
+        elif times.size:  # a round that did not say: the pooled times are all there is
+            row[key] = float(np.percentile(times, q))
     return row
 
 

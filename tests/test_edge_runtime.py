@@ -195,5 +195,11 @@ def test_a_fixed_batch_model_is_resized_for_batches_with_the_same_outputs(digits
         one_at_a_time = runner.predict(x)
         assert runner.use_batch(32) == batch, name
         batched = runner.predict(x)
-        assert batched.shape == (70, 10) and np.array_equal(batched, one_at_a_time), name
+        # integer kernels give the same bits at any batch; float ones may sum in another order
+        # on another CPU's kernels (verify then falls back to one at a time: its probe decides)
+        assert batched.shape == (70, 10), name
+        if mode == "int8":
+            assert np.array_equal(batched, one_at_a_time), name
+        else:
+            np.testing.assert_allclose(batched, one_at_a_time, rtol=0, atol=1e-5, err_msg=name)
         assert runner.use_batch(1) == 1 and np.array_equal(runner.predict(x[:3]), one_at_a_time[:3])

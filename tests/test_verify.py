@@ -45,10 +45,13 @@ def test_every_artifact_passes_default_gates(verified_run):
     pairs = {(p["tflite"], p["onnx"]) for p in report["cross_runtime"]}
     assert ("model_float32.tflite", "model_float32.onnx") in pairs
     assert "✓max_abs_error" in result.output
-    # Batched where the graph takes a batch and the batched outputs are the single-sample ones:
-    # the ONNX export has a dynamic batch; the seed CNN's TFLite flattens to a batch of one.
-    onnx = next(r for r in report["artifacts"] if r["artifact"] == "model_float32.onnx")
-    assert onnx["inference"] == {"batch": 64, "probe_samples": 256, "probe_max_abs_difference": 0.0}
+    # Batched only where the graph takes a batch and the batched outputs are the single-sample
+    # ones: the ONNX export has a dynamic batch (measured: identical, batch 64; a CPU whose
+    # kernels sum another way falls back); the seed CNN's TFLite flattens to a batch of one.
+    onnx = next(r for r in report["artifacts"] if r["artifact"] == "model_float32.onnx")["inference"]
+    assert onnx["probe_samples"] == 256
+    assert (onnx["batch"] == 64) == (onnx["probe_max_abs_difference"] == 0.0) and onnx["batch"] in (1, 64)
+    assert onnx["batch"] == 64 or "fallback" in onnx
     assert float32["inference"]["batch"] == 1 and "one_at_a_time" in float32["inference"]
 
 
