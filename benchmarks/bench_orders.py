@@ -2,7 +2,7 @@
 
     python benchmarks/bench_orders.py --run RUN_DIR [--times 6]
 
-Each `pipeline bench` times every artifact in interleaved rounds (pipeline/timing.py). For each
+Each `pipeline bench` times every artifact in interleaved rounds (pipeline/device/timing.py). For each
 pair of artifacts, a bench *separates* them when their p50s differ by more than the larger of
 their recorded spreads; the pair is consistent when every bench that separates it puts it in
 the same order. Prints each bench's order (with its p50s) and the inconsistent pairs, if any.

@@ -27,12 +27,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def run_case(shared: Path, work: Path, train: int | None = None, test: int | None = None,
              bench_seconds: float = 1.5) -> dict:
-    from pipeline.bench import BenchOptions, bench
-    from pipeline.errors import ParityError
-    from pipeline.fsutil import read_json
-    from pipeline.import_model import import_model
-    from pipeline.quantize import QuantizeOptions, quantize
-    from pipeline.verify import VerifyOptions, verify
+    from pipeline.device.bench import BenchOptions, bench
+    from pipeline.core.errors import ParityError
+    from pipeline.core.fsutil import read_json
+    from pipeline.training.import_model import import_model
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.checking.verify import VerifyOptions, verify
 
     train_set = np.load(shared / "cifar10" / "cifar10_train_partial.npz")
     test_set = np.load(shared / "cifar10" / "cifar10_test_partial.npz")

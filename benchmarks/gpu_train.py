@@ -29,7 +29,7 @@ DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 def write_data(mnist: Path, tiles: int, limit: int | None, out: Path) -> Path:
     import numpy as np
 
-    from pipeline.idx import read_idx
+    from pipeline.data.idx import read_idx
 
     x = read_idx(next(mnist.glob("t10k-images*")))[..., None]
     y = read_idx(next(mnist.glob("t10k-labels*"))).astype("int64")
@@ -47,14 +47,14 @@ def plain(args) -> dict:
     import numpy as np
 
     if args.side == "plain" and args.backend == "tensorflow":
-        from pipeline.backend import import_keras
+        from pipeline.core.backend import import_keras
 
         keras = import_keras("tensorflow")  # enables tf.config.experimental.enable_op_determinism
     else:
         import keras
 
     import models
-    from pipeline.data import load_dataset
+    from pipeline.data.loaders import load_dataset
 
     dataset = load_dataset(f"npz:{args.data}", seed=0, image_size=None, val_fraction=0.1,
                            test_fraction=0.2)
@@ -77,7 +77,7 @@ def plain(args) -> dict:
 
 
 def pipeline(args) -> dict:
-    from pipeline.train import TrainConfig, train
+    from pipeline.training.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         result = train(TrainConfig(model=args.model, dataset=f"npz:{args.data}", epochs=args.epochs,

@@ -38,7 +38,7 @@ def load_kws01(kws_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def kws_micro(kws_dir: Path) -> dict:
     from edge_runtime import load
-    from pipeline.micro import micro_parity
+    from pipeline.formats.micro import micro_parity
 
     model = kws_dir / "kws_ref_model.tflite"
     x, y = load_kws01(kws_dir)
@@ -51,9 +51,9 @@ def ic_micro(ic_dir: Path, out: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from mlperf_ic import load_ic01
 
-    from pipeline.import_model import import_model
-    from pipeline.report import build_report
-    from pipeline.verify import VerifyOptions, verify
+    from pipeline.training.import_model import import_model
+    from pipeline.running.report import build_report
+    from pipeline.checking.verify import VerifyOptions, verify
 
     images, labels = load_ic01(ic_dir)
     floats = images.astype(np.float32)  # the float model takes raw 0..255 values

@@ -23,12 +23,12 @@ from mlperf_ic import ic_dir_from_arguments, load_ic01  # noqa: E402
 
 
 def fold(ic_dir: Path, train: np.ndarray, test: np.ndarray, work: Path) -> dict:
-    from pipeline.bench import BenchOptions, bench
-    from pipeline.errors import ParityError
-    from pipeline.fsutil import read_json
-    from pipeline.import_model import import_model
-    from pipeline.quantize import QuantizeOptions, quantize
-    from pipeline.verify import VerifyOptions, verify
+    from pipeline.device.bench import BenchOptions, bench
+    from pipeline.core.errors import ParityError
+    from pipeline.core.fsutil import read_json
+    from pipeline.training.import_model import import_model
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.checking.verify import VerifyOptions, verify
 
     images, labels = load_ic01(ic_dir)
     x = images.astype(np.float32)  # the float model takes raw 0..255 values

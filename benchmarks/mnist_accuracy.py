@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.idx.exists():
         sys.exit(f"{args.idx} is absent: pass --idx DIR with the MNIST IDX files")
-    from pipeline.train import TrainConfig, train
+    from pipeline.training.train import TrainConfig, train
 
     config = TrainConfig(dataset=f"idx:{args.idx}", epochs=args.epochs, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,11 +35,11 @@ def main() -> None:
 
     from edge_runtime import load
     from edge_runtime.bench import measure
-    from pipeline.context import RunContext
-    from pipeline.convert import ConvertOptions, convert
-    from pipeline.prune import PruneOptions, prune
-    from pipeline.quantize import QuantizeOptions, quantize
-    from pipeline.train import TrainConfig, train
+    from pipeline.data.context import RunContext
+    from pipeline.optimizing.convert import ConvertOptions, convert
+    from pipeline.optimizing.prune import PruneOptions, prune
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.training.train import TrainConfig, train
 
     tmp = Path(tempfile.mkdtemp())
     if args.run is None:

@@ -71,8 +71,8 @@ def edge_runtime_p50(path: Path, threads: int, runs: int) -> float:
 
 
 def seed_int8_model(workdir: Path) -> Path:
-    from pipeline.quantize import QuantizeOptions, quantize
-    from pipeline.train import TrainConfig, train
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.training.train import TrainConfig, train
 
     run_dir = train(TrainConfig(), out=workdir / "run", runs_root=workdir, verbose=0).run_dir
     quantize(run_dir, QuantizeOptions(modes=["int8"]))

@@ -21,7 +21,7 @@ def plain_fit(config) -> float:
     import keras
 
     import models
-    from pipeline.data import load_dataset
+    from pipeline.data.loaders import load_dataset
 
     started = time.perf_counter()
     dataset = load_dataset(config.dataset, seed=config.seed)
@@ -42,7 +42,7 @@ def plain_fit(config) -> float:
 
 
 def pipeline_train(config) -> float:
-    from pipeline.train import train
+    from pipeline.training.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from pipeline.train import TrainConfig
+    from pipeline.training.train import TrainConfig
 
     config = TrainConfig(epochs=args.epochs)
     pipeline_train(TrainConfig(epochs=1))  # warm-up: imports, graph tracing caches

@@ -30,8 +30,8 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(FLOORS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from pipeline.stats import wilson
-    from pipeline.train import TrainConfig, train
+    from pipeline.core.stats import wilson
+    from pipeline.training.train import TrainConfig, train
 
     failed = False
     print(f"{'model':14s} {'test acc.':>9s} {'95% interval':>17s} {'floor':>6s} {'seconds':>8s}")

@@ -11,15 +11,15 @@ __version__ = "0.1.0"
 
 def load_config(path=None, overrides=()):
     """Defaults, then a YAML/TOML file, then ``SECTION.FIELD=VALUE`` overrides."""
-    from pipeline.config_check import load_config as _load_config
+    from pipeline.config.load import load_config as _load_config
 
     return _load_config(path, list(overrides))
 
 
 def run(config=None, *, out=None, force=(), progress=None):
     """Every stage, cached per stage; returns a ``RunResult`` (run_dir, report, recommended...)."""
-    from pipeline.config import Config
-    from pipeline.orchestrator import run as _run
+    from pipeline.config.sections import Config
+    from pipeline.running.orchestrator import run as _run
 
     return _run(config or Config(), out=out, force=list(force), progress=progress)
 

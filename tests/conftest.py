@@ -15,7 +15,7 @@ import importlib.util  # noqa: E402
 # artifacts trained in this process would differ by an ulp from those of a fresh process.
 # (The emulated device that runs tests/device has no Keras at all.)
 if importlib.util.find_spec("keras") is not None:
-    from pipeline.backend import import_keras
+    from pipeline.core.backend import import_keras
 
     import_keras()
 
@@ -24,7 +24,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def digits():
-    from pipeline.data import load_dataset
+    from pipeline.data.loaders import load_dataset
 
     return load_dataset("digits")
 
@@ -32,7 +32,7 @@ def digits():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """The README's default: the seed CNN trained on digits with default settings."""
-    from pipeline.train import TrainConfig, train
+    from pipeline.training.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("runs")
     result = train(TrainConfig(), out=root / "seed", runs_root=root, verbose=0)

@@ -24,8 +24,8 @@ def _tflite_matches_keras(run_dir, tmp_path):
     import keras
 
     from edge_runtime import load
-    from pipeline.context import RunContext
-    from pipeline.tflite import to_tflite
+    from pipeline.data.context import RunContext
+    from pipeline.formats.tflite import to_tflite
 
     context = RunContext(run_dir)
     model = context.load_model()
@@ -44,9 +44,9 @@ def jax_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_jax_trained_model_converts_and_passes_verify(jax_run, trained_run, tmp_path):
-    from pipeline.convert import ConvertOptions, convert
-    from pipeline.quantize import QuantizeOptions, quantize
-    from pipeline.verify import VerifyOptions, verify
+    from pipeline.optimizing.convert import ConvertOptions, convert
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.checking.verify import VerifyOptions, verify
 
     metrics = json.loads((jax_run / "train.json").read_text())
     assert metrics["backend"] == "jax" and metrics["devices"] and metrics["samples_per_second"] > 0

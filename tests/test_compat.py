@@ -22,7 +22,7 @@ def test_keras_seeding_without_tensorflow_sets_what_set_random_seed_sets():
     from keras.src.random import seed_generator
     from keras.src.utils import rng_utils
 
-    from pipeline.keras_compat import seed_keras_without_tensorflow
+    from pipeline.compat.keras import seed_keras_without_tensorflow
 
     keras.utils.set_random_seed(5)  # the public call: it must still keep its seed where we put ours
     assert global_state.get_global_attribute(rng_utils.GLOBAL_RANDOM_SEED) == 5
@@ -35,8 +35,8 @@ def test_keras_seeding_without_tensorflow_sets_what_set_random_seed_sets():
 
 
 def test_keras_archive_layout_and_normalization(tmp_path):
-    from pipeline.keras_compat import ARCHIVE_FILES
-    from pipeline.modelio import save_model
+    from pipeline.compat.keras import ARCHIVE_FILES
+    from pipeline.core.modelio import save_model
 
     model = _small_model()
     one, two = save_model(model, tmp_path / "a.keras"), save_model(model, tmp_path / "b.keras")
@@ -52,7 +52,7 @@ def test_keras_archive_layout_and_normalization(tmp_path):
 def test_mixed_precision_config_strips_to_float32():
     import keras
 
-    from pipeline.modelio import float32_copy
+    from pipeline.core.modelio import float32_copy
 
     keras.config.set_dtype_policy("mixed_float16")
     try:
@@ -71,7 +71,7 @@ def test_mixed_precision_config_strips_to_float32():
 def test_converter_still_has_the_per_tensor_dense_switch():
     import tensorflow as tf
 
-    from pipeline.tf_compat import _PER_TENSOR_DENSE, per_tensor_dense_weights
+    from pipeline.compat.tensorflow import _PER_TENSOR_DENSE, per_tensor_dense_weights
 
     converter = tf.lite.TFLiteConverter.from_keras_model(_small_model())
     assert hasattr(converter, _PER_TENSOR_DENSE), f"TensorFlow dropped {_PER_TENSOR_DENSE}"
@@ -104,7 +104,7 @@ def test_no_private_imports_outside_the_compat_modules():
     assert offenders == []
 
 
-@pytest.mark.parametrize("module", ["pipeline.keras_compat", "pipeline.tf_compat", "edge_runtime.litert_compat"])
+@pytest.mark.parametrize("module", ["pipeline.compat.keras", "pipeline.compat.tensorflow", "edge_runtime.litert_compat"])
 def test_compat_modules_import_cleanly(module):
     import importlib
 
@@ -121,7 +121,7 @@ def test_kerastuner_internals_the_search_relies_on(tmp_path):
     from keras_tuner.src.distribute import oracle_chief
     from keras_tuner.src.engine import oracle as oracle_module, stateful
 
-    from pipeline.tuner_compat import atomic_state_writes, prompt_chief_exit, retry_queue, seed_oracle
+    from pipeline.compat.keras_tuner import atomic_state_writes, prompt_chief_exit, retry_queue, seed_oracle
 
     atomic_state_writes()
     assert stateful.utils is utils and oracle_module.utils is utils  # they look save_json up at call time

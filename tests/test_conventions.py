@@ -10,8 +10,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from pipeline.cli import _items, app
-from pipeline.config import Config
-from pipeline.config_check import load_config
+from pipeline.config.sections import Config
+from pipeline.config.load import load_config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 COMMANDS = typer.main.get_command(app).commands
@@ -62,10 +62,10 @@ def _option_default(command: str, option: str):
 
 
 def test_command_defaults_are_the_config_defaults():
-    from pipeline.bench import BenchOptions
-    from pipeline.convert import ConvertOptions
-    from pipeline.prune import PruneOptions
-    from pipeline.quantize import QuantizeOptions
+    from pipeline.device.bench import BenchOptions
+    from pipeline.optimizing.convert import ConvertOptions
+    from pipeline.optimizing.prune import PruneOptions
+    from pipeline.optimizing.quantize import QuantizeOptions
     from pipeline.search import SearchOptions
 
     config = Config()
@@ -132,7 +132,7 @@ def test_list_options_repeat_or_take_commas(values, keyed, expected):
 
 
 def test_a_list_option_given_empty_is_an_error():
-    from pipeline.errors import UsageError
+    from pipeline.core.errors import UsageError
 
     with pytest.raises(UsageError, match="--threads was given without a value"):
         _items(["", " , "], "--threads")

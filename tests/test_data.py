@@ -4,9 +4,9 @@ import struct
 import numpy as np
 import pytest
 
-from pipeline.data import load_dataset
-from pipeline.idx import read_idx
-from pipeline.errors import DataError, UsageError
+from pipeline.data.loaders import load_dataset
+from pipeline.data.idx import read_idx
+from pipeline.core.errors import DataError, UsageError
 
 
 def test_digits_is_served_at_mnist_geometry(digits):
@@ -136,8 +136,8 @@ def test_download_offline_gives_one_clear_line(tmp_path):
     import subprocess
     import sys
 
-    code = ("from pipeline.data import load_dataset\n"
-            "from pipeline.errors import DataError\n"
+    code = ("from pipeline.data.loaders import load_dataset\n"
+            "from pipeline.core.errors import DataError\n"
             "try:\n    load_dataset('fashion_mnist')\n"
             "except DataError as e:\n    print('DATAERROR', e)\n")
     env = {**__import__('os').environ, "KERAS_HOME": str(tmp_path), "HTTPS_PROXY": "http://127.0.0.1:9",

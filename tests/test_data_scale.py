@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.data import load_dataset
-from pipeline.errors import DataError
+from pipeline.data.loaders import load_dataset
+from pipeline.core.errors import DataError
 
 runner = CliRunner()
 
@@ -188,7 +188,7 @@ def test_the_tensorflow_stream_feeds_exactly_the_preprocessed_split(folder, tmp_
     the same float32 preprocessing, as ``Dataset.split``, each once per epoch."""
     import keras
 
-    from pipeline.streaming import streamed_input
+    from pipeline.data.streaming import streamed_input
 
     data, _ = _load(folder, tmp_path / "cache", caplog)
     x, y = data.split("train")

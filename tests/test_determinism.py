@@ -19,11 +19,11 @@ def _convert_in_a_new_process(run_dir, hash_seed: str, warm_up_first: bool) -> d
     unpruned model first when ``warm_up_first`` (what `pipeline run` does in one process)."""
     script = textwrap.dedent(f"""
         import json
-        from pipeline.backend import import_keras
+        from pipeline.core.backend import import_keras
         import_keras()
-        from pipeline.convert import ConvertOptions, convert
-        from pipeline.fsutil import sha256_file
-        from pipeline.quantize import QuantizeOptions, quantize
+        from pipeline.optimizing.convert import ConvertOptions, convert
+        from pipeline.core.fsutil import sha256_file
+        from pipeline.optimizing.quantize import QuantizeOptions, quantize
         run = {str(run_dir)!r}
         modes = ["int8", "float16", "dynamic", "int16x8"]
         for pruned in ([False, True] if {warm_up_first} else [True]):
@@ -41,7 +41,7 @@ def _convert_in_a_new_process(run_dir, hash_seed: str, warm_up_first: bool) -> d
 def test_every_format_is_byte_identical_across_processes(trained_run, tmp_path):
     """A structured-pruned model, as `pipeline run` makes it: its ONNX used to differ (tf2onnx
     merges equal constants under whichever name comes first in that process)."""
-    from pipeline.prune import PruneOptions, prune
+    from pipeline.optimizing.prune import PruneOptions, prune
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns(".lock"))

@@ -16,8 +16,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def artifacts(trained_run):
-    from pipeline.convert import ConvertOptions, convert
-    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.convert import ConvertOptions, convert
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
     quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
     convert(trained_run.run_dir, ConvertOptions(int8_onnx=False))
@@ -26,7 +26,7 @@ def artifacts(trained_run):
 
 @pytest.fixture(scope="module")
 def test_npz(artifacts, tmp_path_factory):
-    from pipeline.context import RunContext
+    from pipeline.data.context import RunContext
 
     dataset = RunContext(artifacts).dataset
     path = tmp_path_factory.mktemp("npz") / "test.npz"
@@ -180,7 +180,7 @@ def test_a_fixed_batch_model_is_resized_for_batches_with_the_same_outputs(digits
     model that flattens keeps one sample per invoke."""
     import keras
 
-    from pipeline.tflite import to_tflite
+    from pipeline.formats.tflite import to_tflite
 
     x = digits.split("test")[0][:70]  # 70: two full batches of 32 and a padded one of 6
     pooled = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Conv2D(4, 3, activation="relu"),

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.fsutil import read_json
+from pipeline.core.fsutil import read_json
 
 runner = CliRunner()
 
@@ -190,7 +190,7 @@ def test_pipeline_run_stops_before_optimizing_a_collapsed_model(tmp_path):
 
 
 def test_pareto_front_prefers_lower_reconstruction_error():
-    from pipeline.report import pareto
+    from pipeline.running.report import pareto
 
     rows = [{"score": -0.01, "p50_ms": 1.0, "size_kb": 10.0},  # low error: the better one
             {"score": -0.50, "p50_ms": 1.0, "size_kb": 10.0}]
@@ -210,7 +210,7 @@ def test_device_install_pipeline_script_names_the_extra():
 
 
 def test_zoo_name_wins_over_a_same_named_directory(tmp_path, monkeypatch):
-    from pipeline.modelio import is_model_path
+    from pipeline.core.modelio import is_model_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "resnet8").mkdir()

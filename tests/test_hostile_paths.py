@@ -75,7 +75,7 @@ class HeldLock:
     when it holds the lock)."""
 
     def __init__(self, directory: Path, name: str = ".lock"):
-        code = ("import sys; from pathlib import Path; from pipeline.rundir import locked\n"
+        code = ("import sys; from pathlib import Path; from pipeline.core.rundir import locked\n"
                 "with locked(Path(sys.argv[1]), name=sys.argv[2]):\n"
                 "    print('held', flush=True); sys.stdin.read()")
         self.process = subprocess.Popen([sys.executable, "-c", code, str(directory), name, "pipeline", "run"],
@@ -118,8 +118,8 @@ def test_a_planted_superseded_link_keeps_the_old_model_inside_the_run(run_copy, 
 
 
 def test_writes_below_an_owned_directory_refuse_every_link_on_the_way(tmp_path, user_files):
-    from pipeline.errors import RunDirError
-    from pipeline.fsutil import append_line, make_dirs, owning, write_bytes, write_json, write_npy
+    from pipeline.core.errors import RunDirError
+    from pipeline.core.fsutil import append_line, make_dirs, owning, write_bytes, write_json, write_npy
 
     root = tmp_path / "search"
     (root / "tuner").mkdir(parents=True)
@@ -147,8 +147,8 @@ def test_writes_below_an_owned_directory_refuse_every_link_on_the_way(tmp_path, 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
     import errno
 
-    from pipeline.errors import RunDirError
-    from pipeline.fsutil import atomic_path, write_bytes
+    from pipeline.core.errors import RunDirError
+    from pipeline.core.fsutil import atomic_path, write_bytes
 
     target = write_bytes(tmp_path / "model_int8.tflite.json", b'{"old": true}')
     with pytest.raises(RunDirError, match="No space left"):
@@ -302,7 +302,7 @@ def test_a_decompression_bomb_in_an_image_folder(tmp_path):
 
 
 def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
-    from pipeline.data import load_dataset
+    from pipeline.data.loaders import load_dataset
 
     ramp = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)  # 0..65472
     folder = _folder(tmp_path / "deep", lambda Image, i: Image.fromarray(ramp), count=5)
@@ -313,7 +313,7 @@ def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
 
 
 def test_grey_alpha_palette_and_rgba_images_load_as_their_channels(tmp_path):
-    from pipeline.data import load_dataset
+    from pipeline.data.loaders import load_dataset
 
     modes = ["RGBA", "P", "LA", "RGB"]
     folder = _folder(tmp_path / "mixed", lambda Image, i: Image.new(modes[i % 4], (16, 16), 7 if modes[i % 4] == "P" else None))
@@ -378,7 +378,7 @@ def test_path_components_over_255_bytes_are_one_line(quantized_run, tmp_path):
 # -- 5. state that lies -------------------------------------------------------------------
 
 def test_a_state_that_claims_a_stage_with_missing_outputs_reruns_it(tmp_path):
-    from pipeline.stage_cache import Stages
+    from pipeline.running.stage_cache import Stages
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -403,7 +403,7 @@ def test_a_state_that_claims_a_stage_with_missing_outputs_reruns_it(tmp_path):
 @pytest.mark.parametrize("content", [b"\x00garbage", b"[]", b'{"stages": []}', b'{"stages": {"train": 5}}',
                                      b'{"stages": {"train": {"inputs": 1, "outputs": {"../../etc/passwd": "x"}}}}'])
 def test_a_garbage_state_is_ignored_not_a_traceback(tmp_path, content):
-    from pipeline.stage_cache import Stages
+    from pipeline.running.stage_cache import Stages
 
     (tmp_path / "pipeline_state.json").write_bytes(content)
     assert Stages(tmp_path, set(), None).state == {"stages": {}}
@@ -459,8 +459,8 @@ def test_edge_runtime_eval_refuses_a_pickled_npz(int8_copy, tmp_path):
     ('{"device": {}, "results": [{"p50_ms": 1, "threads": "all"}]}', "threads is not an integer"),
 ])
 def test_a_device_that_answers_garbage(answer, why):
-    from pipeline.errors import PipelineError
-    from pipeline.remote import _device_answer
+    from pipeline.core.errors import PipelineError
+    from pipeline.device.remote import _device_answer
 
     with pytest.raises(PipelineError, match="is not a bench report") as raised:
         _device_answer(answer, "ssh://pi", "model_int8.tflite")
@@ -599,7 +599,7 @@ def test_sixty_mutated_sidecars_are_one_line_or_a_right_answer(int8_copy, digits
 def test_forty_mutated_states_and_measurements_are_ignored_or_used_whole(tmp_path):
     """pipeline_state.json and a search trial's measurement.json, mutated: each is either
     taken as a whole (well formed) or ignored (its stage or trial runs again); never a crash."""
-    from pipeline.stage_cache import valid_stages
+    from pipeline.running.stage_cache import valid_stages
     from pipeline.search import _finished_measurement
 
     state = {"stages": {"train": {"inputs": "ab" * 32, "outputs": {"model.keras": "cd" * 32}, "finished": 1.0}}}

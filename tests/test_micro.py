@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.micro import MicroError, run_micro, unavailable
+from pipeline.formats.micro import MicroError, run_micro, unavailable
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 GXX = shutil.which("g++")
@@ -47,7 +47,7 @@ def test_integer_models_give_the_same_answers_on_tflite_micro(micro_run):
         assert _row(micro_run, name)["gates"]["tflm_top1_agreement"]["passed"]
     int8 = _row(micro_run, "model_int8.tflite")["micro"]
     assert int8["output_difference_unit"] == "quantization steps" and int8["max_output_difference"] <= 8
-    from pipeline.tflite_meta import without_metadata
+    from pipeline.formats.tflite_meta import without_metadata
 
     assert int8["flash_bytes"] == len(without_metadata((micro_run / "model_int8.tflite").read_bytes()))
 
@@ -94,7 +94,7 @@ def test_bench_records_the_arena_and_flash(micro_run):
     assert result.exit_code == 0, result.output
     memory = json.loads((micro_run / "bench.json").read_text())["microcontroller"]["model_int8.tflite"]
     assert memory["arena_bytes"] == _row(micro_run, "model_int8.tflite")["micro"]["arena_bytes"]
-    from pipeline.tflite_meta import without_metadata  # flash: the C array's bytes, no phone metadata
+    from pipeline.formats.tflite_meta import without_metadata  # flash: the C array's bytes, no phone metadata
 
     assert memory["flash_bytes"] == len(without_metadata((micro_run / "model_int8.tflite").read_bytes()))
 
@@ -123,7 +123,7 @@ def test_exported_c_array_compiles_and_round_trips_byte_for_byte(micro_run, tmp_
     subprocess.run([GXX, "-std=c++17", "-Wall", "-Werror", "-o", str(binary), str(tmp_path / "main.cc"),
                     str(tmp_path / "model_data.cc")], check=True, cwd=tmp_path, timeout=300)
     done = subprocess.run([str(binary), str(tmp_path / "bytes.bin")], capture_output=True, text=True, check=True)
-    from pipeline.tflite_meta import without_metadata  # flash holds the model, not its phone metadata
+    from pipeline.formats.tflite_meta import without_metadata  # flash holds the model, not its phone metadata
 
     assert (tmp_path / "bytes.bin").read_bytes() == without_metadata((micro_run / "model_int8.tflite").read_bytes())
     first, *names = done.stdout.splitlines()
@@ -136,7 +136,7 @@ def test_exported_c_array_compiles_and_round_trips_byte_for_byte(micro_run, tmp_
 
 @pytest.mark.skipif(GXX is None, reason="no C++ compiler (g++) on this machine")
 def test_class_names_from_files_cannot_inject_c(tmp_path):
-    from pipeline.c_export import c_string
+    from pipeline.formats.c_array import c_string
 
     hostile = ['a"; int evil = 1; //', "back\\slash", "new\nline", "*/ /*", "??=", "naïve", "tab\t", ""]
     source = "#include <cstdio>\nconst char* names[] = {" + ", ".join(c_string(n) for n in hostile) + "};\n"

@@ -16,8 +16,8 @@ MODES = ["float16", "dynamic", "int8", "int16x8"]
 
 @pytest.fixture(scope="module")
 def mobile_run(trained_run, tmp_path_factory):
-    from pipeline.convert import ConvertOptions, convert
-    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.convert import ConvertOptions, convert
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
     run_dir = tmp_path_factory.mktemp("mobile") / "run"
     shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns(".lock"))
@@ -58,7 +58,7 @@ def test_the_metadata_says_what_the_sidecar_says_as_an_app_reads_it(mobile_run, 
     quantization of integer models, and the sidecar's hash over the final bytes."""
     from edge_runtime.artifact import read_sidecar, sha256_file
     from edge_runtime.preprocessing import apply_preprocessing
-    from pipeline import tflite_meta
+    from pipeline.formats import tflite_meta
 
     spec = json.loads((mobile_run / "train.json").read_text())["data"]["preprocessing"]
     raw = digits.x_test[:5].astype(np.float32)
@@ -114,7 +114,7 @@ def test_metadata_displayer_of_tflite_support_reads_every_artifact(mobile_run):
 
 
 def test_metadata_and_signature_bytes_are_deterministic_and_replace_what_was_there(mobile_run):
-    from pipeline import tflite_meta
+    from pipeline.formats import tflite_meta
 
     path = mobile_run / "model_int8.tflite"
     content = path.read_bytes()
@@ -132,8 +132,8 @@ def test_metadata_and_signature_bytes_are_deterministic_and_replace_what_was_the
 
 
 def test_the_c_array_leaves_metadata_out_unless_asked_and_tflm_runs_both(mobile_run, tmp_path):
-    from pipeline.c_export import export_c_array
-    from pipeline.micro import run_micro, unavailable
+    from pipeline.formats.c_array import export_c_array
+    from pipeline.formats.micro import run_micro, unavailable
 
     lean = export_c_array(mobile_run, "model_int8.tflite", tmp_path / "lean")
     full = export_c_array(mobile_run, "model_int8.tflite", tmp_path / "full", metadata=True)
@@ -142,7 +142,7 @@ def test_the_c_array_leaves_metadata_out_unless_asked_and_tflm_runs_both(mobile_
     assert lean["length"] + lean["metadata_bytes_left_out"] == size and lean["metadata_bytes_left_out"] > 0
     if unavailable():
         pytest.skip(unavailable())
-    from pipeline import tflite_meta
+    from pipeline.formats import tflite_meta
 
     stripped = tmp_path / "stripped.tflite"
     stripped.write_bytes(tflite_meta.without_metadata((mobile_run / "model_int8.tflite").read_bytes()))
@@ -151,8 +151,8 @@ def test_the_c_array_leaves_metadata_out_unless_asked_and_tflm_runs_both(mobile_
 
 
 def test_verify_records_gpu_delegate_compatibility_and_signature_parity(mobile_run):
-    from pipeline.report import gpu_summary
-    from pipeline.verify import VerifyOptions, verify
+    from pipeline.running.report import gpu_summary
+    from pipeline.checking.verify import VerifyOptions, verify
 
     report = verify(mobile_run, VerifyOptions(explain=False))
     rows = {r["artifact"]: r for r in report["artifacts"]}
@@ -175,7 +175,7 @@ def test_verify_records_gpu_delegate_compatibility_and_signature_parity(mobile_r
 
 def test_the_gpu_report_names_the_ops_that_fall_back_to_the_cpu():
     """The analyzer's text for a graph with an op the GPU delegate lacks (its own wording)."""
-    from pipeline.gpu_delegate import parse_report, summary
+    from pipeline.checking.gpu_delegate import parse_report, summary
 
     text = ("Subgraph#0 main(T#0) -> [T#3]\n"
             "  Op#0 CONV_2D(T#0, T#1, T#2) -> [T#4]\n"
@@ -193,7 +193,7 @@ def test_the_gpu_report_names_the_ops_that_fall_back_to_the_cpu():
 
 
 def test_ort_artifacts_are_made_for_the_run_and_benchmarked(mobile_run):
-    from pipeline.bench import run_artifacts
+    from pipeline.device.bench import run_artifacts
 
     convert = json.loads((mobile_run / "convert.json").read_text())
     for name in ("model_float32.ort", "model_int8.ort", "model_int8_tflite.ort"):

@@ -4,12 +4,12 @@ import pytest
 
 import models
 from edge_runtime import load
-from pipeline.tflite import to_tflite
+from pipeline.formats.tflite import to_tflite
 
 
 @pytest.fixture(scope="module")
 def small_digits():
-    from pipeline.data import load_dataset
+    from pipeline.data.loaders import load_dataset
 
     return load_dataset("digits", image_size=16)
 
@@ -41,8 +41,8 @@ def test_registry_rejects_duplicates_and_bad_names():
 
 
 def test_unknown_model_suggests_closest():
-    from pipeline.errors import UsageError
-    from pipeline.recipes import zoo_spec
+    from pipeline.core.errors import UsageError
+    from pipeline.core.recipes import zoo_spec
 
     with pytest.raises(models.UnknownModelError, match="unknown model 'resnet'"):
         models.get_model_spec("resnet")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from edge_runtime import load
 from edge_runtime.artifact import read_sidecar, sha256_file
 from pipeline.cli import app
-from pipeline.errors import ConversionError
+from pipeline.core.errors import ConversionError
 
 runner = CliRunner()
 
@@ -32,7 +32,7 @@ def converted(trained_run):
 def keras_reference(trained_run):
     import keras
 
-    from pipeline.context import RunContext
+    from pipeline.data.context import RunContext
 
     context = RunContext(trained_run.run_dir)
     x_test, y_test = context.dataset.split("test")
@@ -126,7 +126,7 @@ def test_onnx_metadata_props(converted):
 
 
 def test_raw_inputs_are_preprocessed_from_the_sidecar(converted, trained_run):
-    from pipeline.context import RunContext
+    from pipeline.data.context import RunContext
 
     dataset = RunContext(trained_run.run_dir).dataset
     runner = load(converted / "model_int8.tflite")
@@ -136,7 +136,7 @@ def test_raw_inputs_are_preprocessed_from_the_sidecar(converted, trained_run):
 
 
 def test_float_io_dynamic_batch_and_compat(trained_run, tmp_path, keras_reference):
-    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
     x_test, _, expected = keras_reference
     quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"], float_io=True, dynamic_batch=True,
@@ -166,7 +166,7 @@ def test_flex_only_ops_are_named(tmp_path):
     import keras
     import tensorflow as tf
 
-    from pipeline.tflite import to_tflite
+    from pipeline.formats.tflite import to_tflite
 
     class Erfinv(keras.layers.Layer):
         def call(self, x):
@@ -181,8 +181,8 @@ def test_mixed_precision_model_converts(tmp_path):
     import keras
 
     import models
-    from pipeline.modelio import float32_copy, load_model
-    from pipeline.tflite import to_tflite
+    from pipeline.core.modelio import float32_copy, load_model
+    from pipeline.formats.tflite import to_tflite
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -201,8 +201,8 @@ def test_mixed_precision_model_converts(tmp_path):
 
 
 def test_same_model_gives_byte_identical_tflite(trained_run):
-    from pipeline.context import RunContext
-    from pipeline.tflite import to_tflite
+    from pipeline.data.context import RunContext
+    from pipeline.formats.tflite import to_tflite
 
     context = RunContext(trained_run.run_dir)
     model = context.load_model()
@@ -214,12 +214,12 @@ def test_saved_model_and_keras2_h5_are_imported(trained_run, tmp_path):
     """Bring your own model: a SavedModel directory and a legacy .h5 go through every stage."""
     import keras
 
-    from pipeline.verify import VerifyOptions, verify
+    from pipeline.checking.verify import VerifyOptions, verify
 
     model = keras.models.load_model(trained_run.run_dir / "model.keras")
     model.export(tmp_path / "saved", format="tf_saved_model")
     model.save(tmp_path / "legacy.h5")
-    from pipeline.modelio import trusting_model_code
+    from pipeline.core.modelio import trusting_model_code
 
     # A SavedModel's graph is code: without --unsafe it is refused and nothing is written.
     refused = invoke("import", tmp_path / "saved", "--out", tmp_path / "run-refused")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.prune import magnitude_mask, polynomial_sparsity
+from pipeline.optimizing.prune import magnitude_mask, polynomial_sparsity
 
 
 def test_polynomial_schedule():
@@ -20,7 +20,7 @@ def test_magnitude_mask_zeroes_the_smallest():
 def test_unstructured_pruning(trained_run, tmp_path):
     import keras
 
-    from pipeline.prune import PruneOptions, prune
+    from pipeline.optimizing.prune import PruneOptions, prune
 
     report = prune(trained_run.run_dir, PruneOptions(sparsity=0.8, structured=False))
     assert report["after"]["sparsity"] == pytest.approx(0.8, abs=0.002)
@@ -42,7 +42,7 @@ def test_structured_pruning_keeps_what_matters_exactly():
     import keras
 
     import models
-    from pipeline.structured import shrink
+    from pipeline.optimizing.structured import shrink
 
     keras.utils.set_random_seed(0)
     model = models.build_model("mnist_cnn", (28, 28, 1), 10)
@@ -63,8 +63,8 @@ def test_structured_pruning_keeps_what_matters_exactly():
 def test_structured_pruning_rebuilds_functional_graphs(name, tmp_path):
     import models
     from edge_runtime import load
-    from pipeline.structured import shrink
-    from pipeline.tflite import to_tflite
+    from pipeline.optimizing.structured import shrink
+    from pipeline.formats.tflite import to_tflite
 
     model = models.build_model(name, (28, 28, 1), 10)
     smaller = shrink(model, 0.5)
@@ -80,7 +80,7 @@ def test_structured_pruning_with_residual_adds_is_exact_at_full_width():
     import keras
 
     import models
-    from pipeline.structured import shrink
+    from pipeline.optimizing.structured import shrink
 
     model = models.build_model("resnet8", (16, 16, 1), 10)
     smaller = shrink(model, 0.25)

@@ -18,8 +18,8 @@ def outlier_run(tmp_path_factory):
     the tiny compensating weights of the next, so full int8 collapses."""
     import keras
 
-    from pipeline.data import load_dataset
-    from pipeline.import_model import import_model
+    from pipeline.data.loaders import load_dataset
+    from pipeline.training.import_model import import_model
 
     work = tmp_path_factory.mktemp("recover")
     data = load_dataset("digits")
@@ -44,11 +44,11 @@ def outlier_run(tmp_path_factory):
 
 
 def test_recovery_raises_the_fewest_layers_and_the_result_passes_verify(outlier_run, monkeypatch):
-    import pipeline.recover
+    import pipeline.optimizing.mixed_precision
 
     # Float only, for the suite's time: int16 activations cannot hold the outlier's next layer's
     # tiny weights (measured: the int16 greedy needs more layers), so the float mix wins anyway.
-    monkeypatch.setattr(pipeline.recover, "PRECISIONS", ("float",))
+    monkeypatch.setattr(pipeline.optimizing.mixed_precision, "PRECISIONS", ("float",))
     runner = CliRunner()
     result = runner.invoke(app, ["quantize", "--int8", "--recover", "--run", str(outlier_run)])
     assert result.exit_code == 0, result.output
@@ -104,7 +104,7 @@ def test_the_int8_onnx_is_recovered_by_leaving_the_fewest_nodes_float(outlier_ru
 
 
 def test_the_report_shows_what_recovery_costs(outlier_run):
-    from pipeline.report import build_report
+    from pipeline.running.report import build_report
 
     runner = CliRunner()
     if not (outlier_run / "model_int8_mixed.tflite").exists():
@@ -133,21 +133,21 @@ def test_a_model_whose_int8_passes_is_left_alone(trained_run, tmp_path):
 
 
 def test_no_passing_mix_is_one_gate_failure_line(outlier_run, tmp_path, monkeypatch):
-    import pipeline.recover
-    from pipeline.errors import ParityError
-    from pipeline.quantize import QuantizeOptions, quantize
+    import pipeline.optimizing.mixed_precision
+    from pipeline.core.errors import ParityError
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
-    monkeypatch.setattr(pipeline.recover, "SHORTLIST", 1)  # a shorter hopeless search:
-    monkeypatch.setattr(pipeline.recover, "PRECISIONS", ("float",))  # one precision to try
+    monkeypatch.setattr(pipeline.optimizing.mixed_precision, "SHORTLIST", 1)  # a shorter hopeless search:
+    monkeypatch.setattr(pipeline.optimizing.mixed_precision, "PRECISIONS", ("float",))  # one precision to try
 
-    real_search, outcomes = pipeline.recover.recover_int8, []
+    real_search, outcomes = pipeline.optimizing.mixed_precision.recover_int8, []
 
     def replayed(*args, **kwargs):
         if not outcomes:
             outcomes.append(real_search(*args, **kwargs))
         return outcomes[0]
 
-    monkeypatch.setattr(pipeline.recover, "recover_int8", replayed)
+    monkeypatch.setattr(pipeline.optimizing.mixed_precision, "recover_int8", replayed)
     run_dir = tmp_path / "run"
     shutil.copytree(outlier_run, run_dir, symlinks=True)
     # No model agrees with Keras on more than 100% of the images: nothing can pass.
@@ -169,8 +169,8 @@ def test_a_candidate_quantizes_every_valid_input_not_just_the_calibration_range(
     import keras
     from ai_edge_litert.interpreter import Interpreter
 
-    from pipeline.recover import input_range, quantize_mixed
-    from pipeline.tflite import float_tflite_with_signature
+    from pipeline.optimizing.mixed_precision import input_range, quantize_mixed
+    from pipeline.formats.tflite import float_tflite_with_signature
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     calibration = np.random.default_rng(0).uniform(0.0, 0.5, (32, 4)).astype(np.float32)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.fsutil import is_temporary
+from pipeline.core.fsutil import is_temporary
 
 PROJECT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -48,7 +48,7 @@ def test_corrupt_and_truncated_keras_and_h5(tmp_path, trained_run):
 
 def test_corrupt_tflite_and_onnx_on_the_device_side(tmp_path, trained_run, capsys):
     from edge_runtime.cli import main as edge_main
-    from pipeline.convert import ConvertOptions, convert
+    from pipeline.optimizing.convert import ConvertOptions, convert
 
     convert(trained_run.run_dir, ConvertOptions(targets=["onnx"], int8_onnx=False))
     onnx = tmp_path / "cut.onnx"
@@ -141,8 +141,8 @@ def test_lambda_layers_are_refused_unless_unsafe(tmp_path):
 @pytest.mark.slow
 def test_two_hundred_mutated_models_never_kill_the_process(trained_run):
     # 200 seeded cases here; `python benchmarks/fuzz_loaders.py --cases 1000` for more
-    from pipeline.convert import ConvertOptions, convert
-    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.convert import ConvertOptions, convert
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
     quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
     convert(trained_run.run_dir, ConvertOptions(targets=["onnx"]))

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.remote import parse_device
+from pipeline.device.remote import parse_device
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -19,7 +19,7 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 def test_parse_device():
     assert parse_device("ssh://pi@raspberrypi.local:2222") == ("pi", "raspberrypi.local", 2222)
     assert parse_device("ssh://board") == (None, "board", 22)
-    from pipeline.errors import UsageError
+    from pipeline.core.errors import UsageError
 
     with pytest.raises(UsageError, match="ssh://user@host"):
         parse_device("pi@board")
@@ -33,7 +33,7 @@ def test_parse_device():
     ("ssh://pi@board:0", "port 0 is outside"),
 ])
 def test_device_strings_cannot_become_ssh_options(url, message):
-    from pipeline.errors import UsageError
+    from pipeline.core.errors import UsageError
 
     with pytest.raises(UsageError, match=message):
         parse_device(url)
@@ -42,8 +42,8 @@ def test_device_strings_cannot_become_ssh_options(url, message):
 @pytest.mark.parametrize("remote_dir", ["/tmp/x;reboot", "~/$(reboot)", "relative/dir", "-rf",
                                         "/tmp/a b", "/tmp/../etc"])
 def test_remote_dir_is_a_plain_path(remote_dir):
-    from pipeline.errors import UsageError
-    from pipeline.remote import check_remote_dir
+    from pipeline.core.errors import UsageError
+    from pipeline.device.remote import check_remote_dir
 
     with pytest.raises(UsageError, match="--remote-dir must be"):
         check_remote_dir(remote_dir)
@@ -111,7 +111,7 @@ def default_remote_dir():
 def test_remote_bench_over_loopback_ssh(sshd, trained_run, default_remote_dir):
     import getpass
 
-    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
     quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
     runner = CliRunner()
@@ -157,7 +157,7 @@ def test_search_times_every_trial_on_the_device(sshd, default_remote_dir, tmp_pa
 
 
 def test_unreachable_device_is_one_line(trained_run):
-    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
     if not (trained_run.run_dir / "model_int8.tflite").exists():  # an artifact to send
         quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))

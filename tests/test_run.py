@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from pipeline import load_config
 from pipeline.cli import app
-from pipeline.config import ConfigError
-from pipeline.fsutil import is_temporary
+from pipeline.config.sections import ConfigError
+from pipeline.core.fsutil import is_temporary
 
 SMALL = ["train.model=mlp", "train.epochs=2", "prune.sparsity=[0, 0.5, 0.8]", 'quantize.modes=["int8", "float16"]',
          "bench.runs=20", "bench.min_seconds=0", "export.c_array=true"]
@@ -88,7 +88,7 @@ def test_whole_pipeline_with_sweep_and_report(small_run):
     assert json.loads((run_dir / "config.json").read_text())["train"]["model"] == "mlp"
     # The microcontroller view: every int8 TFLite row carries its measured arena and flash,
     # and the C array of the exported model holds exactly its bytes.
-    from pipeline.micro import unavailable
+    from pipeline.formats.micro import unavailable
 
     if unavailable() is None:
         int8_rows = [r for r in report["rows"] if r["mode"] == "int8" and r["format"] == "tflite"]
@@ -198,7 +198,7 @@ def test_cli_run_reports_where_the_report_is(small_run, tmp_path, monkeypatch):
 
 def test_failing_gate_fails_the_run_after_writing_the_report(small_run, tmp_path):
     from pipeline import run
-    from pipeline.errors import ParityError
+    from pipeline.core.errors import ParityError
 
     result, _ = small_run
     copy = tmp_path / "copy"
@@ -237,9 +237,9 @@ def test_bench_defaults_agree_everywhere():
 
     from edge_runtime.bench import DEFAULT_MIN_SECONDS
     from edge_runtime.cli import _parser
-    from pipeline.bench import BenchOptions
+    from pipeline.device.bench import BenchOptions
     from pipeline.cli import bench
-    from pipeline.config import BenchSection
+    from pipeline.config.sections import BenchSection
 
     cli_default = inspect.signature(bench).parameters["min_seconds"].default
     edge_default = _parser().parse_args(["bench", "model.tflite"]).min_seconds
@@ -259,7 +259,7 @@ def test_plot_labels_never_overlap_and_the_recommended_one_is_always_shown():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.figures import accuracy_latency_figure
+    from pipeline.device.figures import accuracy_latency_figure
 
     # A crowded cluster, as a run with int8 TFLite, int8 ONNX and QDQ ONNX at ~0.1 ms gives.
     rows = _plot_rows([0.10, 0.101, 0.102, 0.104, 0.11, 0.12, 0.5, 0.52], [0.97, 0.969, 0.97, 0.968,
@@ -278,7 +278,7 @@ def test_latency_axis_is_logarithmic_when_the_spread_is_wide():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.figures import LOG_AXIS_SPREAD, accuracy_latency_figure
+    from pipeline.device.figures import LOG_AXIS_SPREAD, accuracy_latency_figure
 
     narrow = accuracy_latency_figure(plt, _plot_rows([1.0, LOG_AXIS_SPREAD * 0.9], [0.9, 0.95]))
     wide = accuracy_latency_figure(plt, _plot_rows([1.0, LOG_AXIS_SPREAD * 1.1], [0.9, 0.95]))

@@ -115,7 +115,7 @@ def test_near_tied_trials_are_rescored_and_the_cross_validated_best_wins(tmp_pat
     import numpy as np
 
     from pipeline.search import winner as search  # where _choose looks up what it calls
-    from pipeline.stats import wilson
+    from pipeline.core.stats import wilson
 
     n_val = len(digits.split("val")[1])
     pooled = len(digits.split("train")[1]) + n_val
@@ -297,7 +297,7 @@ def test_pipeline_run_continues_from_the_searched_model(tmp_path):
     """With search.enabled, `pipeline run` searches instead of training the model as it comes,
     goes on from the winner, reports the search, and does not search again when nothing changed."""
     from pipeline import load_config
-    from pipeline.orchestrator import run
+    from pipeline.running.orchestrator import run
 
     overrides = ["train.model=mlp", "search.enabled=true", "search.trials=2", "search.epochs=2", "search.rescore=0",
                  "search.bench_seconds=0.2", "search.space.hidden=32,64", "constraints.max_latency_ms=50",

@@ -11,8 +11,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_mnist_idx_test_split():
-    from pipeline.data import load_dataset
-    from pipeline.idx import read_idx
+    from pipeline.data.loaders import load_dataset
+    from pipeline.data.idx import read_idx
 
     mnist = shared_data("mnist")
     labels = read_idx(mnist / "t10k-labels-idx1-ubyte.gz")
@@ -34,8 +34,8 @@ def _ic01(ic):
 @pytest.mark.slow
 def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
     from edge_runtime import load
-    from pipeline.import_model import import_model
-    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.training.import_model import import_model
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
     ic = shared_data("mlperf_tiny", "ic")
     x, y = _ic01(ic)
@@ -50,7 +50,7 @@ def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
     # .h5 at least 0.78 (6 samples of margin); ours at most 3 samples below the reference
     assert metrics["test_accuracy"] >= 0.78
     assert ours >= reference - 0.03, (ours, reference)
-    from pipeline.verify import VerifyOptions, verify
+    from pipeline.checking.verify import VerifyOptions, verify
 
     report = verify(run_dir, VerifyOptions(
         artifacts=["model_int8.tflite", str(ic / "pretrainedResnet_quant.tflite")],
@@ -63,7 +63,7 @@ def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
 
 def test_stateful_lstm_resets_between_samples():
     from edge_runtime import load
-    from pipeline.idx import read_idx
+    from pipeline.data.idx import read_idx
 
     lstm = shared_data("tflite_micro", "mnist_lstm")
     mnist = shared_data("mnist")
@@ -90,7 +90,7 @@ def _kws01(kws):
 @pytest.mark.parametrize("model", ["resnet8", "ds_cnn"])
 def test_mlperf_reference_int8_models_run_on_tflite_micro(model):
     from edge_runtime import load
-    from pipeline.micro import micro_parity, unavailable
+    from pipeline.formats.micro import micro_parity, unavailable
 
     if unavailable():
         pytest.skip(unavailable())
@@ -121,7 +121,7 @@ def test_the_cifar10_recovery_benchmark_runs_on_real_images(tmp_path, monkeypatc
     is one line and leaves no mix, and every test figure carries its interval."""
     import importlib.util
 
-    import pipeline.recover
+    import pipeline.optimizing.mixed_precision
 
     shared = shared_data()
     shared_data("cifar10", "cifar10_train_partial.npz")
@@ -129,9 +129,9 @@ def test_the_cifar10_recovery_benchmark_runs_on_real_images(tmp_path, monkeypatc
     spec = importlib.util.spec_from_file_location("cifar_recover", PROJECT / "benchmarks" / "cifar_recover.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    every_layer = pipeline.recover._raisable_layers
-    monkeypatch.setattr(pipeline.recover, "_raisable_layers", lambda model: every_layer(model)[-4:])
-    monkeypatch.setattr(pipeline.recover, "PRECISIONS", ("float",))
+    every_layer = pipeline.optimizing.mixed_precision._raisable_layers
+    monkeypatch.setattr(pipeline.optimizing.mixed_precision, "_raisable_layers", lambda model: every_layer(model)[-4:])
+    monkeypatch.setattr(pipeline.optimizing.mixed_precision, "PRECISIONS", ("float",))
     result = benchmark.run_case(shared, tmp_path, train=400, test=150, bench_seconds=0)
     recovery, rows = result["recovery"], result["rows"]
     assert result["test_samples"] == 150 and {"model_float32.tflite", "model_int8.tflite"} <= set(rows)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.stats import drop_samples_needed, paired_drop, proportion_samples_needed, verdict, wilson
+from pipeline.core.stats import drop_samples_needed, paired_drop, proportion_samples_needed, verdict, wilson
 
 
 def test_wilson_interval_matches_the_hand_computed_one():
@@ -54,7 +54,7 @@ def test_verdicts_and_the_samples_that_would_settle_one():
 
 
 def test_an_inconclusive_gate_reads_as_such():
-    from pipeline.gates import apply_gates, inconclusive_gates
+    from pipeline.checking.gates import apply_gates, inconclusive_gates
 
     row = {"artifact": "model_int8.tflite", "top1_agreement": 0.985, "top1_agreement_ci95": list(wilson(394, 400)),
            "metric_drop": 0.0, "metric_drop_ci95": [-0.005, 0.005]}
@@ -96,7 +96,7 @@ def test_verify_records_intervals_and_verdicts_for_every_gate(trained_run, tmp_p
 def test_an_unpaired_difference_and_what_is_within_noise_match_a_hand_computation():
     """0.95 and 0.94 on 144 samples each: ±1.96·√((0.95·0.05 + 0.94·0.06)/144) = ±0.0526,
     so the search re-scores the second; 0.95 and 0.85 differ by more than that."""
-    from pipeline.stats import difference_ci95, within_noise
+    from pipeline.core.stats import difference_ci95, within_noise
 
     low, high = difference_ci95(0.95, 144, 0.94, 144)
     assert abs(low - (0.01 - 0.052647)) < 1e-5 and abs(high - (0.01 + 0.052647)) < 1e-5

@@ -4,8 +4,8 @@ the speed-up, the Pareto front and the recommendation. (Nothing here depends on 
 machine is: the rankings are checked on recorded rows, the harness on its structure.)"""
 import numpy as np
 
-from pipeline.report import pareto, recommend
-from pipeline.timing import combine_rounds, faster, index_rows, rotated, summarize
+from pipeline.running.report import pareto, recommend
+from pipeline.device.timing import combine_rounds, faster, index_rows, rotated, summarize
 
 
 def test_rounds_rotate_so_every_artifact_takes_every_slot():

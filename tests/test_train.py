@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.fsutil import read_json, sha256_file
+from pipeline.core.fsutil import read_json, sha256_file
 
 runner = CliRunner()
 
@@ -36,7 +36,7 @@ def test_run_directory_contract(trained_run):
     assert "train" in manifest["stages"]
     latest = run_dir.parent / "latest"
     assert latest.is_symlink() and latest.resolve() == run_dir.resolve()
-    from pipeline.fsutil import is_temporary
+    from pipeline.core.fsutil import is_temporary
 
     assert not [p for p in run_dir.rglob("*") if is_temporary(p.name)]
 
@@ -84,7 +84,7 @@ def test_collapsed_training_is_flagged(tmp_path):
 
 
 def test_collapse_verdicts():
-    from pipeline.collapse import judge
+    from pipeline.training.collapse import judge
 
     labels = np.arange(100) % 10
     fine = judge(0.93, labels, {"loss": [0.3], "accuracy": [0.95]}, 10)

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.verify import DEFAULT_GATES, VerifyOptions, parse_gate, sqnr_db
+from pipeline.checking.verify import DEFAULT_GATES, VerifyOptions, parse_gate, sqnr_db
 
 runner = CliRunner()
 
@@ -66,7 +66,7 @@ def test_gate_override_from_the_command_line(verified_run):
 
 
 def test_bad_gate_text():
-    from pipeline.errors import UsageError
+    from pipeline.core.errors import UsageError
 
     with pytest.raises(UsageError, match="KIND.METRIC=NUMBER"):
         parse_gate("quantized.metric_drop=lots")
@@ -117,7 +117,7 @@ def test_explain_on_passing_onnx_qdq(verified_run):
 def test_the_report_runs_an_artifact_with_the_batch_verify_recorded_and_no_other():
     """verify.json is the run's file: a batch record out of range, of the wrong type or
     missing means one sample at a time."""
-    from pipeline.report import _verified_batch
+    from pipeline.running.report import _verified_batch
 
     assert _verified_batch({"inference": {"batch": 64}}) == 64
     for record in ({"inference": {"batch": 10 ** 9}}, {"inference": {"batch": 0}}, {"inference": {"batch": True}},

@@ -9,7 +9,7 @@ and every model trains a step and converts in tests/test_models.py.
 """
 import pytest
 
-from pipeline.train import TrainConfig, train
+from pipeline.training.train import TrainConfig, train
 
 # model: (floor, measured on digits with seed 0)
 FLOORS = {

@@ -31,10 +31,10 @@ def verify(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Accuracy parity of every artifact against Keras on the test split; failing gates exit 6."""
-    from pipeline.errors import ParityError
-    from pipeline.fsutil import read_json
-    from pipeline.rundir import resolve_run
-    from pipeline.verify import VerifyOptions, parse_gate, verify as run_verify
+    from pipeline.core.errors import ParityError
+    from pipeline.core.fsutil import read_json
+    from pipeline.core.rundir import resolve_run
+    from pipeline.checking.verify import VerifyOptions, parse_gate, verify as run_verify
 
     overrides: dict[str, dict[str, float]] = {}
     for text in _items(gate, "--gate", keyed=True):

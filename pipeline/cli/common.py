@@ -14,7 +14,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from edge_runtime.errors import CodedError, Terminated, exit_on_sigterm, filesystem_error
-from pipeline.config import Config
+from pipeline.config.sections import Config
 
 app = typer.Typer(
     help="Take a Keras model from training to a device: train → prune → quantize → convert "
@@ -66,7 +66,7 @@ def _items(values: list[str] | None, option: str, *, keyed: bool = False) -> lis
     separator = r",(?=\s*[\w.\-]+=)" if keyed else ","
     items = [item.strip() for value in values or [] for item in re.split(separator, value) if item.strip()]
     if values and not items:
-        from pipeline.errors import UsageError
+        from pipeline.core.errors import UsageError
 
         raise UsageError(f"{option} was given without a value")
     return items
@@ -123,7 +123,7 @@ def _errors_to_exit_codes() -> Iterator[None]:
 
 
 def _trust(unsafe: bool):
-    from pipeline.modelio import trusting_model_code
+    from pipeline.core.modelio import trusting_model_code
 
     return trusting_model_code(unsafe)
 

@@ -27,8 +27,8 @@ def bench(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Latency of every artifact (p50/p90/p99 per backend and thread count) → bench.json."""
-    from pipeline.bench import BenchOptions, bench as run_bench
-    from pipeline.errors import UsageError
+    from pipeline.device.bench import BenchOptions, bench as run_bench
+    from pipeline.core.errors import UsageError
 
     try:
         thread_counts = [int(t) for t in _items(threads, "--threads")] or list(DEFAULTS.bench.threads)
@@ -62,9 +62,9 @@ def export(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Export an artifact for a microcontroller project (TensorFlow Lite for Microcontrollers)."""
-    from pipeline.c_export import export_c_array
-    from pipeline.errors import UsageError
-    from pipeline.rundir import resolve_run
+    from pipeline.formats.c_array import export_c_array
+    from pipeline.core.errors import UsageError
+    from pipeline.core.rundir import resolve_run
 
     if not c_array:
         raise UsageError("choose what to export: --c-array")

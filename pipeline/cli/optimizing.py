@@ -38,7 +38,7 @@ def quantize(
 ) -> None:
     """Post-training quantization to TFLite, builtin ops only [default modes: the config's
     quantize.modes]."""
-    from pipeline.quantize import QuantizeOptions, quantize as run_quantize
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize as run_quantize
 
     modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
                              ("int16x8", int16x8)) if on] or list(DEFAULTS.quantize.modes)
@@ -90,7 +90,7 @@ def convert(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Float32 TFLite and ONNX, plus int8 ONNX (ONNX Runtime QDQ and tf2onnx from int8 TFLite)."""
-    from pipeline.convert import ConvertOptions, convert as run_convert
+    from pipeline.optimizing.convert import ConvertOptions, convert as run_convert
 
     report = run_convert(run, ConvertOptions(
         targets=_items(to, "--to") if to else list(DEFAULTS.convert.targets), opset=opset, pruned=pruned,

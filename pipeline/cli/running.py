@@ -26,8 +26,8 @@ def run_all(
 ) -> None:
     """The whole pipeline from one config: train → prune → quantize → convert → verify → bench → report."""
     logging.getLogger("pipeline").setLevel(logging.WARNING)  # the stage lines say what happens
-    from pipeline.config_check import load_config
-    from pipeline.orchestrator import run as run_pipeline
+    from pipeline.config.load import load_config
+    from pipeline.running.orchestrator import run as run_pipeline
 
     resolved = load_config(config, _items(set_, "--set", keyed=True))
     result = run_pipeline(resolved, out=out, force=_items(force, "--force"),
@@ -51,9 +51,9 @@ def report(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Rebuild report.md / report.html of a run from its JSON files."""
-    from pipeline.errors import UsageError
-    from pipeline.report import build_report
-    from pipeline.rundir import resolve_run
+    from pipeline.core.errors import UsageError
+    from pipeline.running.report import build_report
+    from pipeline.core.rundir import resolve_run
 
     if run_dir is not None and run is not None and run_dir != run:
         raise UsageError(f"two run directories given ({run_dir} and --run {run}): pass one")
@@ -79,7 +79,7 @@ def list_models(quiet: QuietOption = False, verbose: VerboseOption = False) -> N
 @command("datasets")
 def list_datasets(quiet: QuietOption = False, verbose: VerboseOption = False) -> None:
     """List the data sets."""
-    from pipeline.data import loaders
+    from pipeline.data.loaders import loaders
 
     for loader in loaders():
         label = f"{loader.name}:PATH" if loader.takes_path else loader.name

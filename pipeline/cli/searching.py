@@ -50,7 +50,7 @@ def search(
 ) -> None:
     """Hardware-aware search: the most accurate model variant whose int8 artifact fits the
     budgets, measured where it will run → search.json, search_report.md and a run directory."""
-    from pipeline.rundir import DEFAULT_RUNS_ROOT, safe_name
+    from pipeline.core.rundir import DEFAULT_RUNS_ROOT, safe_name
     from pipeline.search import SearchOptions, search as run_search
 
     options = SearchOptions(model=model, dataset=dataset, trials=trials, time_limit_s=time_limit,
@@ -68,8 +68,8 @@ def search(
 
 def _space(items: list[str]) -> dict[str, list]:
     """``NAME=V1,V2`` items as {name: [values]}: numbers where they parse, else strings."""
-    from pipeline.config import parse_value
-    from pipeline.errors import UsageError
+    from pipeline.config.sections import parse_value
+    from pipeline.core.errors import UsageError
 
     space: dict[str, list] = {}
     for item in items:

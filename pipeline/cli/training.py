@@ -56,8 +56,8 @@ def train(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Train a model and start a run directory (model.keras, train.json, manifest.json)."""
-    from pipeline.errors import UsageError
-    from pipeline.train import TrainConfig, train as run_training
+    from pipeline.core.errors import UsageError
+    from pipeline.training.train import TrainConfig, train as run_training
 
     if run is not None and not resume:
         raise UsageError("--run names the run to --resume; a new run goes to --out DIR")
@@ -96,7 +96,7 @@ def import_command(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Start a run from a model you already have; later stages then work on it."""
-    from pipeline.import_model import import_model
+    from pipeline.training.import_model import import_model
 
     run_dir, metrics = import_model(model, dataset=dataset, seed=seed, image_size=image_size,
                                     val_fraction=val_fraction, unsafe=unsafe, out=out)
@@ -122,7 +122,7 @@ def prune(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Magnitude pruning (Keras 3 native) → model_pruned.keras and prune.json."""
-    from pipeline.prune import PruneOptions, prune as run_prune
+    from pipeline.optimizing.prune import PruneOptions, prune as run_prune
 
     report = run_prune(run, PruneOptions(
         sparsity=sparsity, structured=structured, fine_tune_epochs=fine_tune_epochs,

@@ -9,9 +9,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.errors import UsageError
-from pipeline.fsutil import make_dirs, read_json, write_json
-from pipeline.rundir import safe_name
+from pipeline.core.errors import UsageError
+from pipeline.core.fsutil import make_dirs, read_json, write_json
+from pipeline.core.rundir import safe_name
 from pipeline.search.space import MARKER, RESUMABLE, SPACES, SearchOptions, _build
 from pipeline.search.summary import _report, _trial_rows
 from pipeline.search.timer import FINAL_ROUNDS, Timer, _pool_timings, _relative_budget
@@ -36,8 +36,8 @@ def _recorded_options(out: Path) -> dict | None:
 def search(options: SearchOptions, out: Path) -> dict:
     """Run (or resume) the search in ``out``; return what ``search.json`` holds."""
     options.validate()
-    from pipeline.backend import import_keras
-    from pipeline.data import load_dataset
+    from pipeline.core.backend import import_keras
+    from pipeline.data.loaders import load_dataset
 
     out = Path(out)
     _check_search_dir(out, options)  # before any work: a bad --out is one line at once
@@ -45,7 +45,7 @@ def search(options: SearchOptions, out: Path) -> dict:
     data = load_dataset(options.dataset, seed=options.seed)
     _check_builds(options, data)
     make_dirs(out)
-    from pipeline.rundir import locked
+    from pipeline.core.rundir import locked
 
     # one search per directory; in a chief/worker search each worker holds its own lock there
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "chief")
@@ -109,7 +109,7 @@ def _check_builds(options: SearchOptions, data) -> None:
     cannot is one error now, not failed trials later."""
     import itertools
 
-    from pipeline.backend import import_keras
+    from pipeline.core.backend import import_keras
 
     keras = import_keras()
     space = options.hyperparameters()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.fsutil import make_dirs, read_json, write_bytes, write_json
+from pipeline.core.fsutil import make_dirs, read_json, write_bytes, write_json
 from pipeline.search.space import SPACES, SearchOptions, _build, _pruned, architecture
 from pipeline.search.timer import Timer, _budget_metrics, _over_budget, _timings
 
@@ -83,8 +83,8 @@ class Screen:
     def _measure(self, values: dict) -> dict:
         import hashlib
 
-        from pipeline.backend import import_keras
-        from pipeline.tflite import to_tflite
+        from pipeline.core.backend import import_keras
+        from pipeline.formats.tflite import to_tflite
 
         keras = import_keras()
         keras.backend.clear_session()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from pipeline.config import ConstraintsSection, DataSection, SearchSection
-from pipeline.errors import UsageError
+from pipeline.config.sections import ConstraintsSection, DataSection, SearchSection
+from pipeline.core.errors import UsageError
 
 
 # Per zoo model: builder options to explore (strings where the builder takes a tuple).
@@ -36,7 +36,7 @@ COMMON_SPACE: dict[str, list] = {
 }
 
 
-OPTIMIZERS = ("adam", "rmsprop")  # of pipeline.recipes'
+OPTIMIZERS = ("adam", "rmsprop")  # of pipeline.core.recipes'
 
 
 QUANTIZATIONS = ("int8", "int16x8")  # integer models: what an MCU or an NPU runs
@@ -108,10 +108,10 @@ class SearchOptions:
     remote_root: str = "~/.edge-runtime"
 
     def validate(self) -> None:
-        from pipeline.limits import check
+        from pipeline.core.limits import check
 
         if self.model not in SPACES:
-            from pipeline.errors import unknown_name
+            from pipeline.core.errors import unknown_name
 
             raise unknown_name("searchable model", self.model, SPACES)
         check("epochs", self.epochs)
@@ -133,7 +133,7 @@ class SearchOptions:
         if self.time_limit_s is not None and not 0 < self.time_limit_s <= 7 * 24 * 3600:
             raise UsageError(f"--time-limit must lie in (0, 604800] seconds, got {self.time_limit_s}")
         if self.device is not None:
-            from pipeline.remote import check_remote_dir, parse_device
+            from pipeline.device.remote import check_remote_dir, parse_device
 
             parse_device(self.device)
             check_remote_dir(self.remote_root)
@@ -144,7 +144,7 @@ class SearchOptions:
         space = {**SPACES[self.model], **COMMON_SPACE}
         for name, values in self.space.items():
             if name not in space:
-                from pipeline.errors import unknown_name
+                from pipeline.core.errors import unknown_name
 
                 raise unknown_name(f"hyperparameter for {self.model}", name, space)
             if not isinstance(values, list) or not values:
@@ -173,7 +173,7 @@ def options_from_config(config) -> SearchOptions:
 
 def _build(model: str, data, values: dict):
     """The zoo model with these hyperparameters' builder options, for this data set."""
-    from pipeline.recipes import zoo_spec
+    from pipeline.core.recipes import zoo_spec
 
     return zoo_spec(model).build(tuple(data.input_shape), int(data.num_classes), **_BUILDER_ARGS[model](values))
 
@@ -187,7 +187,7 @@ def _pruned(model, sparsity: float):
     """``model`` with its filters/units structurally removed at ``sparsity`` (0: as it is)."""
     if not sparsity:
         return model
-    from pipeline.structured import shrink
+    from pipeline.optimizing.structured import shrink
 
     try:
         return shrink(model, sparsity)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.fsutil import write_bytes, write_text
+from pipeline.core.fsutil import write_bytes, write_text
 from pipeline.search.space import architecture
 
 
@@ -46,7 +46,7 @@ def choice_text(summary: dict) -> str | None:
 def _trial_rows(trials: list[dict], best: str | None) -> list[dict]:
     """Finished trials as report rows, each marked on or off the front (validation accuracy,
     p50, size)."""
-    from pipeline.figures import pareto
+    from pipeline.device.figures import pareto
 
     rows = [{"variant": f"trial {t['trial']}", "trial": t["trial"], "artifact": "model_int8", "metric": "accuracy",
              "value": t["metrics"]["val_accuracy"], "score": t["metrics"]["val_accuracy"],
@@ -64,7 +64,7 @@ def _report(summary: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.figures import accuracy_latency_figure, png_bytes
+    from pipeline.device.figures import accuracy_latency_figure, png_bytes
 
     best = summary.get("best")
     rows = _trial_rows(summary["trials"], best["trial"] if best else None)

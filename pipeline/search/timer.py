@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-from pipeline.fsutil import make_dirs, read_json, write_bytes, write_json, write_npy
+from pipeline.core.errors import PipelineError
+from pipeline.core.fsutil import make_dirs, read_json, write_bytes, write_json, write_npy
 from pipeline.search.space import SearchOptions, architecture
 
 log = logging.getLogger("pipeline")
@@ -36,9 +36,9 @@ def _relative_budget(options: SearchOptions, data, out: Path, timer: "Timer") ->
     (a file that does not hold one for this ratio is measured again)."""
     import hashlib
 
-    from pipeline.backend import import_keras
-    from pipeline.tflite import to_tflite
-    from pipeline.recipes import zoo_spec
+    from pipeline.core.backend import import_keras
+    from pipeline.formats.tflite import to_tflite
+    from pipeline.core.recipes import zoo_spec
 
     path = out / BUDGET_FILE
     try:
@@ -89,8 +89,8 @@ class Timer:
 
     def p50(self, artifacts: list[Path]) -> list[float]:
         if self.options.device:
-            from pipeline.bench import BenchOptions
-            from pipeline.remote import bench_remote
+            from pipeline.device.bench import BenchOptions
+            from pipeline.device.remote import bench_remote
 
             bench_options = BenchOptions(threads=[1], runs=50, warmup=20, min_seconds=self.options.bench_seconds,
                                          device=self.options.device, ssh_options=self.options.ssh_options)
@@ -117,10 +117,10 @@ class Timer:
             raise PipelineError(f"timing {artifact.name} failed: {reason[:200]}") from None
 
     def median_p50(self, artifacts: list[Path], rounds: int) -> tuple[list[float], list[list[float]]]:
-        """Each artifact's median p50 over ``rounds`` interleaved rounds (pipeline.timing,
+        """Each artifact's median p50 over ``rounds`` interleaved rounds (pipeline.device.timing,
         as ``pipeline bench`` times; on ``--device``, the order alternating between rounds)."""
         if not self.options.device:
-            from pipeline.timing import measure_rounds
+            from pipeline.device.timing import measure_rounds
 
             measured = measure_rounds(artifacts, self.sample, threads=[1], warmup=20, runs=50 * rounds,
                                       min_seconds=self.options.bench_seconds * rounds, rounds=rounds)["results"]
@@ -143,7 +143,7 @@ def _budget_metrics(artifact: Path, options: SearchOptions, timer: Timer, expect
         p50s += timer.p50([artifact]) + timer.p50([artifact])
     metrics = {"p50_ms": float(np.median(p50s)), "p50_ms_measured": p50s, "size_kb": artifact.stat().st_size / 1024}
     if options.max_ram_kb is not None:
-        from pipeline.micro import run_micro
+        from pipeline.formats.micro import run_micro
 
         metrics["arena_kb"] = run_micro(artifact).arena_bytes / 1024
     return metrics

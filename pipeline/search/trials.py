@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.errors import CodedError
-from pipeline.fsutil import append_line, make_dirs, read_json, write_bytes, write_json
+from pipeline.core.fsutil import append_line, make_dirs, read_json, write_bytes, write_json
 from pipeline.search.screening import NEW_ARCHITECTURE_DRAWS, SCREEN_DRAWS, Screen
 from pipeline.search.space import SearchOptions, _build, _pruned, architecture
 from pipeline.search.timer import Timer, _budget_metrics, _over_budget
@@ -37,7 +37,7 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     import keras_tuner
     from keras_tuner.engine.trial import TrialStatus
 
-    from pipeline.tuner_compat import atomic_state_writes, prompt_chief_exit, retry_queue, seed_oracle
+    from pipeline.compat.keras_tuner import atomic_state_writes, prompt_chief_exit, retry_queue, seed_oracle
 
     atomic_state_writes()
     prompt_chief_exit()
@@ -125,9 +125,9 @@ def _train_candidate(values: dict, options: SearchOptions, data, epochs: int, *,
 
 
 def _fit_candidate(values: dict, options: SearchOptions, data, x_train, y_train, epochs: int):
-    from pipeline.backend import import_keras, seed_everything
-    from pipeline.batchnorm import recalibrate_batchnorm
-    from pipeline.recipes import compile_for_task, make_optimizer, recipe_for, scheduled_rate
+    from pipeline.core.backend import import_keras, seed_everything
+    from pipeline.core.batchnorm import recalibrate_batchnorm
+    from pipeline.core.recipes import compile_for_task, make_optimizer, recipe_for, scheduled_rate
 
     keras = import_keras()
     keras.backend.clear_session()
@@ -150,8 +150,8 @@ def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer,
                untrained_p50_ms: float | None = None) -> dict:
     """Train, prune, quantize and measure one candidate; its files stay in ``trial_dir``."""
     from edge_runtime import load
-    from pipeline.modelio import save_model
-    from pipeline.tflite import to_tflite
+    from pipeline.core.modelio import save_model
+    from pipeline.formats.tflite import to_tflite
 
     values = hp.values
     finished = _finished_measurement(trial_dir, values)

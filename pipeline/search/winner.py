@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.fsutil import read_json, remove_file, write_bytes, write_json
+from pipeline.core.fsutil import read_json, remove_file, write_bytes, write_json
 from pipeline.search.space import SearchOptions
 from pipeline.search.trials import _fit_candidate, _log_losses, _train_candidate
 
@@ -22,9 +22,9 @@ def _finish_winner(best: dict, options: SearchOptions, data, out: Path) -> dict:
     """The winner retrained with its hyperparameters for twice the trial epochs on the training
     and validation splits (selection is done: the search ranks on short trainings), as a
     normal run directory (test accuracy: the test split's one use), quantized like any run."""
-    from pipeline.import_model import import_model
-    from pipeline.modelio import save_model
-    from pipeline.quantize import QuantizeOptions, quantize
+    from pipeline.training.import_model import import_model
+    from pipeline.core.modelio import save_model
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
 
     final = save_model(_train_candidate(best["hyperparameters"], options, data, 2 * options.epochs,
                                         with_val=True), out / "winner.keras")
@@ -48,7 +48,7 @@ def _choose(feasible: list[dict], options: SearchOptions, data) -> tuple[dict, d
     cross-validation over train+validation (every sample held out once, ten times the
     validation split) and the most accurate there wins. Ties on accuracy go to the lower log
     loss, a finer reading of the same samples."""
-    from pipeline.stats import difference_ci95, paired_drop, wilson, within_noise
+    from pipeline.core.stats import difference_ci95, paired_drop, wilson, within_noise
 
     ranked = sorted(feasible, key=lambda t: (-t["metrics"]["val_accuracy"], t["metrics"]["val_log_loss"]))
     n_val = len(data.split("val")[1])
@@ -93,8 +93,8 @@ def _cross_validate(trial: dict, options: SearchOptions, data, x, y, folds) -> d
     fold's result is kept in the trial's directory (a killed search does not redo it) and
     read back only if it was made for this very split."""
     from edge_runtime import load
-    from pipeline.tflite import to_tflite
-    from pipeline.recipes import recipe_for
+    from pipeline.formats.tflite import to_tflite
+    from pipeline.core.recipes import recipe_for
 
     values, trial_dir = trial["hyperparameters"], Path(trial["dir"])
     correct, losses = np.zeros(len(y), dtype=bool), np.zeros(len(y))
@@ -138,7 +138,7 @@ def _int8_test_comparison(artifacts: list[Path], data) -> dict:
     """The baseline's and the winner's shipped artifacts on the test split, side by side: each
     accuracy with its interval and the winner's difference, paired (same images)."""
     from edge_runtime import load
-    from pipeline.stats import paired_drop, wilson
+    from pipeline.core.stats import paired_drop, wilson
 
     x_test, y_test = data.split("test")
     correct = [load(a).predict(x_test).argmax(-1) == y_test for a in artifacts]
@@ -151,8 +151,8 @@ def _int8_test_comparison(artifacts: list[Path], data) -> dict:
 
 def _baseline(options: SearchOptions, out: Path) -> dict:
     """The zoo model as it comes (its own recipe), trained and quantized here."""
-    from pipeline.quantize import QuantizeOptions, quantize
-    from pipeline.train import TrainConfig, train
+    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.training.train import TrainConfig, train
 
     run_dir = out / "baseline"
     artifact = run_dir / "model_int8.tflite"

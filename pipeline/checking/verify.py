@@ -1,0 +1,233 @@
+"""``pipeline verify``: accuracy parity of every artifact against its Keras source, on the
+test split, through the same runtime the device uses; gates that fail the command."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.artifact import read_sidecar
+from pipeline.core import rundir
+from pipeline.data.context import RunContext
+from pipeline.core.errors import ParityError, UsageError
+from pipeline.formats.kinds import MODEL, PRUNED_MODEL, QUANT_MODES
+from pipeline.core.fsutil import write_json
+from pipeline.checking.gates import (DEFAULT_GATES, VerifyOptions, apply_gates, classifier_intervals,  # noqa: F401
+                            inconclusive_gates, parse_gate, sqnr_db, task_metric)
+from pipeline.checking.gpu_delegate import FLOAT_MODES as GPU_MODES
+from pipeline.checking.runtime_checks import (cross_runtime, gpu_delegate, micro_check, ort_parity, runs_on_micro,
+                                    sidecar_problem, signature_parity)
+
+
+def verify(run: str | Path | None, options: VerifyOptions) -> dict:
+    options.validate()
+    gates = options.resolved_gates()
+    with RunContext.locked(run) as context:
+        report = _verify_locked(context, options, gates)
+        path = write_json(context.run_dir / "verify.json", report)
+        rundir.update_manifest(context.run_dir, "verify", artifacts=[path])
+    if not report["passed"]:
+        failures = [f"{a['artifact']} ({', '.join(_failed(g, r) for g, r in a['gates'].items() if not r['passed'])})"
+                    for a in report["artifacts"] if not a["passed"]]
+        raise ParityError(f"{len(failures)} artifact(s) failed verification: {'; '.join(failures)}"
+                          f" — see {path}")
+    if options.strict and report["inconclusive"]:
+        raise ParityError(f"--strict: {len(report['inconclusive'])} gate(s) inconclusive on "
+                          f"{report['test_samples']} test samples: {'; '.join(report['inconclusive'])}")
+    return report
+
+
+def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
+    from pipeline.core.backend import import_keras
+
+    import_keras()
+    from pipeline.formats.sidecar import check_fresh
+
+    paths = _artifact_paths(context, options.artifacts)
+    if not paths:
+        raise UsageError(f"{context.run_dir} has no artifacts to verify: run `pipeline quantize` "
+                         f"or `pipeline convert` first")
+    check_fresh(context.run_dir, paths)
+    x_test, y_test = context.dataset.split("test")
+    references: dict[str, np.ndarray] = {}
+    outputs: dict[str, np.ndarray] = {}
+    rows = []
+    raw_test = context.dataset.x_test
+    for path in paths:
+        found = read_sidecar(path)
+        sidecar = found or {"mode": _infer_mode(path)}
+        source = sidecar.get("source_model", {}).get("path", MODEL)
+        if source not in references:
+            references[source] = _keras_predict(context, source, x_test)
+        # As the device sees it: raw test samples through the sidecar's own preprocessing.
+        outputs[path.name], inference = _artifact_predict(path, raw_test, found, context.preprocessing, context.seed)
+        rows.append(_verify_artifact(context, path, found, sidecar, source, references[source],
+                                     outputs[path.name], gates, options, (x_test, y_test)))
+        rows[-1]["inference"] = inference
+    for row, path in zip(rows, paths):
+        if path.suffix == ".ort":  # the same graph as its .onnx: ONNX Runtime must agree with itself
+            ort_parity(row, path, outputs, lambda twin: _artifact_predict(
+                twin, raw_test, read_sidecar(twin), context.preprocessing, context.seed)[0], context.task)
+    for row, path in zip(rows, paths):  # explain what quantization cost, not a memory budget
+        lost = any(not row["gates"][m]["passed"] for m in gates["quantized"] if m in row["gates"])
+        if row["gate_kind"] == "quantized" and path.suffix != ".ort" and (options.explain or lost):
+            row["explain"] = _explain(context, path, x_test, options.explain_top)
+    keras_metrics = {source: task_metric(ref, y_test, x_test, context.task)
+                     for source, ref in references.items()}
+    report = {
+        "passed": all(r["passed"] for r in rows),
+        "task": context.task,
+        "metric": "accuracy" if context.task == "classifier" else "reconstruction_mse",
+        "test_samples": int(len(y_test)),
+        "keras": keras_metrics,
+        "gates": {kind: {m: {"op": op, "threshold": t} for m, (op, t) in rules.items()}
+                  for kind, rules in gates.items()},
+        "artifacts": rows,
+        "cross_runtime": cross_runtime(outputs),
+    }
+    report["inconclusive"] = inconclusive_gates(report)
+    return report
+
+
+def _verify_artifact(context: RunContext, path: Path, found: dict | None, sidecar: dict, source: str,
+                     reference, output, gates, options: VerifyOptions, test) -> dict:
+    """One artifact's row: its metrics against Keras, its gates, and TFLite Micro's view."""
+    x_test, y_test = test
+    row = _compare(path, sidecar, reference, output, x_test, y_test, context.task)
+    row["source_model"] = source
+    row["gates"] = apply_gates(row, gates[row["gate_kind"]])
+    problem = sidecar_problem(found, context.preprocessing,
+                              in_run=path.resolve().parent == context.run_dir.resolve())
+    row["gates"]["sidecar"] = {"op": "==", "threshold": "training preprocessing",
+                               "value": problem or "matches", "passed": problem is None}
+    if path.suffix == ".tflite":
+        row["signature"] = signature_parity(path, x_test)
+        if row["signature"]["key"]:  # a model from elsewhere may have none: recorded, not failed
+            row["gates"]["signature"] = {"op": "==", "threshold": "plain invoke's outputs",
+                                         "value": row["signature"].get("problem") or "equal",
+                                         "passed": "problem" not in row["signature"]}
+        if sidecar.get("mode") in GPU_MODES:
+            row["gpu_delegate"] = gpu_delegate(path)
+    if runs_on_micro(path, sidecar["mode"]):
+        row.update(micro_check(path, x_test, y_test, output, context.task, gates["micro"], options, context.seed))
+        row["gates"].update(row.pop("micro_gates"))
+    for gate in row["gates"].values():  # exact checks (sidecar, budgets): the verdict is the result
+        gate.setdefault("verdict", "pass" if gate["passed"] else "fail")
+    row["passed"] = all(g["passed"] for g in row["gates"].values())
+    return row
+
+
+def _failed(name: str, gate: dict) -> str:
+    """A failed gate for the error line; a budget names the measured value and the limit."""
+    if name in ("ram_kb", "flash_kb"):
+        what = "tensor arena" if name == "ram_kb" else "flash (model bytes)"
+        return (f"{what} {gate['value']:,.1f} KiB ({gate['bytes']:,} bytes) is over the "
+                f"{gate['threshold']:g} KiB budget")
+    return name
+
+
+def _artifact_paths(context: RunContext, names: list[str] | None) -> list[Path]:
+    from pipeline.device.bench import run_artifacts
+
+    if not names:
+        return run_artifacts(context.run_dir)
+    paths = []
+    for name in names:
+        path = Path(name) if Path(name).exists() else context.run_dir / name
+        if not path.exists():
+            raise UsageError(f"artifact {name} not found in {context.run_dir}")
+        paths.append(path)
+    return paths
+
+
+def _keras_predict(context: RunContext, source: str, x_test: np.ndarray) -> np.ndarray:
+    model = context.load_model(pruned=source == PRUNED_MODEL)
+    return model.predict(x_test, batch_size=256, verbose=0)
+
+
+# Test samples per invoke where the artifact takes a batch (use_batch), and how many of them
+# (seeded) are also run one at a time, as the device runs them: batched outputs stand only
+# where they are identical to those.
+VERIFY_BATCH = 64
+BATCH_PROBE = 256
+
+
+def _artifact_predict(path: Path, raw_test: np.ndarray, sidecar: dict | None,
+                      preprocessing: dict, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """The artifact's outputs on the test split, as the device computes them (raw samples
+    through the sidecar's own preprocessing), and how they were computed: batched where the
+    graph allows it and a seeded probe of single-sample invokes gives exactly the same
+    outputs, one sample at a time otherwise."""
+    from edge_runtime import load
+    from edge_runtime.preprocessing import apply_preprocessing
+
+    runner = load(path)
+    if sidecar is None:  # a foreign artifact: the run's preprocessing is all there is
+        feed, raw = apply_preprocessing(raw_test, preprocessing), False
+    else:
+        feed, raw = raw_test, True
+    batch = runner.use_batch(VERIFY_BATCH) if len(feed) > 1 else 1
+    outputs = runner.predict(feed, raw=raw)
+    record: dict[str, Any] = {"batch": batch}
+    if batch == 1:
+        record["one_at_a_time"] = "the graph takes one sample per invoke (a fixed batch, or state kept)"
+    else:
+        probe = np.sort(np.random.default_rng(seed).choice(len(feed), min(BATCH_PROBE, len(feed)), replace=False))
+        runner.use_batch(1)
+        single = runner.predict(feed[probe], raw=raw)
+        difference = float(np.max(np.abs(single.astype(np.float64) - outputs[probe])))
+        record.update(probe_samples=int(len(probe)), probe_max_abs_difference=difference)
+        if difference != 0.0:  # not what the device computes: every sample on its own instead
+            outputs, record["batch"] = runner.predict(feed, raw=raw), 1
+            record["fallback"] = f"batch {batch} differs from one sample at a time by up to {difference:.3g}"
+    return outputs, record
+
+
+def _infer_mode(path: Path) -> str:
+    """The mode of a foreign artifact (no sidecar), from its input tensor's type."""
+    from edge_runtime import load
+
+    dtype = load(path).input.dtype
+    return {"int8": "int8", "uint8": "int8", "int16": "int16x8"}.get(dtype, "float32")
+
+
+def _compare(path: Path, sidecar: dict, reference, output, x_test, y_test, task: str) -> dict[str, Any]:
+    mode = sidecar["mode"]
+    keras_metric = task_metric(reference, y_test, x_test, task)
+    metric_value = task_metric(output, y_test, x_test, task)
+    intervals: dict[str, Any] = {}
+    if task == "classifier":
+        metric_drop = keras_metric - metric_value
+        agreement = float(np.mean(output.argmax(-1) == reference.argmax(-1)))
+        per_class = {str(c): float(np.mean(output.argmax(-1)[y_test == c] == c))
+                     for c in np.unique(y_test)}
+        intervals = classifier_intervals(reference, output, y_test)
+    else:  # reconstruction error: a rise is the loss
+        metric_drop, agreement, per_class = metric_value - keras_metric, None, {}
+    error = np.abs(output.astype(np.float64) - reference)
+    return {
+        "artifact": path.name, "format": path.suffix.lstrip("."), "mode": mode,
+        "gate_kind": QUANT_MODES[mode].gate_kind if mode in QUANT_MODES else "quantized",
+        "metric": "accuracy" if task == "classifier" else "reconstruction_mse",
+        "metric_value": metric_value, "keras_metric_value": keras_metric,
+        "metric_drop": float(metric_drop), "top1_agreement": agreement,
+        "max_abs_error": float(error.max()), "mean_abs_error": float(error.mean()),
+        "sqnr_db": sqnr_db(reference, output), "size_bytes": path.stat().st_size,
+        "per_class_accuracy": per_class, **intervals,
+    }
+
+
+# --explain runs the quantization debugger on this many test samples, drawn with the run's
+# seed (its per-layer errors are averages over samples: a few dozen settle their ranking).
+EXPLAIN_SAMPLES = 64
+
+
+def _explain(context: RunContext, path: Path, x_test: np.ndarray, top: int) -> dict:
+    from pipeline.checking.explain import explain_onnx, explain_tflite
+
+    picked = context.dataset.sample_indices("test", EXPLAIN_SAMPLES, context.seed)
+    subset = x_test[picked]
+    result = (explain_tflite if path.suffix == ".tflite" else explain_onnx)(context, path, subset, top)
+    result["test_samples"] = {"drawn": int(len(picked)), "of": int(len(x_test)), "seed": context.seed}
+    return result

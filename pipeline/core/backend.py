@@ -1,0 +1,89 @@
+"""Importing Keras and TensorFlow the right way: quietly, lazily, with the chosen backend."""
+from __future__ import annotations
+
+import os
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def quiet_tensorflow_logs() -> None:
+    # TensorFlow's C++ banner lines (oneDNN, CUDA probing) are noise for a CLI user.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def import_keras(backend: str | None = None):
+    """Import Keras with ``backend`` (default: $KERAS_BACKEND or tensorflow).
+
+    The backend is fixed at Keras' first import, so this must run before anything imports it.
+    """
+    import sys
+
+    from pipeline.core.errors import UsageError, unknown_name
+
+    wanted = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if wanted not in BACKENDS:
+        raise unknown_name("backend", wanted, BACKENDS)
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != wanted:
+            raise UsageError(f"Keras was already imported with the {keras.backend.backend()} "
+                             f"backend; cannot switch to {wanted} in the same process")
+        return keras
+    os.environ["KERAS_BACKEND"] = wanted
+    quiet_tensorflow_logs()
+    if wanted != "tensorflow":
+        _keep_tensorflow_out()
+    from edge_runtime.quiet import quiet_native
+
+    with quiet_native():  # absl's and CUDA probing's lines on fd 2
+        import keras
+
+        if wanted == "tensorflow":
+            import tensorflow as tf
+
+            # Same seed and inputs, same weights and artifacts, in every process of a run.
+            tf.config.experimental.enable_op_determinism()
+    return keras
+
+
+def _keep_tensorflow_out() -> None:
+    """Make TensorFlow unimportable in this (jax or torch) training process.
+
+    Keras imports TensorFlow whenever it is installed (to seed it, to recognise its tensors
+    when saving); nothing here needs it, and a GPU box's TensorFlow may not match its CUDA.
+    A ``None`` in ``sys.modules`` makes ``import`` raise ImportError (Keras then treats
+    TensorFlow as absent) and ``importlib.util.find_spec`` answer None (torch's probe).
+    """
+    import sys
+
+    for name in ("tensorflow", "tf_keras", "tensorboard"):
+        if name not in sys.modules:  # already imported: too late, Keras uses what is there
+            sys.modules[name] = None
+
+
+def seed_everything(seed: int) -> None:
+    """``keras.utils.set_random_seed`` without its side effect of importing TensorFlow.
+
+    Keras seeds TensorFlow whenever it is installed, which under jax or torch would pull
+    TensorFlow into a training process that does not need it.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    import random
+
+    import numpy as np
+
+    from pipeline.compat.keras import seed_keras_without_tensorflow
+
+    seed_keras_without_tensorflow(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)

@@ -1,0 +1,125 @@
+"""One schema per JSON file the pipeline reads back: every such file lives in a run or search
+directory, where anyone may have written it, so it is checked by type before any field is used.
+
+A schema is plain data: a Python type, one of the named kinds below, a tuple of
+alternatives, a dict of fields (a key starting with ``?`` is optional; ``"*"`` describes
+every other key), or a one-element list (every item).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import RunDirError
+
+NUMBER, FRACTION, COUNT, SHA256 = "number", "fraction", "count", "sha256"
+
+
+def _kind_ok(value: Any, kind: str) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    if kind == SHA256:
+        return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    if isinstance(value, str) or not math.isfinite(value):
+        return False
+    if kind == FRACTION:
+        return 0.0 <= value <= 1.0
+    if kind == COUNT:
+        return isinstance(value, int) and value >= 0
+    return True
+
+
+def problems(value: Any, schema: Any, where: str = "") -> list[str]:
+    """What in ``value`` does not fit ``schema`` (empty: it fits)."""
+    if schema is Any:
+        return []
+    if schema is None:
+        return [] if value is None else [f"{where or 'the file'} must be null"]
+    if isinstance(schema, tuple):
+        found = [problems(value, option, where) for option in schema]
+        return [] if any(not f for f in found) else found[0]
+    if isinstance(schema, str):
+        if _kind_ok(value, schema):
+            return []
+        wanted = {NUMBER: "a number", FRACTION: "a number in [0, 1]", COUNT: "a count", SHA256: "a sha256"}[schema]
+        return [f"{where} must be {wanted}, got {_shown(value)}"]
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return [f"{where} must be a list, got {_shown(value)}"]
+        return [p for i, item in enumerate(value) for p in problems(item, schema[0], f"{where}[{i}]")][:5]
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            return [f"{where or 'the file'} must be an object, got {_shown(value)}"]
+        found = []
+        for key, field in schema.items():
+            if key == "*":
+                continue
+            name, optional = key.lstrip("?"), key.startswith("?")
+            if name not in value:
+                if not optional:
+                    found.append(f"{_join(where, name)} is missing")
+                continue
+            found += problems(value[name], field, _join(where, name))
+        if "*" in schema:
+            for key, item in value.items():
+                if f"?{key}" not in schema and key not in schema:
+                    found += problems(item, schema["*"], _join(where, str(key)))
+        return found[:5]
+    if schema is float:
+        return [] if _kind_ok(value, NUMBER) else [f"{where} must be a number, got {_shown(value)}"]
+    if schema is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return [] if ok else [f"{where} must be an integer, got {_shown(value)}"]
+    return [] if isinstance(value, schema) and not (schema is not bool and isinstance(value, bool)) else [
+        f"{where} must be {schema.__name__}, got {_shown(value)}"]
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def load(path: str | os.PathLike, schema: Any, *, what: str | None = None) -> Any:
+    """``path``'s JSON, checked against ``schema``; one RunDirError (exit 7) naming the first
+    problems otherwise."""
+    from pipeline.core.fsutil import read_json
+
+    path = Path(path)
+    try:
+        value = read_json(path)
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path} is unreadable ({type(exc).__name__}): {what or 'rerun the stage that writes it'}") from None
+    found = problems(value, schema)
+    if found:
+        raise RunDirError(f"{path} is damaged ({'; '.join(found[:3])}): {what or 'rerun the stage that writes it'}")
+    return value
+
+
+HISTORY = {"*": [NUMBER]}
+TRAIN_JSON = {
+    "?model": str, "?task": str, "?test_accuracy": (FRACTION, None), "?history": HISTORY,
+    "config": {"seed": int, "dataset": str, "*": Any},
+    "data": {"name": str, "sha256": SHA256, "preprocessing": dict, "*": Any},
+    "*": Any,
+}
+GATE = {"passed": bool, "*": Any}
+VERIFY_ARTIFACT = {
+    "artifact": str, "mode": str, "format": str, "passed": bool, "size_bytes": COUNT, "metric": str,
+    "metric_value": NUMBER, "metric_drop": NUMBER, "top1_agreement": (FRACTION, None),
+    "gates": {"*": GATE}, "?micro": (dict, None), "*": Any,
+}
+VERIFY_JSON = {"artifacts": [VERIFY_ARTIFACT], "*": Any}
+BENCH_RESULT = {"artifact": str, "p50_ms": NUMBER, "?p90_ms": NUMBER, "?threads": int, "*": Any}
+BENCH_JSON = {"results": [BENCH_RESULT], "*": Any}
+CONSTRAINTS = {"?max_accuracy_drop": (NUMBER, None), "?max_latency_ms": (NUMBER, None), "?max_size_kb": (NUMBER, None),
+               "?max_ram_kb": (NUMBER, None), "?max_flash_kb": (NUMBER, None), "*": Any}
+CONFIG_JSON = {"?constraints": CONSTRAINTS, "*": Any}
+MANIFEST_JSON = {"?stages": dict, "?artifacts": {"*": SHA256}, "?versions": dict, "*": Any}

@@ -1,0 +1,184 @@
+"""Keras → ONNX through tf2onnx (``from_function``; ``from_keras`` is broken on Keras 3),
+ONNX Runtime static QDQ quantization, and tf2onnx's conversion of an int8 TFLite model."""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.errors import first_line
+from pipeline.core.errors import ConversionError
+
+from pipeline.config.sections import ConvertSection
+
+DEFAULT_OPSET = ConvertSection.opset
+MAX_OPSET = 18
+
+
+def check_opset(opset: int) -> None:
+    if not 9 <= opset <= MAX_OPSET:
+        raise ConversionError(f"--opset must lie in 9..{MAX_OPSET} (tf2onnx 1.17), got {opset}")
+
+
+def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True):
+    """A float32 ONNX ModelProto with one input named ``input``."""
+    import tensorflow as tf
+    import tf2onnx
+
+    check_opset(opset)
+    shape = [None if dynamic_batch else 1, *model.input_shape[1:]]
+    signature = [tf.TensorSpec(shape, tf.float32, name="input")]
+    function = tf.function(lambda x: model(x, training=False))
+    from edge_runtime.quiet import quiet_native
+
+    try:
+        with quiet_native():
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"tf2onnx could not convert the model: {first_line(exc)}") from None
+    return proto
+
+
+def tflite_to_onnx(tflite_path: Path, *, opset: int = DEFAULT_OPSET):
+    """tf2onnx's conversion of a (quantized) TFLite model: matches LiteRT bit for bit."""
+    import tf2onnx
+
+    check_opset(opset)
+    from edge_runtime.quiet import quiet_native
+
+    try:
+        with quiet_native():
+            proto, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=opset)
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"tf2onnx could not convert {tflite_path.name}: {first_line(exc)}") from None
+    return proto
+
+
+def quantize_qdq(float_proto, calibration: np.ndarray):
+    """ONNX Runtime static quantization: QDQ format, per-channel int8 weights, int8 activations."""
+    return quantize_prepared(prepare_for_quantization(float_proto), calibration)
+
+
+def prepare_for_quantization(float_proto):
+    """ONNX Runtime's pre-processing (shape inference, graph optimisation): the graph whose
+    node names ``quantize_prepared``'s ``exclude`` refers to."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path, prepared = Path(tmp) / "f.onnx", Path(tmp) / "p.onnx"
+        onnx.save(float_proto, float_path)
+        quant_pre_process(str(float_path), str(prepared))
+        return onnx.load(prepared)
+
+
+# Nodes whose precision recovery can raise: those with weights or requantized arithmetic (the
+# data-movement ops ONNX Runtime also wraps in QDQ follow their neighbours), as recover.RAISABLE.
+RAISABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "AveragePool", "GlobalAveragePool",
+            "MaxPool", "GlobalMaxPool", "Softmax", "Concat")
+
+
+def quantizable_nodes(prepared) -> list[tuple[str, str]]:
+    """(op type, node name) of every raisable node ONNX Runtime's QDQ quantizer quantizes, in
+    graph order."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    quantized = {*QDQRegistry, *QLinearOpsRegistry}  # what quantize_static quantizes by default
+    return [(node.op_type, node.name) for node in prepared.graph.node
+            if node.op_type in RAISABLE and node.op_type in quantized and node.name]
+
+
+def quantize_prepared(prepared, calibration: np.ndarray, *, exclude: list[str] = (),
+                      input_range: tuple[float, float] | None = None):
+    """QDQ int8 of a prepared graph, calibrated on ``calibration``; the nodes named in
+    ``exclude`` stay float, and the model's input is quantized over ``input_range`` when given
+    (so no valid input saturates)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    if calibration is None or len(calibration) == 0:
+        raise ConversionError("int8 ONNX needs calibration samples: pass --calibration-samples N")
+    input_name = prepared.graph.input[0].name
+
+    class Samples(CalibrationDataReader):
+        def __init__(self):
+            self._feeds = iter({input_name: sample[None].astype(np.float32)} for sample in calibration)
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    extra = {}
+    if input_range is not None:
+        extra["TensorQuantOverrides"] = {input_name: [{"rmin": np.float32(input_range[0]),
+                                                       "rmax": np.float32(input_range[1])}]}
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared_path, quantized = Path(tmp) / "p.onnx", Path(tmp) / "q.onnx"
+        onnx.save(prepared, prepared_path)
+        quantize_static(str(prepared_path), str(quantized), Samples(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(exclude), extra_options=extra)
+        return onnx.load(quantized)
+
+
+_GENERATED = re.compile(r"^(.*?)__\d+(:\d+)?$")
+_COUNTER = re.compile(r"__\d+")
+
+
+def canonical_names(proto) -> None:
+    """Rename tf2onnx's counter-suffixed names (``scale__47``, ``Relu__24:0``) in order of first use.
+
+    tf2onnx numbers the constants it creates in an order that depends on Python's string
+    hashing, so two conversions of one model differ byte-wise; after this they do not.
+    """
+    graph = proto.graph
+    tensor_map: dict[str, str] = {}
+    node_map: dict[str, str] = {}
+    # tf2onnx merges equal constants and keeps whichever name a hash order puts first
+    # ("const_axes" in one process, "const_starts" in the next): constants get no stem.
+    constants = {initializer.name for initializer in graph.initializer}
+
+    def rename(name: str, table: dict[str, str]) -> str:
+        match = _GENERATED.match(name)
+        if not match:
+            return name
+        if name not in table:
+            # counters can nest ("X__202_DequantizeLinear__203"): drop every one of them
+            stem = "const" if name in constants else _COUNTER.sub("", match.group(1))
+            table[name] = f"{stem}__c{len(table)}{match.group(2) or ''}"
+        return table[name]
+
+    for node in graph.node:
+        node.name = rename(node.name, node_map)
+        for i, name in enumerate(node.input):
+            node.input[i] = rename(name, tensor_map)
+        for i, name in enumerate(node.output):
+            node.output[i] = rename(name, tensor_map)
+    for initializer in graph.initializer:
+        initializer.name = rename(initializer.name, tensor_map)
+    dim_map: dict[str, str] = {}
+    for info in (*graph.value_info, *graph.input, *graph.output):
+        info.name = rename(info.name, tensor_map)
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):  # symbolic sizes such as the batch: "unk__606"
+                dim.dim_param = rename(dim.dim_param, dim_map)
+    ordered = sorted(graph.initializer, key=lambda t: t.name)
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+
+
+def with_metadata(proto, metadata: dict[str, Any]) -> bytes:
+    """Serialize with the pipeline's metadata in ONNX ``metadata_props`` (JSON values)."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = f"pipeline.{key}"
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    canonical_names(proto)
+    proto.producer_name = "keras-edge-pipeline"
+    proto.doc_string = ""
+    proto.graph.doc_string = ""  # tf2onnx's differs from process to process
+    return proto.SerializeToString()

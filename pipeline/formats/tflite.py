@@ -1,0 +1,131 @@
+"""Keras → TFLite, builtin ops only, for every quantization mode in ``pipeline.formats.kinds``."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from pipeline.core.errors import ConversionError
+from pipeline.formats.kinds import QUANT_MODES, quant_mode
+
+
+def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = None,
+              float_io: bool = False, dynamic_batch: bool = False,
+              compat: str | None = None) -> bytes:
+    """Convert a float32 Keras model to a TFLite flatbuffer.
+
+    ``calibration`` (model-ready float samples) is required for int8 and int16x8.
+    Batch-1 input by default: fewer ops on device. ``compat="tflite-runtime"`` emits op
+    versions that tflite-runtime 2.14 can load.
+    """
+    converter = make_converter(model, mode, calibration=calibration, float_io=float_io,
+                               dynamic_batch=dynamic_batch, compat=compat)
+    from edge_runtime.quiet import quiet_native
+
+    try:
+        with quiet_native():  # "fully_quantize: 0, ...", statistics warnings
+            content = converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+        raise _conversion_error(exc, mode) from None
+    from pipeline.formats.tflite_meta import with_signature
+
+    return with_signature(content)  # what LiteRT's signature runners and phone tooling address
+
+
+# The signature of float models made for per-layer quantization (ai-edge-quantizer calibrates
+# through a SignatureDef; the artifacts themselves are converted without one).
+SIGNATURE, SIGNATURE_INPUT = "serving_default", "input"
+
+
+def float_tflite_with_signature(model) -> bytes:
+    """Float32 TFLite with a ``serving_default`` signature, batch 1, weights as constants."""
+    import keras
+    import tensorflow as tf
+
+    from edge_runtime.quiet import quiet_native
+
+    inputs = keras.Input(shape=model.input_shape[1:], batch_size=1, name=SIGNATURE_INPUT)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, model(inputs)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    import contextlib
+    import io
+
+    try:  # from_keras_model exports a SavedModel first and prints where (stdout)
+        with quiet_native(), contextlib.redirect_stdout(io.StringIO()):
+            return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+        raise _conversion_error(exc, "float32") from None
+
+
+def make_converter(model, mode: str, *, calibration=None, float_io: bool = False,
+                   dynamic_batch: bool = False, compat: str | None = None):
+    """The configured ``TFLiteConverter`` (also what the quantization debugger re-runs)."""
+    import tensorflow as tf
+
+    spec = quant_mode(mode)
+    if spec.needs_calibration and (calibration is None or len(calibration) == 0):
+        raise ConversionError(f"{mode} quantization needs calibration samples: pass "
+                              f"--calibration-samples N (N > 0) with a data set")
+    input_shape = [None if dynamic_batch else 1, *model.input_shape[1:]]
+    signature = tf.TensorSpec(input_shape, tf.float32, name="input")
+    function = tf.function(lambda x: model(x, training=False), input_signature=[signature])
+    # No trackable object: the converter then freezes the variables into constants.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    _configure(converter, spec.name, calibration, float_io, compat)
+    return converter
+
+
+def _configure(converter, mode: str, calibration, float_io: bool, compat: str | None) -> None:
+    import tensorflow as tf
+
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    converter.target_spec.supported_ops = [builtins]
+    if mode == "float32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return
+    if mode == "dynamic":
+        if compat == "tflite-runtime":
+            from pipeline.compat.tensorflow import per_tensor_dense_weights
+
+            per_tensor_dense_weights(converter)
+        return
+    samples = np.asarray(calibration, dtype=np.float32)
+    converter.representative_dataset = lambda: ([sample[None]] for sample in samples)
+    if mode == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io_type = tf.int8
+    else:  # int16x8
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        io_type = tf.int16
+    if not float_io:
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+
+
+_OP_PATTERNS = (re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),
+                re.compile(r"Flex ops: ([\w, ]+)"),
+                re.compile(r"tf\.(\w+)\s*\{"))
+
+
+def _conversion_error(exc: Exception, mode: str) -> ConversionError:
+    text = str(exc)
+    ops: list[str] = []
+    for pattern in _OP_PATTERNS:
+        for match in pattern.findall(text):
+            for name in match.split(","):
+                name = name.strip().removeprefix("Flex")
+                if name and name not in ops:
+                    ops.append(name)
+    if ops:
+        return ConversionError(
+            f"the model needs ops outside TFLite's builtins ({', '.join(ops)}): devices without "
+            f"Flex delegates cannot run it; replace those layers")
+    first = next((line for line in text.splitlines() if "error" in line.lower()), text[:200])
+    return ConversionError(f"{mode} conversion failed: {first.strip()[:300]}")
+
+
+__all__ = ["to_tflite", "QUANT_MODES"]

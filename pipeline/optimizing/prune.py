@@ -1,0 +1,268 @@
+"""``pipeline prune``: Keras-3-native magnitude pruning, unstructured or structured.
+
+Unstructured: kernels are masked to ``sparsity`` along a polynomial-decay schedule during
+fine-tuning, masks re-applied after every batch; the result is a plain Keras model with
+zeros in its kernels (small once compressed). Structured: whole Conv filters and Dense
+units with the lowest L1 norm are removed and a genuinely smaller model is rebuilt
+(``pipeline.optimizing.structured``), then fine-tuned. That is the kind that lowers latency.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core import rundir
+from pipeline.config.sections import PruneSection
+from pipeline.data.context import RunContext
+from pipeline.core.errors import UsageError
+from pipeline.formats.kinds import PRUNED_MODEL
+from pipeline.core.fsutil import write_json
+
+log = logging.getLogger("pipeline")
+PRUNABLE_WEIGHTS = ("kernel", "depthwise_kernel", "recurrent_kernel")
+
+
+@dataclass
+class PruneOptions:
+    """Defaults are the config file's ``prune`` section (its sweep's largest sparsity)."""
+
+    sparsity: float = max(PruneSection().sparsity)
+    structured: bool = PruneSection.structured
+    fine_tune_epochs: int = PruneSection.fine_tune_epochs
+    learning_rate: float = PruneSection.learning_rate
+    batch_size: int = 32
+    skip_layers: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        from pipeline.core.limits import check
+
+        if not 0.0 < self.sparsity < 1.0:  # NaN fails this too
+            raise UsageError(f"--sparsity must lie strictly between 0 and 1, got {self.sparsity}")
+        check("fine_tune_epochs", self.fine_tune_epochs)
+        check("learning_rate", self.learning_rate)
+
+
+def polynomial_sparsity(step: int, end_step: int, final: float, initial: float = 0.0,
+                        power: int = 3) -> float:
+    """Sparsity at ``step``: from ``initial`` to ``final`` by ``end_step``, fast at first."""
+    progress = min(max(step, 0), end_step) / max(end_step, 1)
+    return final + (initial - final) * (1.0 - progress) ** power
+
+
+def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
+    """A 0/1 mask zeroing exactly ``floor(sparsity * size)`` of the smallest-magnitude weights."""
+    count = int(sparsity * weights.size)
+    mask = np.ones(weights.size, dtype=weights.dtype)
+    if count:
+        mask[np.argsort(np.abs(weights), axis=None, kind="stable")[:count]] = 0
+    return mask.reshape(weights.shape)
+
+
+def prune(run: str | Path | None, options: PruneOptions) -> dict:
+    return RunContext.run_stage(run, options, _prune_locked)
+
+
+def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
+    from pipeline.core.backend import import_keras
+    from pipeline.core.batchnorm import recalibrate_batchnorm
+    from pipeline.core.modelio import save_model
+
+    keras = import_keras()
+    keras.utils.set_random_seed(context.seed)
+    model = context.load_model()
+    splits = _splits(keras, context)
+    unknown = sorted(set(options.skip_layers) - {layer.name for layer in model.layers})
+    if unknown:
+        from pipeline.core.errors import unknown_name
+
+        raise unknown_name("layer", unknown[0], [layer.name for layer in model.layers])
+    before = _summary(model, splits, context.task)
+    started = time.perf_counter()
+    prune_fn = _prune_structured if options.structured else _prune_unstructured
+    pruned = prune_fn(keras, model, context, options, splits)
+    recalibrate_batchnorm(pruned, splits.recalibration, seed=context.seed)
+    seconds = time.perf_counter() - started
+    after = _summary(pruned, splits, context.task)
+    pruned_path = save_model(pruned, context.run_dir / PRUNED_MODEL)
+    report = {
+        "method": "structured-l1" if options.structured else "unstructured-magnitude",
+        "schedule": None if options.structured else "polynomial-decay (power 3, 0 → target by 70% of steps)",
+        "target_sparsity": options.sparsity,
+        "fine_tune_epochs": options.fine_tune_epochs,
+        "skip_layers": options.skip_layers,
+        "seconds": round(seconds, 2),
+        **({"streamed": True} if isinstance(splits, _StreamedSplits) else {}),
+        "before": before,
+        "after": after,
+        "accuracy_drop": (None if before["accuracy"] is None
+                          else round(before["accuracy"] - after["accuracy"], 6)),
+        "gzip_ratio": round(before["float32_tflite_gzip_bytes"] / after["float32_tflite_gzip_bytes"], 3),
+    }
+    report_path = write_json(context.run_dir / "prune.json", report)
+    rundir.update_manifest(context.run_dir, "prune", artifacts=[pruned_path, report_path])
+    return report
+
+
+def _prune_structured(keras, model, context: RunContext, options: PruneOptions, splits):
+    """A smaller model without the least important filters/units, fine-tuned."""
+    from pipeline.core.batchnorm import recalibrate_batchnorm
+    from pipeline.optimizing.structured import shrink
+
+    pruned = shrink(model, options.sparsity, skip=options.skip_layers)
+    # Removing filters changes what every later BatchNorm sees: re-estimate before
+    # fine-tuning (and after it), or the shrunk model starts from chance.
+    recalibrate_batchnorm(pruned, splits.recalibration, seed=context.seed)
+    _fine_tune(keras, pruned, context, options, splits, callbacks=[])
+    return pruned
+
+
+def _prune_unstructured(keras, model, context: RunContext, options: PruneOptions, splits):
+    """The same model with the smallest weights zeroed, ramped up while fine-tuning."""
+    targets = _prunable(model, options.skip_layers)
+    if not targets:
+        raise UsageError("no prunable kernels left (every layer is skipped)")
+    steps = -(-splits.num_train // options.batch_size) * max(options.fine_tune_epochs, 1)
+    callback = _masking_callback(keras, targets, options.sparsity, end_step=int(steps * 0.7))
+    _fine_tune(keras, model, context, options, splits, callbacks=[callback])
+    callback.apply(final=True)
+    return model
+
+
+def _fine_tune(keras, model, context: RunContext, options: PruneOptions, splits, callbacks) -> None:
+    _compile(keras, model, context.task, options, splits.num_train)
+    if options.fine_tune_epochs:
+        splits.fit(model, options.batch_size, options.fine_tune_epochs, callbacks)
+
+
+def _splits(keras, context: RunContext):
+    """The run's splits as pruning reads them: in memory, or streamed from the raw split where
+    the run's training streamed (``train.stream``), so memory does not grow with the data."""
+    from pipeline.data.streaming import STREAM_MODES, streams_split
+
+    mode = (context.train_info.get("config") or {}).get("stream")
+    if streams_split(mode if mode in STREAM_MODES else "auto", context.dataset):
+        return _StreamedSplits(keras, context.dataset, context.task, context.seed)
+    return _InMemorySplits(context.dataset, context.task)
+
+
+class _InMemorySplits:
+    """Every split preprocessed whole, as float32 (a small data set)."""
+
+    def __init__(self, dataset, task: str):
+        from pipeline.training.train import split_for_task
+
+        self.train, self.val, self.test = (split_for_task(dataset, split, task) for split in ("train", "val", "test"))
+        self.num_train, self.recalibration = len(self.train[0]), self.train[0]
+
+    def fit(self, model, batch_size: int, epochs: int, callbacks) -> None:
+        model.fit(*self.train, batch_size=batch_size, epochs=epochs,
+                  validation_data=self.val if len(self.val[0]) else None, verbose=0, callbacks=callbacks)
+
+    def test_metric(self, model, task: str) -> tuple[float | None, float | None]:
+        """(accuracy, reconstruction MSE) on the test split, the one that applies."""
+        predictions = model.predict(self.test[0], batch_size=256, verbose=0)
+        if task == "classifier":
+            return float(np.mean(predictions.argmax(-1) == self.test[1])), None
+        return None, float(np.mean((predictions - self.test[1]) ** 2))
+
+
+class _StreamedSplits:
+    """The splits read batch by batch from the raw (memory-mapped) split, preprocessed per
+    batch, as streamed training reads them; BatchNorm re-estimation takes its seeded samples."""
+
+    def __init__(self, keras, dataset, task: str, seed: int):
+        from pipeline.core.batchnorm import MAX_SAMPLES
+        from pipeline.data.streaming import Samples
+
+        self.keras, self.dataset, self.task, self.seed = keras, dataset, task, seed
+        self.num_train = dataset.size("train")
+        self.recalibration = Samples(dataset, "train", dataset.sample_indices("train", MAX_SAMPLES, seed))
+
+    def fit(self, model, batch_size: int, epochs: int, callbacks) -> None:
+        from pipeline.data.streaming import streamed_input
+
+        train = streamed_input(self.keras, self.dataset, "train", None, batch_size, task=self.task,
+                               shuffle_seed=self.seed)
+        val = (streamed_input(self.keras, self.dataset, "val", None, 256, task=self.task)
+               if self.dataset.size("val") else None)
+        model.fit(train, epochs=epochs, validation_data=val, verbose=0, callbacks=callbacks,
+                  shuffle=False)  # the input shuffles itself, seeded
+
+    def test_metric(self, model, task: str) -> tuple[float | None, float | None]:
+        from pipeline.data.dataset import release
+        from pipeline.data.streaming import predict_split
+
+        predictions = predict_split(model, self.dataset, "test")
+        if task == "classifier":
+            return float(np.mean(predictions.argmax(-1) == np.asarray(self.dataset.y_test))), None
+        squared = sum(float(np.sum((predictions[start:start + len(x)].astype(np.float64) - x) ** 2))
+                      for start, (x, _) in zip(range(0, len(predictions), 1024), self.dataset.chunks("test", 1024)))
+        release(self.dataset.x_test)
+        return None, squared / predictions.size
+
+
+def _compile(keras, model, task: str, options: PruneOptions, num_train: int) -> None:
+    from pipeline.core.recipes import compile_for_task
+
+    steps = -(-num_train // options.batch_size) * max(options.fine_tune_epochs, 1)
+    rate = keras.optimizers.schedules.CosineDecay(options.learning_rate, steps)
+    compile_for_task(model, task, keras.optimizers.RMSprop(rate, name="rmsprop"))  # named: see make_optimizer
+
+
+def _prunable(model, skip: list[str]):
+    return [variable for layer in model.layers if layer.name not in skip
+            for variable in layer.trainable_weights if variable.name in PRUNABLE_WEIGHTS]
+
+
+def _masking_callback(keras, variables, final_sparsity: float, end_step: int):
+    frequency = max(1, end_step // 20)
+
+    class Masking(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.step = 0
+            self.masks = [np.ones(v.shape, dtype="float32") for v in variables]
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            self.apply(update=self.step % frequency == 0 or self.step == end_step)
+
+        def apply(self, update: bool = False, final: bool = False) -> None:
+            if update or final:
+                sparsity = final_sparsity if final else polynomial_sparsity(
+                    self.step, end_step, final_sparsity)
+                self.masks = [magnitude_mask(np.asarray(v.numpy()), sparsity) for v in variables]
+            for variable, mask in zip(variables, self.masks):
+                variable.assign(variable * mask)
+
+    return Masking()
+
+
+def _summary(model, splits, task: str) -> dict:
+    from pipeline.formats.tflite import to_tflite
+
+    flatbuffer = to_tflite(model, "float32")
+    layers = {}
+    zeros = total = 0
+    for layer in model.layers:
+        for variable in layer.trainable_weights:
+            if variable.name in PRUNABLE_WEIGHTS:
+                values = np.asarray(variable.numpy())
+                layer_zeros = int(np.count_nonzero(values == 0))
+                layers[f"{layer.name}/{variable.name}"] = round(layer_zeros / values.size, 4)
+                zeros, total = zeros + layer_zeros, total + values.size
+    all_params = sum(int(np.prod(w.shape)) for w in model.weights)
+    nonzero = sum(int(np.count_nonzero(np.asarray(w.numpy()))) for w in model.weights)
+    accuracy, loss = splits.test_metric(model, task)
+    return {
+        "accuracy": accuracy, "reconstruction_mse": loss,
+        "params": all_params, "nonzero_params": nonzero,
+        "sparsity": round(zeros / total, 4) if total else 0.0, "layer_sparsity": layers,
+        "float32_tflite_bytes": len(flatbuffer),
+        "float32_tflite_gzip_bytes": len(gzip.compress(flatbuffer, compresslevel=9, mtime=0)),
+    }

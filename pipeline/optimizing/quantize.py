@@ -1,0 +1,221 @@
+"""``pipeline quantize``: post-training quantization to TFLite (int8, float16, dynamic, int16x8)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.core import rundir
+from pipeline.formats.sidecar import write_artifact
+from pipeline.config.sections import QuantizeSection
+from pipeline.data.context import RunContext
+from pipeline.core.errors import UsageError
+from pipeline.formats.kinds import MIXED_INT8, quant_mode
+from pipeline.core.fsutil import read_json, remove_file, write_json
+
+COMPAT = ("tflite-runtime",)
+
+
+@dataclass
+class QuantizeOptions:
+    """Defaults are the config file's ``quantize`` section."""
+
+    modes: list[str] = field(default_factory=lambda: QuantizeSection().modes)
+    pruned: bool = False
+    calibration_samples: int = QuantizeSection.calibration_samples
+    float_io: bool = QuantizeSection.float_io
+    dynamic_batch: bool = False
+    compat: str | None = None
+    calibration_data: str | None = None  # .npy/.npz (key "x") of raw samples, instead of train
+    # When int8 fails its gates on the validation split, raise the fewest layers' precision:
+    # None tries (and only warns when no mix passes), True insists, False never tries.
+    recover: bool | None = QuantizeSection.recover
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)  # overrides, as verify's
+
+    def validate(self) -> None:
+        if not self.modes:
+            raise UsageError("choose at least one mode: --int8, --float16, --dynamic or --int16x8")
+        for mode in self.modes:
+            quant_mode(mode)
+        if self.compat is not None and self.compat not in COMPAT:
+            from pipeline.core.errors import unknown_name
+
+            raise unknown_name("--compat target", self.compat, COMPAT)
+        from pipeline.core.limits import check
+
+        check("calibration_samples", self.calibration_samples)
+
+
+def quantize(run: str | Path | None, options: QuantizeOptions) -> dict:
+    """Write one TFLite artifact (+ sidecar) per mode and ``quantize.json``; return its content."""
+    return RunContext.run_stage(run, options, _quantize_locked)
+
+
+def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
+    from pipeline.formats.tflite import to_tflite
+
+    source = context.model_path(options.pruned)
+    model = context.load_model(options.pruned)
+    needs_calibration = any(quant_mode(m).needs_calibration for m in options.modes)
+    calibration_source, indices, samples = calibration_set(
+        context, options.calibration_samples if needs_calibration else 0, options.calibration_data)
+    report_path = context.run_dir / "quantize.json"
+    report = read_json(report_path) if report_path.exists() else {"artifacts": {}}
+    written = []
+    for mode in options.modes:
+        spec = quant_mode(mode)
+        started = time.perf_counter()
+        flatbuffer = to_tflite(model, mode, calibration=samples if spec.needs_calibration else None,
+                               float_io=options.float_io, dynamic_batch=options.dynamic_batch,
+                               compat=options.compat)
+        path = context.run_dir / quant_mode(mode).file(options.pruned)
+        sidecar = write_artifact(
+            path, flatbuffer, fmt="tflite", mode=mode, context=context, source=source,
+            calibration_indices=indices if spec.needs_calibration else None,
+            calibration_source=calibration_source,
+            options={"float_io": options.float_io, "dynamic_batch": options.dynamic_batch,
+                     "compat": options.compat, "pruned": options.pruned})
+        report["artifacts"][path.name] = {
+            "mode": mode, "format": "tflite", "size_bytes": sidecar["size_bytes"],
+            "sha256": sidecar["sha256"], "convert_seconds": round(time.perf_counter() - started, 3),
+            "calibration_samples": len(indices) if spec.needs_calibration else 0,
+            "pruned": options.pruned,
+        }
+        written.append(path)
+    if "int8" in options.modes and options.recover is not False:
+        recovery = report["recovery"] = _recover(context, options, model, source, samples, indices,
+                                                 calibration_source, written)
+        mixed = MIXED_INT8.file(options.pruned)
+        report["artifacts"].pop(mixed, None)
+        if recovery.get("artifact"):
+            report["artifacts"][mixed] = {"mode": "int8_mixed", "format": "tflite", "pruned": options.pruned,
+                                          "size_bytes": recovery["size_bytes"], "sha256": recovery["sha256"]}
+    write_json(report_path, report)
+    rundir.update_manifest(context.run_dir, "quantize", artifacts=[*written, report_path])
+    return report
+
+
+def _recover(context: RunContext, options: QuantizeOptions, model, source: Path, samples,
+             indices, calibration_source, written: list[Path]) -> dict:
+    """Keep a passing int8 model as it is; otherwise write ``model_int8_mixed.tflite``."""
+    from pipeline.optimizing.mixed_precision import recover_int8
+
+    mixed = context.run_dir / MIXED_INT8.file(options.pruned)
+    full = (context.run_dir / quant_mode("int8").file(options.pruned)).read_bytes()
+
+    def write(content: bytes, recovery: dict) -> dict:
+        return write_artifact(mixed, content, fmt="tflite", mode=MIXED_INT8.name, context=context,
+                              source=source, calibration_indices=indices, calibration_source=calibration_source,
+                              options={"pruned": options.pruned, "recovery": recovery})
+
+    return recovery_stage(context, options.recover, options.gates, mixed, written, write,
+                          lambda x_val, y_val, rules, valid: recover_int8(model, full, samples, x_val, y_val,
+                                                                          context.task, rules, valid))
+
+
+def recovery_stage(context: RunContext, recover: bool | None, gates: dict, mixed: Path, written: list[Path],
+                   write, attempt) -> dict:
+    """The part of int8 recovery every format shares: the validation split and the gates,
+    ``attempt(x_val, y_val, rules, input_range)`` (a ``recover.Recovery``), the warning when the
+    validation split is too small to tell, ``write(model, record)`` of a passing mix (its
+    sidecar), and no stale mix left behind. ``recover`` None warns when no mix passes, True
+    fails (exit 6)."""
+    import logging
+
+    from edge_runtime.artifact import sidecar_path
+    from pipeline.core.errors import ParityError
+    from pipeline.optimizing.mixed_precision import MAX_FRACTION, input_range, samples_to_tell
+    from pipeline.checking.gates import VerifyOptions
+
+    log = logging.getLogger("pipeline")
+    x_val, y_val = context.dataset.split("val")
+    if len(x_val) == 0 and recover is None:
+        return {"status": "skipped: no validation split"}
+    rules = VerifyOptions(gates=gates).resolved_gates()["quantized"]
+    valid_inputs = input_range(context.preprocessing, (x for x, _ in context.dataset.chunks("train")))
+    result = attempt(x_val, y_val, rules, valid_inputs)
+    summary = {"needed": result.needed, "validation_samples": int(len(x_val)),
+               "full_int8": result.baseline.as_dict(), "tries": result.tries,
+               "raisable_layers": result.raisable_layers, "input_range": list(valid_inputs),
+               "acceptance": "passes every gate by one standard error of the validation estimate"}
+    needed = samples_to_tell(rules)
+    if result.needed and context.task == "classifier" and needed and len(x_val) < needed:
+        summary["validation_too_small"] = needed
+        log.warning("warning: int8 recovery scores mixes on %d validation samples, too few to tell a "
+                    "%.0f%% agreement gate apart at 95%% even for a perfect mix (that takes %d); a mix "
+                    "must pass by one standard error", len(x_val), rules["top1_agreement"][1] * 100, needed)
+    if not result.needed or result.model is None:
+        for stale in (mixed, sidecar_path(mixed)):  # never leave a mix that no longer applies
+            remove_file(stale)
+    if not result.needed:
+        return {**summary, "status": "full int8 passes: left alone"}
+    if result.model is None:
+        best = result.best
+        what = "int8 ONNX recovery" if mixed.suffix == ".onnx" else "int8 recovery"
+        message = (f"{what}: no mix raising at most "
+                   f"{max(1, int(result.raisable_layers * MAX_FRACTION))} of {result.raisable_layers} layers passes "
+                   f"the gates by one standard error on the {len(x_val)} validation samples (best top-1 agreement "
+                   f"{best.agreement:.2%}, accuracy drop {best.metric_drop * 100:.2f} pt)"
+                   if best.agreement is not None else f"{what}: no mix passes on the validation split")
+        if recover:
+            raise ParityError(message)
+        log.warning("warning: %s", message)
+        return {**summary, "status": "no mix passes", "best": best.as_dict()}
+    recovery = {**summary, "status": "recovered", "raised": result.raised, "validation": result.best.as_dict()}
+    sidecar = write(result.model, recovery)
+    written.append(mixed)
+    return {**recovery, "artifact": mixed.name, "size_bytes": sidecar["size_bytes"],
+            "sha256": sidecar["sha256"]}
+
+
+def calibration_set(context: RunContext, count: int, path: str | None = None):
+    """``(source, indices, model-ready samples)``: ``count`` samples drawn with the run's seed
+    from the user's file of raw samples, or from the training split. The int8 TFLite and the
+    int8 ONNX both calibrate on this, and their sidecars record ``source`` and ``indices``."""
+    if path:
+        return calibration_from_file(context, path, count)
+    indices, samples = context.calibration(count)
+    return {"split": "train", "seed": context.seed}, indices, samples
+
+
+def calibration_from_file(context: RunContext, path: str, count: int):
+    """Calibration samples from the user's file: raw samples (like the data set's, e.g. uint8
+    pixels), checked against the preprocessing spec, seeded sample, then preprocessed."""
+    import zipfile
+
+    import numpy as np
+
+    from edge_runtime.errors import InputError
+    from edge_runtime.preprocessing import apply_preprocessing, check_raw_input
+    from pipeline.core.errors import DataError
+    from pipeline.core.fsutil import sha256_file
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"calibration file {file} does not exist")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        raw = loaded if isinstance(loaded, np.ndarray) else loaded["x"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read calibration samples from {file} (an .npy, or an .npz with "
+                        f"'x'): {exc}") from None
+    if not isinstance(raw, np.ndarray) or raw.ndim < 1:
+        raise DataError(f"calibration file {file} holds no array of samples")
+    expected = tuple(context.preprocessing["input_shape"])
+    if raw.shape[1:] != expected:
+        raise DataError(f"calibration samples in {file} have shape {raw.shape[1:]}, the model "
+                        f"expects {expected}")
+    if not len(raw) or raw.dtype.kind not in "fiub":
+        raise DataError(f"calibration file {file} holds no numeric samples")
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
+        raise DataError(f"calibration samples in {file} hold NaN or inf values")
+    try:
+        check_raw_input(raw, context.preprocessing, preprocessed_hint="but a calibration file holds raw samples "
+                        f"like the data set's ({context.preprocessing.get('raw_dtype')}), before any scaling")
+    except InputError as exc:
+        raise DataError(f"calibration samples in {file}: {exc}") from None
+    count = min(count, len(raw)) if count else len(raw)
+    rng = np.random.default_rng(context.seed)
+    indices = np.sort(rng.choice(len(raw), size=count, replace=False))
+    samples = apply_preprocessing(raw[indices], context.preprocessing)
+    return {"file": str(file), "sha256": sha256_file(file), "seed": context.seed}, indices, samples
