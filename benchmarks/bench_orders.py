@@ -34,7 +34,8 @@ def main() -> int:
         benches.append({r["artifact"]: r for r in rows})
         order = sorted(rows, key=lambda r: r["p50_ms"])
         print(f"bench {index + 1}: " + " < ".join(f"{r['artifact'].removeprefix('model_')} {r['p50_ms'] * 1000:.1f}"
-                                                  f"±{r['p50_spread_ms'] * 1000:.1f}" for r in order) + "  (µs, p50 ± spread)")
+                                                  f"±{r['p50_spread_ms'] * 1000:.1f}" for r in order)
+              + "  (µs, p50 ± spread)")
     names = sorted(benches[0])
     inconsistent, separated = [], 0
     for a, b in itertools.combinations(names, 2):

@@ -27,12 +27,13 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def run_case(shared: Path, work: Path, train: int | None = None, test: int | None = None,
              bench_seconds: float = 1.5) -> dict:
-    from pipeline.device.bench import BenchOptions, bench
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
     from pipeline.core.errors import ParityError
     from pipeline.core.fsutil import read_json
-    from pipeline.training.import_model import import_model
+    from pipeline.device.bench import BenchOptions, bench
     from pipeline.optimizing.quantize import QuantizeOptions, quantize
-    from pipeline.checking.verify import VerifyOptions, verify
+    from pipeline.training.import_model import import_model
 
     train_set = np.load(shared / "cifar10" / "cifar10_train_partial.npz")
     test_set = np.load(shared / "cifar10" / "cifar10_test_partial.npz")
@@ -105,7 +106,8 @@ def lines(result: dict) -> list[str]:
         row = rows.get(name)
         if not row:
             continue
-        verdicts = ",".join(f"{g}:{v['verdict']}" for g, v in row["gates"].items() if g in ("metric_drop", "top1_agreement"))
+        verdicts = ",".join(f"{g}:{v['verdict']}" for g, v in row["gates"].items()
+                            if g in ("metric_drop", "top1_agreement"))
         out.append(f"{name:26s} {row['metric_value']:8.2%} {_interval(row.get('accuracy_ci95')):>16s} "
               f"{row['top1_agreement']:7.2%} {_interval(row.get('top1_agreement_ci95')):>16s} "
               f"{row['metric_drop'] * 100:7.2f} {_interval(row.get('metric_drop_ci95'), signed=True):>16s} "

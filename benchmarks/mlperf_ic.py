@@ -40,8 +40,8 @@ def score_ic(ic_dir: Path, workdir: Path) -> dict[str, float]:
     """Two-fold: each half of ic01 is scored by an int8 model calibrated on the other half,
     so no sample calibrates the model that scores it."""
     from edge_runtime import load
-    from pipeline.training.import_model import import_model
     from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.training.import_model import import_model
 
     images, labels = load_ic01(ic_dir)
     floats = images.astype(np.float32)  # the float model takes raw 0..255 values
@@ -66,9 +66,10 @@ def score_ic(ic_dir: Path, workdir: Path) -> dict[str, float]:
 def verify_ic(ic_dir: Path, workdir: Path) -> dict:
     """`pipeline verify` of our int8 model and the reference int8 model against the .h5 on all
     200 ic01 samples (here our int8 model is calibrated on the same 200)."""
-    from pipeline.training.import_model import import_model
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
     from pipeline.optimizing.quantize import QuantizeOptions, quantize
-    from pipeline.checking.verify import VerifyOptions, verify
+    from pipeline.training.import_model import import_model
 
     images, labels = load_ic01(ic_dir)
     floats = images.astype(np.float32)

@@ -51,9 +51,10 @@ def ic_micro(ic_dir: Path, out: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from mlperf_ic import load_ic01
 
-    from pipeline.training.import_model import import_model
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
     from pipeline.running.report import build_report
-    from pipeline.checking.verify import VerifyOptions, verify
+    from pipeline.training.import_model import import_model
 
     images, labels = load_ic01(ic_dir)
     floats = images.astype(np.float32)  # the float model takes raw 0..255 values

@@ -23,12 +23,13 @@ from mlperf_ic import ic_dir_from_arguments, load_ic01  # noqa: E402
 
 
 def fold(ic_dir: Path, train: np.ndarray, test: np.ndarray, work: Path) -> dict:
-    from pipeline.device.bench import BenchOptions, bench
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
     from pipeline.core.errors import ParityError
     from pipeline.core.fsutil import read_json
-    from pipeline.training.import_model import import_model
+    from pipeline.device.bench import BenchOptions, bench
     from pipeline.optimizing.quantize import QuantizeOptions, quantize
-    from pipeline.checking.verify import VerifyOptions, verify
+    from pipeline.training.import_model import import_model
 
     images, labels = load_ic01(ic_dir)
     x = images.astype(np.float32)  # the float model takes raw 0..255 values

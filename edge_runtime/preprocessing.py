@@ -38,7 +38,8 @@ def spec_problems(spec: Any) -> list[str]:
         return [f"preprocessing must be an object, got {type(spec).__name__}"]
     problems = []
     if spec.get("raw_dtype") is not None and spec.get("raw_dtype") not in _RAW_DTYPES:
-        problems.append(f"preprocessing.raw_dtype must be one of {', '.join(_RAW_DTYPES)}, got {spec.get('raw_dtype')!r}")
+        problems.append(f"preprocessing.raw_dtype must be one of {', '.join(_RAW_DTYPES)}, "
+                        f"got {spec.get('raw_dtype')!r}")
     scale = spec.get("scale")
     if scale is not None and not (_is_number(scale) and scale > 0):
         problems.append(f"preprocessing.scale must be a positive number, got {scale!r}")

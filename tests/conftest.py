@@ -4,11 +4,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-
-import importlib.util  # noqa: E402
 
 # As every pipeline command does before TensorFlow runs an op: deterministic kernels. Enabled
 # only after other ops ran, kernels already created keep their non-deterministic variants and

@@ -1,6 +1,7 @@
-"""The shape of the house, read from the source: no import cycle among ``pipeline`` modules
-(module-level and function-level imports alike), no stage reaching into another's private
-names, and ``edge_runtime`` at the bottom with no upward import."""
+"""The shape of the house, read from the source: the layer rule between ``pipeline``'s packages
+(docs/architecture.md), no import cycle among its modules (module-level and function-level
+imports alike), no package reaching into another's private names, and ``edge_runtime`` at the
+bottom with no upward import."""
 import ast
 from pathlib import Path
 
@@ -32,6 +33,88 @@ def import_graph(package: Path) -> dict[str, dict[str, list[int]]]:
                     edges.setdefault(target, []).append(node.lineno)
         graph[name] = edges
     return graph
+
+
+# The layer rule: what each package of ``pipeline`` may import besides itself. Foundations at
+# the bottom; formats and data above them, then the config; the stages, which never import each
+# other; only the search and the orchestrator (``running``) compose stages; the CLI on top.
+FOUNDATIONS = {"core", "compat"}
+BUILDING_BLOCKS = FOUNDATIONS | {"formats", "data", "config"}
+STAGES = {"training", "optimizing", "checking", "device"}
+LAYERS: dict[str, set[str]] = {
+    "core": {"compat"},
+    "compat": {"core"},
+    "formats": FOUNDATIONS,
+    "data": FOUNDATIONS | {"formats"},
+    "config": FOUNDATIONS | {"formats", "data"},
+    **{stage: BUILDING_BLOCKS for stage in STAGES},
+    "search": BUILDING_BLOCKS | STAGES,
+    "running": BUILDING_BLOCKS | STAGES | {"search"},
+    "cli": BUILDING_BLOCKS | STAGES | {"search", "running"},
+}
+MAX_TOP_LEVEL_MODULES = 10
+
+
+def _package(module: str) -> str | None:
+    """``pipeline.optimizing.quantize`` → ``optimizing``; a top-level module has none."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else None
+
+
+def layer_violations(graph: dict[str, dict[str, list[int]]], layers: dict[str, set[str]]) -> list[str]:
+    """Every import from one package into another that ``layers`` does not allow, as
+    ``module:line -> imported`` (a package missing from ``layers`` may import nothing)."""
+    found = []
+    for module, edges in sorted(graph.items()):
+        source = _package(module)
+        if source is None:
+            continue
+        for target, lines in sorted(edges.items()):
+            imported = _package(target)
+            if imported is not None and imported != source and imported not in layers.get(source, set()):
+                found.append(f"{module}:{lines[0]} -> {target} ({source} may not import {imported})")
+    return found
+
+
+def test_packages_import_only_the_layers_below_them():
+    graph = import_graph(PROJECT / "pipeline")
+    packages = sorted(p.name for p in (PROJECT / "pipeline").iterdir() if (p / "__init__.py").is_file())
+    assert packages == sorted(LAYERS), "a package with no place in the layer rule (LAYERS)"
+    found = layer_violations(graph, LAYERS)
+    assert not found, "layer rule broken: " + "; ".join(found)
+
+
+def test_a_planted_layer_violation_is_found_and_named(tmp_path):
+    package = tmp_path / "pipeline"
+    for folder in ("", "core", "optimizing", "checking", "running"):
+        (package / folder).mkdir(exist_ok=True)
+        (package / folder / "__init__.py").write_text("")
+    (package / "core" / "errors.py").write_text("")
+    (package / "checking" / "verify.py").write_text("from pipeline.core.errors import Error\n")
+    (package / "optimizing" / "quantize.py").write_text("from pipeline.core.errors import Error\n")
+    (package / "running" / "orchestrator.py").write_text("from pipeline.optimizing.quantize import quantize\n"
+                                                         "from pipeline.checking.verify import verify\n")
+    assert layer_violations(import_graph(package), LAYERS) == []
+    # a stage reaching into another for a helper, inside a function:
+    (package / "optimizing" / "quantize.py").write_text("from pipeline.core.errors import Error\n\n\n"
+                                                        "def gates():\n    from pipeline.checking.verify import GATES\n")
+    assert layer_violations(import_graph(package), LAYERS) == [
+        "pipeline.optimizing.quantize:5 -> pipeline.checking.verify (optimizing may not import checking)"]
+    # and a foundation reaching up:
+    (package / "core" / "errors.py").write_text("import pipeline.running.orchestrator\n")
+    assert "pipeline.core.errors:1 -> pipeline.running.orchestrator (core may not import running)" in \
+        layer_violations(import_graph(package), LAYERS)
+
+
+def test_the_top_level_holds_few_modules():
+    top = sorted(p.name for p in (PROJECT / "pipeline").iterdir() if p.suffix == ".py")
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+def test_every_package_says_what_it_owns():
+    for init in sorted((PROJECT / "pipeline").glob("*/__init__.py")):
+        docstring = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+        assert docstring and len(docstring.split()) >= 15, f"{init.relative_to(PROJECT)} has no docstring"
 
 
 def find_cycle(graph: dict[str, dict]) -> list[str] | None:
@@ -90,17 +173,16 @@ def test_a_planted_cycle_is_found_and_named(tmp_path):
     assert _describe(graph, cycle) == "house.stage (line 1) → house.schema (line 5) → house.stage"
 
 
-def test_no_module_imports_another_modules_private_names():
-    """A stage's private names are its own; the modules of one package (``pipeline.search``)
-    are one stage and share theirs."""
+def test_no_module_imports_another_packages_private_names():
+    """A package's private names are its own: the modules of one package (``pipeline.search``,
+    ``pipeline.cli``) share theirs, nothing else imports them, and no ``__init__`` re-exports
+    them."""
     found = []
     for file in sorted((PROJECT / "pipeline").rglob("*.py")):
         package = _module_name(PROJECT / "pipeline", file).rpartition(".")[0]
-        if file.name == "__init__.py":
-            package = _module_name(PROJECT / "pipeline", file)
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
-                if package != "pipeline" and node.module.startswith(package + "."):
+                if file.name != "__init__.py" and package != "pipeline" and node.module.startswith(package + "."):
                     continue
                 found += [f"{file.relative_to(PROJECT)}:{node.lineno} {node.module}.{a.name}"
                           for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]

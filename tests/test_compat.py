@@ -104,7 +104,8 @@ def test_no_private_imports_outside_the_compat_modules():
     assert offenders == []
 
 
-@pytest.mark.parametrize("module", ["pipeline.compat.keras", "pipeline.compat.tensorflow", "edge_runtime.litert_compat"])
+@pytest.mark.parametrize("module", [
+    "pipeline.compat.keras", "pipeline.compat.tensorflow", "edge_runtime.litert_compat"])
 def test_compat_modules_import_cleanly(module):
     import importlib
 
@@ -119,9 +120,17 @@ def test_kerastuner_internals_the_search_relies_on(tmp_path):
     import keras_tuner
     from keras_tuner.src import utils
     from keras_tuner.src.distribute import oracle_chief
-    from keras_tuner.src.engine import oracle as oracle_module, stateful
+    from keras_tuner.src.engine import oracle as oracle_module
+    from keras_tuner.src.engine import stateful
 
-    from pipeline.compat.keras_tuner import atomic_state_writes, prompt_chief_exit, retry_queue, seed_oracle
+    from pipeline.compat.keras_tuner import (
+        atomic_state_writes,
+        prompt_chief_exit,
+        random_values,
+        retry_queue,
+        seed_oracle,
+        values_hash,
+    )
 
     atomic_state_writes()
     assert stateful.utils is utils and oracle_module.utils is utils  # they look save_json up at call time
@@ -135,3 +144,7 @@ def test_kerastuner_internals_the_search_relies_on(tmp_path):
     oracle = keras_tuner.oracles.RandomSearchOracle(objective=keras_tuner.Objective("score", "max"), max_trials=1)
     seed_oracle(oracle, 0)
     assert oracle.seed == 0 and oracle._seed_state == 0 and retry_queue(oracle) == []
+    oracle.hyperparameters.Choice("width", [8, 16])
+    drawn = random_values(oracle)
+    assert drawn in ({"width": 8}, {"width": 16})
+    assert values_hash(oracle, drawn) == values_hash(oracle, dict(drawn)) != values_hash(oracle, {"width": 0})

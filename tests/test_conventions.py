@@ -9,9 +9,10 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from pipeline.cli import _items, app
-from pipeline.config.sections import Config
+from pipeline.cli import app
+from pipeline.cli.common import _items
 from pipeline.config.load import load_config
+from pipeline.config.sections import Config
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 COMMANDS = typer.main.get_command(app).commands

@@ -4,9 +4,9 @@ import struct
 import numpy as np
 import pytest
 
-from pipeline.data.loaders import load_dataset
-from pipeline.data.idx import read_idx
 from pipeline.core.errors import DataError, UsageError
+from pipeline.data.idx import read_idx
+from pipeline.data.loaders import load_dataset
 
 
 def test_digits_is_served_at_mnist_geometry(digits):
@@ -77,7 +77,8 @@ def test_npz_errors(tmp_path):
                     x_test=np.zeros((3, 2)), y_test=np.arange(3))
     with pytest.raises(DataError, match="label -1"):
         load_dataset(negative)
-    nan = np.zeros((10, 2)); nan[3, 1] = np.nan
+    nan = np.zeros((10, 2))
+    nan[3, 1] = np.nan
     with_nan = _npz(tmp_path / "nan.npz", x_train=nan, y_train=np.arange(10) % 2,
                     x_test=np.zeros((4, 2)), y_test=np.arange(4) % 2)
     with pytest.raises(DataError, match="1 NaN or inf values"):

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.data.loaders import load_dataset
 from pipeline.core.errors import DataError
+from pipeline.data.loaders import load_dataset
 
 runner = CliRunner()
 

@@ -171,7 +171,8 @@ def test_a_timing_sample_of_the_wrong_shape_is_one_line(artifacts, tmp_path):
                            "--sample", str(sample), "--runs", "1", "--min-seconds", "0"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].endswith("the model takes one input of shape (28, 28, 1) (no batch dimension)"), done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.endswith("the model takes one input of shape (28, 28, 1) (no batch dimension)"), done.stderr
 
 
 def test_a_fixed_batch_model_is_resized_for_batches_with_the_same_outputs(digits, tmp_path):

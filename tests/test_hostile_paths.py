@@ -166,7 +166,8 @@ def test_a_second_command_is_refused_with_the_holder(int8_copy):
     try:
         for command in (["quantize", "--int8", "--run", int8_copy], ["verify", "--run", int8_copy]):
             line = one_error_line(invoke(*command), 7)
-            assert f"run directory {int8_copy} is in use by `-c" in line and f"(pid {holder.process.pid}, since " in line
+            assert f"run directory {int8_copy} is in use by `-c" in line
+            assert f"(pid {holder.process.pid}, since " in line
     finally:
         holder.release()
     assert invoke("verify", "--run", int8_copy, "--quiet").exit_code == 0  # free again
@@ -192,8 +193,10 @@ def test_a_killed_commands_temporary_files_are_swept_by_the_next_one(int8_copy, 
     """SIGKILL leaves atomic_path's hidden temporary files; the next command that owns the
     run removes them, and only them: not a user's look-alike, not through a link, not in a
     folder with a lock of its own (a search inside the run)."""
-    left = [int8_copy / ".model_int8.tflite.0123456789ab.tmp.tflite", int8_copy / "report" / ".a.png.00000000abcd.tmp.png"]
-    kept = [int8_copy / ".notes.tmp", int8_copy / "notes.0123456789ab.tmp", int8_copy / "search" / ".x.json.0123456789ab.tmp.json"]
+    left = [int8_copy / ".model_int8.tflite.0123456789ab.tmp.tflite",
+            int8_copy / "report" / ".a.png.00000000abcd.tmp.png"]
+    kept = [int8_copy / ".notes.tmp", int8_copy / "notes.0123456789ab.tmp",
+            int8_copy / "search" / ".x.json.0123456789ab.tmp.json"]
     (int8_copy / "search").mkdir()
     (int8_copy / "search" / ".lock").write_text("")
     for path in left + kept:
@@ -260,7 +263,8 @@ def test_export_refuses_a_folder_holding_the_users_own_sources(int8_copy, tmp_pa
     ("g_model\n", "must be a C identifier"), ("9lives", "must be a C identifier"), ("a" * 64, "must be a C identifier"),
 ])
 def test_export_symbols_that_would_not_compile(int8_copy, tmp_path, symbol, reason):
-    line = one_error_line(invoke("export", "--c-array", "--run", int8_copy, "--out", tmp_path / "c", "--symbol", symbol), 2)
+    exported = invoke("export", "--c-array", "--run", int8_copy, "--out", tmp_path / "c", "--symbol", symbol)
+    line = one_error_line(exported, 2)
     assert reason in line
     assert not (tmp_path / "c").exists()
 
@@ -316,7 +320,8 @@ def test_grey_alpha_palette_and_rgba_images_load_as_their_channels(tmp_path):
     from pipeline.data.loaders import load_dataset
 
     modes = ["RGBA", "P", "LA", "RGB"]
-    folder = _folder(tmp_path / "mixed", lambda Image, i: Image.new(modes[i % 4], (16, 16), 7 if modes[i % 4] == "P" else None))
+    folder = _folder(tmp_path / "mixed",
+                     lambda Image, i: Image.new(modes[i % 4], (16, 16), 7 if modes[i % 4] == "P" else None))
     data = load_dataset(f"folder:{folder}", val_fraction=0.0)
     assert data.x_train.shape[1:] == (16, 16, 3)
 
@@ -414,7 +419,8 @@ def test_a_garbage_state_is_ignored_not_a_traceback(tmp_path, content):
 @pytest.mark.parametrize("field, value, message", [
     ("preprocessing", {"scale": "x"}, "preprocessing.scale must be a positive number"),
     ("preprocessing", {"mean": "abc", "input_shape": [28, 28, 1]}, "preprocessing.mean must be a number"),
-    ("preprocessing", {"mean": [0.1, 0.2], "input_shape": [28, 28, 1]}, "preprocessing.mean has 2 values for inputs of 1 channels"),
+    ("preprocessing", {"mean": [0.1, 0.2], "input_shape": [28, 28, 1]},
+     "preprocessing.mean has 2 values for inputs of 1 channels"),
     ("inputs", "nope", "inputs must be a list of objects"),
     ("inputs", [{"name": "x", "shape": "1x28", "dtype": "int8"}], "inputs[0].shape must be a list of integers"),
     ("class_names", [1, 2], "class_names must be a list of strings"),
@@ -468,7 +474,7 @@ def test_a_device_that_answers_garbage(answer, why):
 
 
 def test_a_damaged_baseline_record_is_retrained_not_a_traceback(tmp_path):
-    from pipeline.search import _recorded_accuracy
+    from pipeline.search.winner import _recorded_accuracy
 
     (tmp_path / "train.json").write_text('{"test_accuracy": "high"}')
     assert _recorded_accuracy(tmp_path) is None
@@ -494,14 +500,15 @@ def test_a_one_class_data_set_and_too_few_class_names(tmp_path):
 
 
 def test_repeated_space_options_merge():
-    from pipeline.cli import _space
+    from pipeline.cli.searching import parse_space
 
-    assert _space(["learning_rate=0.001", "learning_rate=0.003,0.001", "hidden=32"]) == {
+    assert parse_space(["learning_rate=0.001", "learning_rate=0.003,0.001", "hidden=32"]) == {
         "learning_rate": [0.001, 0.003], "hidden": [32]}
 
 
 def test_seed_zero_reaches_kerastuner(digits, tmp_path):
-    from pipeline.search import SearchOptions, Timer, _tuner
+    from pipeline.search import SearchOptions, Timer
+    from pipeline.search.trials import _tuner
 
     options = SearchOptions(model="mlp", seed=0)
     draws = []
@@ -588,7 +595,8 @@ def test_sixty_mutated_sidecars_are_one_line_or_a_right_answer(int8_copy, digits
         if code == 0:
             assert captured.err == "", (field, captured.err)
         else:
-            assert code in (3, 4) and captured.err.startswith("error: ") and captured.err.count("\n") == 1, (field, captured)
+            one_line = captured.err.startswith("error: ") and captured.err.count("\n") == 1
+            assert code in (3, 4) and one_line, (field, captured)
         outcomes[field] = code if code else ("same" if captured.out == expected else "different")
     # a changed answer is acceptable only where the field says how to read the model
     changed = {f for f, o in outcomes.items() if o == "different"}
@@ -600,7 +608,7 @@ def test_forty_mutated_states_and_measurements_are_ignored_or_used_whole(tmp_pat
     """pipeline_state.json and a search trial's measurement.json, mutated: each is either
     taken as a whole (well formed) or ignored (its stage or trial runs again); never a crash."""
     from pipeline.running.stage_cache import valid_stages
-    from pipeline.search import _finished_measurement
+    from pipeline.search.trials import _finished_measurement
 
     state = {"stages": {"train": {"inputs": "ab" * 32, "outputs": {"model.keras": "cd" * 32}, "finished": 1.0}}}
     values = {"hidden": "32", "learning_rate": 0.001, "optimizer": "adam", "batch_size": 32,

@@ -78,7 +78,8 @@ def test_the_metadata_says_what_the_sidecar_says_as_an_app_reads_it(mobile_run, 
         assert labels == sidecar["class_names"] == spec["class_names"]
         quantization = sidecar["inputs"][0]
         if sidecar["mode"] in ("int8", "int16x8"):  # the app quantizes with the tensor's own parameters
-            assert f"scale {quantization['scale']:.9g} and zero point {quantization['zero_point']}" in source["description"]
+            described = f"scale {quantization['scale']:.9g} and zero point {quantization['zero_point']}"
+            assert described in source["description"]
         else:
             assert "quantized" not in source["description"]
 
@@ -100,7 +101,8 @@ def test_metadata_displayer_of_tflite_support_reads_every_artifact(mobile_run):
         "    tensor = data['subgraph_metadata'][0]['input_tensor_metadata'][0]\n"
         "    out[path] = {'name': data['name'], 'files': files, 'labels': labels,\n"
         "                 'normalization': tensor['process_units'][0]['options'],\n"
-        "                 'output_files': data['subgraph_metadata'][0]['output_tensor_metadata'][0]['associated_files']}\n"
+        "                 'output_files':\n"
+        "                     data['subgraph_metadata'][0]['output_tensor_metadata'][0]['associated_files']}\n"
         "print(json.dumps(out))\n")
     paths = [str(p) for p in _tflite(mobile_run)]
     done = subprocess.run([str(SUPPORT_PYTHON), "-c", script, *paths], capture_output=True, text=True, timeout=300)
@@ -151,8 +153,9 @@ def test_the_c_array_leaves_metadata_out_unless_asked_and_tflm_runs_both(mobile_
 
 
 def test_verify_records_gpu_delegate_compatibility_and_signature_parity(mobile_run):
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
     from pipeline.running.report import gpu_summary
-    from pipeline.checking.verify import VerifyOptions, verify
 
     report = verify(mobile_run, VerifyOptions(explain=False))
     rows = {r["artifact"]: r for r in report["artifacts"]}
@@ -193,7 +196,7 @@ def test_the_gpu_report_names_the_ops_that_fall_back_to_the_cpu():
 
 
 def test_ort_artifacts_are_made_for_the_run_and_benchmarked(mobile_run):
-    from pipeline.device.bench import run_artifacts
+    from pipeline.formats.kinds import run_artifacts
 
     convert = json.loads((mobile_run / "convert.json").read_text())
     for name in ("model_float32.ort", "model_int8.ort", "model_int8_tflite.ort"):

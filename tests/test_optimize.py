@@ -214,7 +214,8 @@ def test_saved_model_and_keras2_h5_are_imported(trained_run, tmp_path):
     """Bring your own model: a SavedModel directory and a legacy .h5 go through every stage."""
     import keras
 
-    from pipeline.checking.verify import VerifyOptions, verify
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
 
     model = keras.models.load_model(trained_run.run_dir / "model.keras")
     model.export(tmp_path / "saved", format="tf_saved_model")

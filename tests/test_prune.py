@@ -63,8 +63,8 @@ def test_structured_pruning_keeps_what_matters_exactly():
 def test_structured_pruning_rebuilds_functional_graphs(name, tmp_path):
     import models
     from edge_runtime import load
-    from pipeline.optimizing.structured import shrink
     from pipeline.formats.tflite import to_tflite
+    from pipeline.optimizing.structured import shrink
 
     model = models.build_model(name, (28, 28, 1), 10)
     smaller = shrink(model, 0.5)

@@ -152,7 +152,8 @@ def test_no_passing_mix_is_one_gate_failure_line(outlier_run, tmp_path, monkeypa
     shutil.copytree(outlier_run, run_dir, symlinks=True)
     # No model agrees with Keras on more than 100% of the images: nothing can pass.
     with pytest.raises(ParityError, match=r"^int8 recovery: no mix raising at most 2 of 8 layers passes "
-                                          r"the gates by one standard error on the 144 validation samples \(best top-1 agreement [0-9.]+%"):
+                                          r"the gates by one standard error on the 144 validation samples "
+                                          r"\(best top-1 agreement [0-9.]+%"):
         quantize(run_dir, QuantizeOptions(modes=["int8"], recover=True,
                                           gates={"quantized": {"top1_agreement": 1.5}}))
     # Without --recover the same search only warns, and the run goes on to verify (the same
@@ -169,8 +170,8 @@ def test_a_candidate_quantizes_every_valid_input_not_just_the_calibration_range(
     import keras
     from ai_edge_litert.interpreter import Interpreter
 
-    from pipeline.optimizing.mixed_precision import input_range, quantize_mixed
     from pipeline.formats.tflite import float_tflite_with_signature
+    from pipeline.optimizing.mixed_precision import input_range, quantize_mixed
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     calibration = np.random.default_rng(0).uniform(0.0, 0.5, (32, 4)).astype(np.float32)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.device.remote import parse_device
+from pipeline.config.devices import parse_device
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -42,8 +42,8 @@ def test_device_strings_cannot_become_ssh_options(url, message):
 @pytest.mark.parametrize("remote_dir", ["/tmp/x;reboot", "~/$(reboot)", "relative/dir", "-rf",
                                         "/tmp/a b", "/tmp/../etc"])
 def test_remote_dir_is_a_plain_path(remote_dir):
+    from pipeline.config.devices import check_remote_dir
     from pipeline.core.errors import UsageError
-    from pipeline.device.remote import check_remote_dir
 
     with pytest.raises(UsageError, match="--remote-dir must be"):
         check_remote_dir(remote_dir)

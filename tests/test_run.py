@@ -100,7 +100,8 @@ def test_whole_pipeline_with_sweep_and_report(small_run):
         chosen = run_dir / report["recommended"]  # the recommended model, if a board can take it
         if not chosen.name.endswith(("_int8.tflite", "_int16x8.tflite")):
             chosen = run_dir / "model_int8.tflite"
-        assert facts["artifact"] == chosen.name and facts["length"] + facts["metadata_bytes_left_out"] == chosen.stat().st_size
+        assert facts["artifact"] == chosen.name
+        assert facts["length"] + facts["metadata_bytes_left_out"] == chosen.stat().st_size
         assert facts["arena_bytes"] > 0
 
 
@@ -237,9 +238,9 @@ def test_bench_defaults_agree_everywhere():
 
     from edge_runtime.bench import DEFAULT_MIN_SECONDS
     from edge_runtime.cli import _parser
-    from pipeline.device.bench import BenchOptions
-    from pipeline.cli import bench
+    from pipeline.cli.device import bench
     from pipeline.config.sections import BenchSection
+    from pipeline.device.bench import BenchOptions
 
     cli_default = inspect.signature(bench).parameters["min_seconds"].default
     edge_default = _parser().parse_args(["bench", "model.tflite"]).min_seconds

@@ -60,7 +60,8 @@ def test_a_killed_search_resumes_and_measures_every_trial_and_the_winner_is_a_ru
     assert len(architectures) == 3  # a new architecture each trial while fitting ones are left
     screened = json.loads((out / "screen.json").read_text())
     assert summary["screened"]["over_budget"] == sum(m["over"] > 0.05 for m in screened.values())
-    trained = {json.dumps({"hidden": h, "quantization": "int8", "sparsity": s}, sort_keys=True) for h, s in architectures}
+    trained = {json.dumps({"hidden": h, "quantization": "int8", "sparsity": s}, sort_keys=True)
+               for h, s in architectures}
     assert trained <= {key for key, m in screened.items() if m["over"] <= 0.05}  # only fitting ones
     best = summary["best"]
     # The MLP after 2 epochs scores 0.90-0.95 on the 144 validation images (measured); 0.8
@@ -96,7 +97,8 @@ def test_a_killed_search_resumes_and_measures_every_trial_and_the_winner_is_a_ru
     (out / "tuner" / "oracle.json").write_text('{"ongoing_trials": ')
     damaged = CliRunner().invoke(app, [*SMALL, "--trials", "4", *budget, "--out", str(out)])
     assert damaged.exit_code == 2
-    assert damaged.stderr == f"error: {out / 'tuner'} holds a damaged search state (JSONDecodeError): choose a new --out\n"
+    assert damaged.stderr == (f"error: {out / 'tuner'} holds a damaged search state (JSONDecodeError): "
+                              f"choose a new --out\n")
 
 
 MLP_TRIAL = {"hidden": "32", "learning_rate": 0.003, "optimizer": "adam", "batch_size": 64, "sparsity": 0.0,
@@ -104,7 +106,8 @@ MLP_TRIAL = {"hidden": "32", "learning_rate": 0.003, "optimizer": "adam", "batch
 
 
 def _rows(accuracies: dict[str, float], tmp_path: Path) -> list[dict]:
-    return [{"trial": trial, "hyperparameters": {**MLP_TRIAL, "hidden": str(16 * (i + 1))}, "dir": str(tmp_path / trial),
+    return [{"trial": trial, "hyperparameters": {**MLP_TRIAL, "hidden": str(16 * (i + 1))},
+             "dir": str(tmp_path / trial),
              "status": "COMPLETED", "metrics": {"val_accuracy": value, "val_log_loss": 0.1, "feasible": 1.0}}
             for i, (trial, value) in enumerate(accuracies.items())]
 
@@ -114,8 +117,8 @@ def test_near_tied_trials_are_rescored_and_the_cross_validated_best_wins(tmp_pat
     the single validation split, picks the winner; a trial clearly worse is not re-scored."""
     import numpy as np
 
-    from pipeline.search import winner as search  # where _choose looks up what it calls
     from pipeline.core.stats import wilson
+    from pipeline.search import winner as search  # where _choose looks up what it calls
 
     n_val = len(digits.split("val")[1])
     pooled = len(digits.split("train")[1]) + n_val
@@ -152,7 +155,7 @@ def test_an_architecture_fits_or_not_on_all_its_timings_not_on_one_trials(tmp_pa
     """Two trials of one architecture timed 0.0151 and 0.0158 ms against a 0.0154 ms budget
     (measured on digits): pooled with its untrained twin's timings, both get one verdict, the
     median's; a planted measurement file is not read as timings."""
-    from pipeline import search
+    from pipeline.search import timer as search  # where _pool_timings looks up what it calls
 
     options = search.SearchOptions(model="mlp", max_latency_ms=0.0154)
     rows = _rows({"00": 0.95, "01": 0.94, "02": 0.93}, tmp_path)
@@ -185,7 +188,7 @@ def test_a_relative_budget_is_the_ratio_of_the_models_own_p50_and_a_resume_keeps
     """--max-latency-ratio: the budget is measured once, from the zoo model's untrained int8
     twin timed where the trials are, and read back on resume; a damaged record is measured
     again, not trusted."""
-    from pipeline import search
+    from pipeline.search import timer as search  # where _relative_budget looks up what it calls
 
     class Timer:
         def __init__(self, p50):
@@ -274,7 +277,7 @@ def test_a_chief_and_two_workers_share_one_search(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--space", "filterz=8"], "error: unknown hyperparameter for mnist_cnn 'filterz'. Did you mean 'filters'?"),
     (["--space", "filters=8-x"], "error: --space filters: '8-x' is not layer widths joined by '-'"),
-    (["--space", "optimizer=adam,sgd"], "error: --space optimizer: 'sgd' is not one of adam, rmsprop"),
+    (["--space", "optimizer=adam,adamw"], "error: --space optimizer: 'adamw' is not one of rmsprop, adam, sgd"),
     (["--space", "learning_rate=0.001,fast"], "error: --space learning_rate: 'fast' is not a number"),
     (["--space", "dense="], "error: --space dense: give at least one value"),
     # 28x28 digits, average-pooled to 14x14, then four 3x3 conv + pool blocks: nothing is left
@@ -329,7 +332,8 @@ def test_every_searchable_model_has_a_default_space_that_builds(digits):
     """Each zoo model's default space: every architecture in it builds for digits, and the
     builder options really change the model (a space whose values were ignored would search
     one network many times)."""
-    from pipeline.search import SPACES, SearchOptions, _build, _check_builds
+    from pipeline.search.command import _check_builds
+    from pipeline.search.space import SPACES, SearchOptions, _build
 
     for model, space in SPACES.items():
         options = SearchOptions(model=model)

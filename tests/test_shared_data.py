@@ -11,8 +11,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_mnist_idx_test_split():
-    from pipeline.data.loaders import load_dataset
     from pipeline.data.idx import read_idx
+    from pipeline.data.loaders import load_dataset
 
     mnist = shared_data("mnist")
     labels = read_idx(mnist / "t10k-labels-idx1-ubyte.gz")
@@ -34,8 +34,8 @@ def _ic01(ic):
 @pytest.mark.slow
 def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
     from edge_runtime import load
-    from pipeline.training.import_model import import_model
     from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.training.import_model import import_model
 
     ic = shared_data("mlperf_tiny", "ic")
     x, y = _ic01(ic)
@@ -50,7 +50,8 @@ def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
     # .h5 at least 0.78 (6 samples of margin); ours at most 3 samples below the reference
     assert metrics["test_accuracy"] >= 0.78
     assert ours >= reference - 0.03, (ours, reference)
-    from pipeline.checking.verify import VerifyOptions, verify
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
 
     report = verify(run_dir, VerifyOptions(
         artifacts=["model_int8.tflite", str(ic / "pretrainedResnet_quant.tflite")],

@@ -4,8 +4,8 @@ the speed-up, the Pareto front and the recommendation. (Nothing here depends on 
 machine is: the rankings are checked on recorded rows, the harness on its structure.)"""
 import numpy as np
 
-from pipeline.running.report import pareto, recommend
 from pipeline.device.timing import combine_rounds, faster, index_rows, rotated, summarize
+from pipeline.running.report import pareto, recommend
 
 
 def test_rounds_rotate_so_every_artifact_takes_every_slot():
@@ -85,8 +85,10 @@ def test_bench_times_every_artifact_in_rounds(trained_run, tmp_path):
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns("*.lock"))
-    assert CliRunner().invoke(app, ["quantize", "--int8", "--dynamic", "--no-recover", "--run", str(run_dir)]).exit_code == 0
-    result = CliRunner().invoke(app, ["bench", "--run", str(run_dir), "--artifact", "model_dynamic.tflite,model_int8.tflite",
+    quantized = CliRunner().invoke(app, ["quantize", "--int8", "--dynamic", "--no-recover", "--run", str(run_dir)])
+    assert quantized.exit_code == 0
+    result = CliRunner().invoke(app, ["bench", "--run", str(run_dir),
+                                      "--artifact", "model_dynamic.tflite,model_int8.tflite",
                                       "--min-seconds", "0.15", "--runs", "30"])
     assert result.exit_code == 0, result.output
     bench = json.loads((run_dir / "bench.json").read_text())

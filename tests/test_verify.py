@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.checking.gates import sqnr_db
 from pipeline.cli import app
-from pipeline.checking.verify import DEFAULT_GATES, VerifyOptions, parse_gate, sqnr_db
+from pipeline.config.gates import DEFAULT_GATES, VerifyOptions, parse_gate
 
 runner = CliRunner()
 

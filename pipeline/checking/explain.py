@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.artifact import read_sidecar
-from pipeline.formats.kinds import PRUNED_MODEL
 from pipeline.core.fsutil import sha256_file
+from pipeline.formats.kinds import PRUNED_MODEL
 
 # Uniform rounding noise alone gives rmse/scale = 1/sqrt(12) ≈ 0.29.
 IDEAL_RMSE_OVER_SCALE = 1 / np.sqrt(12)
@@ -36,7 +36,8 @@ def recorded_calibration(context, sidecar: dict) -> tuple[np.ndarray, str]:
         loaded = np.load(file, allow_pickle=False)
         raw = loaded if isinstance(loaded, np.ndarray) else loaded["x"]
         return apply_preprocessing(raw[indices], context.preprocessing), f"{len(indices)} samples from {file}"
-    return context.dataset.take("train", indices)[0], f"{len(indices)} training samples (seed {calibration.get('seed')})"
+    described = f"{len(indices)} training samples (seed {calibration.get('seed')})"
+    return context.dataset.take("train", indices)[0], described
 
 
 def explain_tflite(context, path: Path, x_test: np.ndarray, top: int = 3) -> dict:
@@ -108,8 +109,11 @@ def explain_onnx(context, path: Path, x_test: np.ndarray, top: int = 3) -> dict:
         return {"method": "onnxruntime qdq_loss_debug", "error": f"{float_model.name} is missing"}
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations, compute_activation_error, create_activation_matching,
-        modify_model_output_intermediate_tensors)
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     samples = x_test[:32]
 

@@ -13,7 +13,6 @@ import io
 import re
 from pathlib import Path
 
-FLOAT_MODES = ("float32", "float16")  # what the GPU delegate runs (integer models stay on the CPU/NPU)
 _OP = re.compile(r"^\s*Op#(\d+)\s+(\w+)\(")
 _WARNING = "GPU COMPATIBILITY WARNING:"
 

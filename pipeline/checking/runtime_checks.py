@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.artifact import read_sidecar
+from pipeline.checking.gates import apply_gates
+from pipeline.config.gates import VerifyOptions
 from pipeline.core.errors import UsageError
-from pipeline.formats.kinds import artifact_file
-from pipeline.checking.gates import VerifyOptions, apply_gates
+from pipeline.formats.kinds import PARITY_PAIRS, artifact_file
 
 # Samples run through LiteRT's own SignatureRunner and compared with the plain invoke.
 SIGNATURE_SAMPLES = 16
@@ -82,7 +83,7 @@ def gpu_delegate(path: Path) -> dict:
 
 
 def runs_on_micro(path: Path, mode: str) -> bool:
-    from pipeline.formats.micro import MICRO_MODES
+    from pipeline.formats.kinds import MICRO_MODES
 
     return path.suffix == ".tflite" and mode in MICRO_MODES
 
@@ -148,15 +149,10 @@ def sidecar_problem(sidecar: dict | None, preprocessing: dict, *, in_run: bool) 
     return None
 
 
-# The same model in both runtimes: (TFLite, ONNX) artifact kinds.
-_PAIRS = (("float32.tflite", "float32.onnx"), ("int8.tflite", "int8.onnx"),
-          ("int8.tflite", "int8_tflite.onnx"))
-
-
 def cross_runtime(outputs: dict[str, np.ndarray]) -> list[dict]:
     rows = []
     for pruned in (False, True):
-        for left, right in _PAIRS:
+        for left, right in PARITY_PAIRS:
             left, right = artifact_file(left, pruned), artifact_file(right, pruned)
             if left in outputs and right in outputs:
                 a, b = outputs[left], outputs[right]

@@ -8,16 +8,22 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.artifact import read_sidecar
+from pipeline.checking.gates import apply_gates, classifier_intervals, inconclusive_gates, sqnr_db, task_metric
+from pipeline.checking.runtime_checks import (
+    cross_runtime,
+    gpu_delegate,
+    micro_check,
+    ort_parity,
+    runs_on_micro,
+    sidecar_problem,
+    signature_parity,
+)
+from pipeline.config.gates import VerifyOptions
 from pipeline.core import rundir
-from pipeline.data.context import RunContext
 from pipeline.core.errors import ParityError, UsageError
-from pipeline.formats.kinds import MODEL, PRUNED_MODEL, QUANT_MODES
 from pipeline.core.fsutil import write_json
-from pipeline.checking.gates import (DEFAULT_GATES, VerifyOptions, apply_gates, classifier_intervals,  # noqa: F401
-                            inconclusive_gates, parse_gate, sqnr_db, task_metric)
-from pipeline.checking.gpu_delegate import FLOAT_MODES as GPU_MODES
-from pipeline.checking.runtime_checks import (cross_runtime, gpu_delegate, micro_check, ort_parity, runs_on_micro,
-                                    sidecar_problem, signature_parity)
+from pipeline.data.context import RunContext
+from pipeline.formats.kinds import GPU_DELEGATE_MODES, MODEL, PRUNED_MODEL, QUANT_MODES
 
 
 def verify(run: str | Path | None, options: VerifyOptions) -> dict:
@@ -107,7 +113,7 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
             row["gates"]["signature"] = {"op": "==", "threshold": "plain invoke's outputs",
                                          "value": row["signature"].get("problem") or "equal",
                                          "passed": "problem" not in row["signature"]}
-        if sidecar.get("mode") in GPU_MODES:
+        if sidecar.get("mode") in GPU_DELEGATE_MODES:
             row["gpu_delegate"] = gpu_delegate(path)
     if runs_on_micro(path, sidecar["mode"]):
         row.update(micro_check(path, x_test, y_test, output, context.task, gates["micro"], options, context.seed))
@@ -128,7 +134,7 @@ def _failed(name: str, gate: dict) -> str:
 
 
 def _artifact_paths(context: RunContext, names: list[str] | None) -> list[Path]:
-    from pipeline.device.bench import run_artifacts
+    from pipeline.formats.kinds import run_artifacts
 
     if not names:
         return run_artifacts(context.run_dir)

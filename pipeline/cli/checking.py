@@ -5,8 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli.common import (DEFAULTS, QuietOption, RunOption, UnsafeOption, VerboseOption,
-                                 _items, _listed, command)
+from pipeline.cli.common import DEFAULTS, QuietOption, RunOption, UnsafeOption, VerboseOption, _items, _listed, command
 
 
 @command()
@@ -31,10 +30,11 @@ def verify(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Accuracy parity of every artifact against Keras on the test split; failing gates exit 6."""
+    from pipeline.checking.verify import verify as run_verify
+    from pipeline.config.gates import VerifyOptions, parse_gate
     from pipeline.core.errors import ParityError
     from pipeline.core.fsutil import read_json
     from pipeline.core.rundir import resolve_run
-    from pipeline.checking.verify import VerifyOptions, parse_gate, verify as run_verify
 
     overrides: dict[str, dict[str, float]] = {}
     for text in _items(gate, "--gate", keyed=True):

@@ -6,8 +6,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli.common import (DEFAULTS, QuietOption, RemoteDirOption, RunOption, SshOption,
-                                 VerboseOption, _items, _listed, _ssh_options, command)
+from pipeline.cli.common import (
+    DEFAULTS,
+    QuietOption,
+    RemoteDirOption,
+    RunOption,
+    SshOption,
+    VerboseOption,
+    _items,
+    _listed,
+    _ssh_options,
+    command,
+)
+from pipeline.config.devices import DEFAULT_REMOTE_ROOT
 
 
 @command()
@@ -23,12 +34,13 @@ def bench(
     artifact: Annotated[Optional[list[str]], _listed(
         "Artifacts to time (names in the run).", "every artifact in the run")] = None,
     device: Annotated[Optional[str], typer.Option(help="ssh://user@host[:port] to benchmark on a device.")] = None,
-    ssh_option: SshOption = None, remote_dir: RemoteDirOption = "~/.edge-runtime",
+    ssh_option: SshOption = None, remote_dir: RemoteDirOption = DEFAULT_REMOTE_ROOT,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Latency of every artifact (p50/p90/p99 per backend and thread count) → bench.json."""
-    from pipeline.device.bench import BenchOptions, bench as run_bench
     from pipeline.core.errors import UsageError
+    from pipeline.device.bench import BenchOptions
+    from pipeline.device.bench import bench as run_bench
 
     try:
         thread_counts = [int(t) for t in _items(threads, "--threads")] or list(DEFAULTS.bench.threads)
@@ -62,9 +74,9 @@ def export(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Export an artifact for a microcontroller project (TensorFlow Lite for Microcontrollers)."""
-    from pipeline.formats.c_array import export_c_array
     from pipeline.core.errors import UsageError
     from pipeline.core.rundir import resolve_run
+    from pipeline.formats.c_array import export_c_array
 
     if not c_array:
         raise UsageError("choose what to export: --c-array")

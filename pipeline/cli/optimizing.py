@@ -1,4 +1,5 @@
-"""``pipeline quantize`` and ``convert``: the commands that write a run's artifacts."""
+"""``pipeline prune``, ``quantize`` and ``convert``: the commands that make a run's model smaller
+and write its artifacts."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,41 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli.common import (DEFAULTS, QuietOption, RunOption, UnsafeOption, VerboseOption,
-                                 _items, _listed, command)
+from pipeline.cli.common import DEFAULTS, QuietOption, RunOption, UnsafeOption, VerboseOption, _items, _listed, command
+
+
+@command()
+def prune(
+    run: RunOption = None,
+    sparsity: Annotated[float, typer.Option(
+        help="Fraction of weights (or of channels when structured) to remove; the config "
+             "sweeps prune.sparsity, this is its largest value.")] = max(DEFAULTS.prune.sparsity),
+    structured: Annotated[bool, typer.Option(
+        "--structured/--unstructured",
+        help="Remove whole Conv filters / Dense units by L1 norm and rebuild a smaller model, "
+             "or zero single weights.")] = DEFAULTS.prune.structured,
+    fine_tune_epochs: Annotated[int, typer.Option(
+        help="Fine-tuning epochs while/after pruning.")] = DEFAULTS.prune.fine_tune_epochs,
+    learning_rate: Annotated[float, typer.Option(
+        help="Fine-tuning learning rate (cosine decay).")] = DEFAULTS.prune.learning_rate,
+    skip: Annotated[Optional[list[str]], _listed("Layer names to leave dense.")] = None,
+    unsafe: UnsafeOption = False,
+    quiet: QuietOption = False, verbose: VerboseOption = False,
+) -> None:
+    """Magnitude pruning (Keras 3 native) → model_pruned.keras and prune.json."""
+    from pipeline.optimizing.prune import PruneOptions
+    from pipeline.optimizing.prune import prune as run_prune
+
+    report = run_prune(run, PruneOptions(
+        sparsity=sparsity, structured=structured, fine_tune_epochs=fine_tune_epochs,
+        learning_rate=learning_rate, skip_layers=_items(skip, "--skip")))
+    before, after = report["before"], report["after"]
+    typer.echo(f"{report['method']}: sparsity {after['sparsity']:.2%}, params "
+               f"{before['params']:,} → {after['params']:,} ({after['nonzero_params']:,} non-zero), "
+               f"gzip {before['float32_tflite_gzip_bytes'] / 1024:.0f} → "
+               f"{after['float32_tflite_gzip_bytes'] / 1024:.0f} KiB")
+    if before["accuracy"] is not None:
+        typer.echo(f"accuracy {before['accuracy']:.2%} → {after['accuracy']:.2%}")
 
 
 @command()
@@ -38,7 +72,8 @@ def quantize(
 ) -> None:
     """Post-training quantization to TFLite, builtin ops only [default modes: the config's
     quantize.modes]."""
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize as run_quantize
+    from pipeline.optimizing.quantize import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize as run_quantize
 
     modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
                              ("int16x8", int16x8)) if on] or list(DEFAULTS.quantize.modes)
@@ -90,7 +125,8 @@ def convert(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Float32 TFLite and ONNX, plus int8 ONNX (ONNX Runtime QDQ and tf2onnx from int8 TFLite)."""
-    from pipeline.optimizing.convert import ConvertOptions, convert as run_convert
+    from pipeline.optimizing.convert import ConvertOptions
+    from pipeline.optimizing.convert import convert as run_convert
 
     report = run_convert(run, ConvertOptions(
         targets=_items(to, "--to") if to else list(DEFAULTS.convert.targets), opset=opset, pruned=pruned,

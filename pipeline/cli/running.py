@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli.common import (QuietOption, RunOption, UnsafeOption, VerboseOption, _items,
-                                 _listed, command)
+from pipeline.cli.common import QuietOption, RunOption, UnsafeOption, VerboseOption, _items, _listed, command
 
 
 @command("run")
@@ -52,8 +51,8 @@ def report(
 ) -> None:
     """Rebuild report.md / report.html of a run from its JSON files."""
     from pipeline.core.errors import UsageError
-    from pipeline.running.report import build_report
     from pipeline.core.rundir import resolve_run
+    from pipeline.running.report import build_report
 
     if run_dir is not None and run is not None and run_dir != run:
         raise UsageError(f"two run directories given ({run_dir} and --run {run}): pass one")

@@ -6,8 +6,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli.common import (DEFAULTS, QuietOption, RemoteDirOption, SshOption, VerboseOption,
-                                 _items, _listed, _ssh_options, command)
+from pipeline.cli.common import (
+    DEFAULTS,
+    QuietOption,
+    RemoteDirOption,
+    SshOption,
+    VerboseOption,
+    _items,
+    _listed,
+    _ssh_options,
+    command,
+)
+from pipeline.config.devices import DEFAULT_REMOTE_ROOT
 
 
 @command()
@@ -26,7 +36,8 @@ def search(
         "(resnet8), width, blocks (ds_cnn), alpha (mobilenet_v1), and for all: learning_rate, optimizer, "
         "batch_size, sparsity, quantization.")] = None,
     max_latency_ms: Annotated[Optional[float], typer.Option(
-        help="Budget: int8 p50 latency where the trials are timed (default: none).")] = DEFAULTS.constraints.max_latency_ms,
+        help="Budget: int8 p50 latency where the trials are timed (default: none)."),
+    ] = DEFAULTS.constraints.max_latency_ms,
     max_latency_ratio: Annotated[Optional[float], typer.Option(
         help="Budget: int8 p50 as a fraction of the model as it comes, both timed here at the start, "
              "e.g. 0.33 (instead of --max-latency-ms).")] = DEFAULTS.search.max_latency_ratio,
@@ -41,8 +52,9 @@ def search(
              "3-fold cross-validation over train+validation before the winner is chosen (0: rank on "
              "validation alone).")] = DEFAULTS.search.rescore,
     device: Annotated[Optional[str], typer.Option(
-        help="ssh://user@host[:port]: time every trial on this device (default: this machine).")] = DEFAULTS.search.device,
-    ssh_option: SshOption = None, remote_dir: RemoteDirOption = "~/.edge-runtime",
+        help="ssh://user@host[:port]: time every trial on this device (default: this machine)."),
+    ] = DEFAULTS.search.device,
+    ssh_option: SshOption = None, remote_dir: RemoteDirOption = DEFAULT_REMOTE_ROOT,
     seed: Annotated[int, typer.Option(help="Seed for splits and initialisation.")] = DEFAULTS.data.seed,
     out: Annotated[Optional[Path], typer.Option(
         help="Search directory; an existing one resumes (default: runs/search-<model>-<dataset>).")] = None,
@@ -51,12 +63,14 @@ def search(
     """Hardware-aware search: the most accurate model variant whose int8 artifact fits the
     budgets, measured where it will run → search.json, search_report.md and a run directory."""
     from pipeline.core.rundir import DEFAULT_RUNS_ROOT, safe_name
-    from pipeline.search import SearchOptions, search as run_search
+    from pipeline.search import SearchOptions
+    from pipeline.search import search as run_search
 
     options = SearchOptions(model=model, dataset=dataset, trials=trials, time_limit_s=time_limit,
-                            epochs=epochs, space=_space(_items(space, "--space", keyed=True)),
+                            epochs=epochs, space=parse_space(_items(space, "--space", keyed=True)),
                             max_latency_ms=max_latency_ms, max_size_kb=max_size_kb, max_ram_kb=max_ram_kb,
-                            max_latency_ratio=max_latency_ratio, bench_seconds=bench_seconds, rescore=rescore, device=device, seed=seed,
+                            max_latency_ratio=max_latency_ratio, bench_seconds=bench_seconds, rescore=rescore,
+                            device=device, seed=seed,
                             ssh_options=_ssh_options(_items(ssh_option, "--ssh-option", keyed=True)),
                             remote_root=remote_dir)
     summary = run_search(options, out or DEFAULT_RUNS_ROOT / f"search-{model}-{safe_name(dataset)}")
@@ -66,7 +80,7 @@ def search(
     _print_search(summary)
 
 
-def _space(items: list[str]) -> dict[str, list]:
+def parse_space(items: list[str]) -> dict[str, list]:
     """``NAME=V1,V2`` items as {name: [values]}: numbers where they parse, else strings."""
     from pipeline.config.sections import parse_value
     from pipeline.core.errors import UsageError

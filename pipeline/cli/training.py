@@ -1,4 +1,4 @@
-"""``pipeline train``, ``import`` and ``prune``: the commands that make a run's Keras models."""
+"""``pipeline train`` and ``import``: the commands that start a run with its Keras model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli.common import (DEFAULTS, QuietOption, RunOption, UnsafeOption, VerboseOption,
-                                 _items, _listed, command)
+from pipeline.cli.common import DEFAULTS, QuietOption, RunOption, UnsafeOption, VerboseOption, command
 
 
 @command()
@@ -57,7 +56,8 @@ def train(
 ) -> None:
     """Train a model and start a run directory (model.keras, train.json, manifest.json)."""
     from pipeline.core.errors import UsageError
-    from pipeline.training.train import TrainConfig, train as run_training
+    from pipeline.training.train import TrainConfig
+    from pipeline.training.train import train as run_training
 
     if run is not None and not resume:
         raise UsageError("--run names the run to --resume; a new run goes to --out DIR")
@@ -89,7 +89,8 @@ def import_command(
     seed: Annotated[int, typer.Option(help="Seed for the splits.")] = DEFAULTS.data.seed,
     image_size: Annotated[Optional[int], typer.Option(help="Resize images to N x N.")] = None,
     val_fraction: Annotated[float, typer.Option(
-        help="Share of the training split kept for validation (int8 recovery scores on it).")] = DEFAULTS.data.val_fraction,
+        help="Share of the training split kept for validation (int8 recovery scores on it)."),
+    ] = DEFAULTS.data.val_fraction,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory to create (default: runs/<model>-<dataset>-<time>).")] = None,
     unsafe: UnsafeOption = False,
@@ -101,36 +102,3 @@ def import_command(
     run_dir, metrics = import_model(model, dataset=dataset, seed=seed, image_size=image_size,
                                     val_fraction=val_fraction, unsafe=unsafe, out=out)
     typer.echo(f"test accuracy {metrics['test_accuracy']:.4f} → {run_dir}")
-
-
-@command()
-def prune(
-    run: RunOption = None,
-    sparsity: Annotated[float, typer.Option(
-        help="Fraction of weights (or of channels when structured) to remove; the config "
-             "sweeps prune.sparsity, this is its largest value.")] = max(DEFAULTS.prune.sparsity),
-    structured: Annotated[bool, typer.Option(
-        "--structured/--unstructured",
-        help="Remove whole Conv filters / Dense units by L1 norm and rebuild a smaller model, "
-             "or zero single weights.")] = DEFAULTS.prune.structured,
-    fine_tune_epochs: Annotated[int, typer.Option(
-        help="Fine-tuning epochs while/after pruning.")] = DEFAULTS.prune.fine_tune_epochs,
-    learning_rate: Annotated[float, typer.Option(
-        help="Fine-tuning learning rate (cosine decay).")] = DEFAULTS.prune.learning_rate,
-    skip: Annotated[Optional[list[str]], _listed("Layer names to leave dense.")] = None,
-    unsafe: UnsafeOption = False,
-    quiet: QuietOption = False, verbose: VerboseOption = False,
-) -> None:
-    """Magnitude pruning (Keras 3 native) → model_pruned.keras and prune.json."""
-    from pipeline.optimizing.prune import PruneOptions, prune as run_prune
-
-    report = run_prune(run, PruneOptions(
-        sparsity=sparsity, structured=structured, fine_tune_epochs=fine_tune_epochs,
-        learning_rate=learning_rate, skip_layers=_items(skip, "--skip")))
-    before, after = report["before"], report["after"]
-    typer.echo(f"{report['method']}: sparsity {after['sparsity']:.2%}, params "
-               f"{before['params']:,} → {after['params']:,} ({after['nonzero_params']:,} non-zero), "
-               f"gzip {before['float32_tflite_gzip_bytes'] / 1024:.0f} → "
-               f"{after['float32_tflite_gzip_bytes'] / 1024:.0f} KiB")
-    if before["accuracy"] is not None:
-        typer.echo(f"accuracy {before['accuracy']:.2%} → {after['accuracy']:.2%}")

@@ -35,6 +35,18 @@ def seed_oracle(oracle, seed: int) -> None:
     oracle._seed_state = seed
 
 
+def random_values(oracle) -> dict | None:
+    """A new random draw of the oracle's space (None when the space is used up); KerasTuner's
+    ``RandomSearchOracle`` keeps it private (``_random_values``)."""
+    return oracle._random_values()
+
+
+def values_hash(oracle, values: dict) -> str:
+    """The digest KerasTuner files a draw under (``_compute_values_hash``), so a draw already
+    tried or refused is known again."""
+    return oracle._compute_values_hash(values)
+
+
 def retry_queue(oracle) -> list:
     """The oracle's queue of trials to run again (KerasTuner has no public accessor)."""
     return oracle._retry_queue

@@ -1,8 +1,9 @@
-"""Loading a config: ``pipeline.config.sections`` parses it (sections and types), then every value is
-checked against what the stage that owns it allows (optimizers and schedules from
-``pipeline.training.train``, targets from ``pipeline.optimizing.convert``, gates from ``pipeline.checking.gates``, devices
-from ``pipeline.device.remote``, ...). It sits above the stages, so none of them imports it and the
-schema below them imports none of them."""
+"""Loading a config: ``sections`` parses it (sections and types), then every value is checked
+against what it may be: optimizers and schedules (``core.recipes``), targets and modes
+(``formats.kinds``), gates (``config.gates``), devices (``config.devices``), numbers
+(``core.limits``). Below the stages: each stage reads its settings from here and none is
+imported. The search section's space is the search's own: ``pipeline run`` checks it before
+its first stage (``running.orchestrator.check_search``)."""
 from __future__ import annotations
 
 import difflib
@@ -21,11 +22,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 def check_values(config: Config) -> None:
     """Every value of ``config`` against what its stage allows (``ConfigError`` names the field)."""
-    from pipeline.optimizing.convert import TARGETS
-    from pipeline.training.distribution import DISTRIBUTE
-    from pipeline.formats.kinds import QUANT_MODES
+    from pipeline.config.sections import DISTRIBUTE
     from pipeline.core.recipes import LR_SCHEDULES, OPTIMIZERS
     from pipeline.data.streaming import STREAM_MODES
+    from pipeline.formats.kinds import QUANT_MODES, TARGETS
 
     checks = [("train.optimizer", config.train.optimizer, OPTIMIZERS),
               ("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES),
@@ -44,13 +44,13 @@ def check_values(config: Config) -> None:
     if not config.prune.sparsity:
         raise ConfigError("prune.sparsity: give at least one value (0 means no pruning)")
     _check_numbers(config)
-    from pipeline.checking.gates import VerifyOptions
+    from pipeline.config.gates import VerifyOptions
 
     try:
         VerifyOptions(gates=config.verify.gates).resolved_gates()
     except UsageError as exc:
         raise ConfigError(f"verify.gates: {exc}") from None
-    from pipeline.device.remote import parse_device
+    from pipeline.config.devices import parse_device
 
     for i, device in enumerate(config.bench.devices):
         try:
@@ -63,13 +63,6 @@ def check_values(config: Config) -> None:
         check_symbol(config.export.symbol)
     except UsageError as exc:
         raise ConfigError(f"export.symbol: {exc}") from None
-    if config.search.enabled:
-        from pipeline.search import options_from_config
-
-        try:
-            options_from_config(config).validate()
-        except UsageError as exc:
-            raise ConfigError(f"search: {exc}") from None
     if config.quantize.calibration_data and not Path(config.quantize.calibration_data).is_file():
         raise ConfigError(f"quantize.calibration_data: {config.quantize.calibration_data} does not exist")
 

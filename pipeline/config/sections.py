@@ -11,10 +11,15 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from edge_runtime.bench import DEFAULT_MIN_SECONDS
 from pipeline.core.errors import UsageError
+from pipeline.formats.onnx import DEFAULT_OPSET
 
 
 class ConfigError(UsageError):
     """A config field that is unknown or of the wrong type; the message names the field."""
+
+
+# train.distribute: one device, every local GPU, or several machines (TF_CONFIG).
+DISTRIBUTE = ("none", "mirrored", "multiworker")
 
 
 @dataclass
@@ -70,7 +75,7 @@ class QuantizeSection:
 @dataclass
 class ConvertSection:
     targets: list[str] = field(default_factory=lambda: ["tflite", "onnx"])
-    opset: int = 17
+    opset: int = DEFAULT_OPSET
 
 
 @dataclass

@@ -96,7 +96,8 @@ def load(path: str | os.PathLike, schema: Any, *, what: str | None = None) -> An
     except FileNotFoundError:
         raise RunDirError(f"{path} is missing") from None
     except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path} is unreadable ({type(exc).__name__}): {what or 'rerun the stage that writes it'}") from None
+        raise RunDirError(f"{path} is unreadable ({type(exc).__name__}): "
+                          f"{what or 'rerun the stage that writes it'}") from None
     found = problems(value, schema)
     if found:
         raise RunDirError(f"{path} is damaged ({'; '.join(found[:3])}): {what or 'rerun the stage that writes it'}")

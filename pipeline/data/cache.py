@@ -122,7 +122,8 @@ def _decode_into_entry(entry: Path, key: str, load, path: str, options: dict, ch
                 "preprocessing": dataset.preprocessing, "sha256": digest,
                 "arrays": {n: {"shape": list(getattr(dataset, n).shape), "dtype": str(getattr(dataset, n).dtype)}
                            for n in ARRAYS}}
-        del dataset, opened
+        opened.clear()  # the memmaps closed before their files are renamed into place
+        del dataset
     write_json(entry / INDEX, meta)
     return meta
 

@@ -67,8 +67,8 @@ class RunContext:
     @functools.cached_property
     def dataset(self):
         """The training data set, reloaded exactly and checked against its recorded hash."""
-        from pipeline.data.loaders import load_dataset
         from pipeline.data.cache import CACHE_DIR
+        from pipeline.data.loaders import load_dataset
 
         config = self.train_info["config"]
         dataset = load_dataset(config["dataset"], seed=config["seed"],

@@ -110,3 +110,9 @@ def release(array: np.ndarray) -> None:
     mapped = getattr(array, "_mmap", None)
     if mapped is not None and hasattr(mapped, "madvise"):
         mapped.madvise(_mmap_module.MADV_DONTNEED)
+
+
+def split_for_task(dataset, split: str, task: str):
+    """``(x, y)`` of a split, where an autoencoder's target is its input."""
+    x, y = dataset.split(split)
+    return (x, x) if task == "autoencoder" else (x, y)

@@ -53,7 +53,7 @@ def scan_image_folder(path: str) -> FolderScan:
     for split in ("train", "test"):
         if split not in file_splits:
             raise DataError(f"{split_dirs[split]} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return FolderScan(root, "splits", class_names, files, list(zip(file_splits, (l for _, l in files))))
+    return FolderScan(root, "splits", class_names, files, list(zip(file_splits, (label for _, label in files))))
 
 
 def _class_dirs(folder: Path) -> list[Path]:

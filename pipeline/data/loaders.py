@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.data.dataset import Dataset, release  # noqa: F401 - Dataset and release are this module's API too
 from pipeline.core.errors import DataError, unknown_name
+from pipeline.data.dataset import Dataset, release  # noqa: F401 - Dataset and release are this module's API too
 from pipeline.data.idx import read_idx
 from pipeline.data.image_folder import GREY_MODES, SPLIT_FOLDERS, decode_into, scan_image_folder
 
@@ -51,10 +51,6 @@ def register_dataset(name: str, *, takes_path: bool = False, help: str = ""):
 def loaders() -> list[DatasetLoader]:
     """Every registered data set loader, in registration order."""
     return list(_LOADERS.values())
-
-
-def dataset_names() -> list[str]:
-    return [f"{n}:PATH" if loader.takes_path else n for n, loader in _LOADERS.items()]
 
 
 def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int | None = None,
@@ -368,7 +364,8 @@ def load_idx(path: str, *, seed: int, image_size: int | None, val_fraction: floa
             x, y = read_idx(images[0]), read_idx(labels[0])
             if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
                 raise DataError(f"{images[0].name} holds {len(x)} images of shape {x.shape[1:]}, {labels[0].name} "
-                                f"{len(y) if y.ndim else 0} labels of shape {y.shape[1:]}: expected one label per image")
+                                f"{len(y) if y.ndim else 0} labels of shape {y.shape[1:]}: "
+                                f"expected one label per image")
             pairs[prefix] = (x, y)
     if not pairs:
         raise DataError(f"{root} holds no IDX image/label pair (*images-idx3-ubyte, *labels-idx1-ubyte)")

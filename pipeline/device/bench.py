@@ -5,13 +5,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core import rundir
+from pipeline.config.devices import DEFAULT_REMOTE_ROOT
 from pipeline.config.sections import BenchSection
-from pipeline.data.context import RunContext
+from pipeline.core import rundir
 from pipeline.core.errors import UsageError
 from pipeline.core.fsutil import write_json
-
-ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".ort")
+from pipeline.data.context import RunContext
+from pipeline.formats.kinds import run_artifacts
 
 
 @dataclass
@@ -26,7 +26,7 @@ class BenchOptions:
     artifacts: list[str] | None = None
     device: str | None = None
     ssh_options: list[str] = field(default_factory=list)
-    remote_root: str = "~/.edge-runtime"
+    remote_root: str = DEFAULT_REMOTE_ROOT
     output: str = "bench.json"
 
     def validate(self) -> None:
@@ -39,24 +39,10 @@ class BenchOptions:
         for name in ("runs", "warmup", "min_seconds"):
             check(name, getattr(self, name))
         if self.device is not None:
-            from pipeline.device.remote import check_remote_dir, parse_device
+            from pipeline.config.devices import check_remote_dir, parse_device
 
             parse_device(self.device)
             check_remote_dir(self.remote_root)
-
-
-def run_artifacts(run_dir: Path, names: list[str] | None = None) -> list[Path]:
-    """The deployable artifacts of a run, in a stable order."""
-    found = sorted(p for p in run_dir.iterdir() if p.suffix in ARTIFACT_SUFFIXES and p.name.startswith("model"))
-    if names:
-        by_name = {p.name: p for p in found}
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            from pipeline.core.errors import unknown_name
-
-            raise unknown_name("artifact", missing[0], by_name)
-        found = [by_name[n] for n in names]
-    return found
 
 
 def bench(run: str | Path | None, options: BenchOptions) -> dict:
@@ -72,7 +58,6 @@ def bench(run: str | Path | None, options: BenchOptions) -> dict:
     sample = context.dataset.take("test", [0])[0][0]
     with rundir.locked(context.run_dir):
         if options.device:
-            from pipeline.device.remote import bench_remote
 
             report = _bench_remote_rounds(artifacts, sample, options)
         else:
@@ -89,7 +74,7 @@ def _bench_remote_rounds(artifacts: list[Path], sample, options: BenchOptions) -
     from dataclasses import replace
 
     from pipeline.device.remote import bench_remote
-    from pipeline.device.timing import ROUNDS, combine_rounds, index_rows, round_method, rotated
+    from pipeline.device.timing import ROUNDS, combine_rounds, index_rows, rotated, round_method
 
     window = options.min_seconds / ROUNDS
     per_round, device = [], None
@@ -108,7 +93,8 @@ def microcontroller_memory(artifacts: list[Path]) -> dict:
     flash bytes; or why they could not be measured. The same on every device: a property of
     the model and TFLM, measured on this machine."""
     from edge_runtime.artifact import read_sidecar
-    from pipeline.formats.micro import MICRO_MODES, MicroError, run_micro, unavailable
+    from pipeline.formats.kinds import MICRO_MODES
+    from pipeline.formats.micro import MicroError, run_micro, unavailable
 
     candidates = [p for p in artifacts if p.suffix == ".tflite"
                   and (read_sidecar(p) or {}).get("mode") in MICRO_MODES]

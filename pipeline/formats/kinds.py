@@ -1,14 +1,16 @@
-"""Capabilities as data: the quantization modes and artifact formats, keyed by name.
+"""Capabilities as data: the target formats, the quantization modes and the artifact kinds
+a run holds, keyed by name.
 
-These rows drive option checking, conversion dispatch, the verification gates and the
-report's columns.
+These rows drive option checking, conversion dispatch, which artifacts a stage finds in a run,
+the verification gates and cross-runtime pairs, the TFLite Micro and GPU-delegate checks and the
+report's columns. Adding a format or a kind is a row here (and a module beside this one).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.core.errors import unknown_name
-
 
 # The models a run holds, and the names of the artifacts made from each.
 MODEL = "model.keras"
@@ -60,3 +62,74 @@ def quant_mode(name: str) -> QuantMode:
         return QUANT_MODES[name]
     except KeyError:
         raise unknown_name("quantization mode", name, QUANT_MODES) from None
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str          # what --to takes
+    suffix: str
+    runtime: str       # what runs it on the device
+    description: str
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("tflite", ".tflite", "LiteRT", "TensorFlow Lite flatbuffer"),
+    Format("onnx", ".onnx", "ONNX Runtime", "ONNX graph"),
+    Format("ort", ".ort", "ONNX Runtime Mobile", "ONNX Runtime's format (reduced-size builds)"),
+)}
+TARGETS = tuple(FORMATS)
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    kind: str                   # the file name after ``model_`` / ``model_pruned_`` (artifact_file)
+    format: str                 # a FORMATS key
+    mode: str                   # a QUANT_MODES key, or MIXED_INT8's
+    micro: bool = False         # TFLite Micro runs it (integer kernels only)
+    gpu_delegate: bool = False  # the mobile GPU delegate runs it (float models only)
+    parity_partner: str | None = None  # the TFLite kind this one is the same model as (cross-runtime)
+    ort_source: bool = False    # ``convert --to ort`` makes an ``.ort`` twin of it
+
+    def file(self, pruned: bool = False) -> str:
+        return artifact_file(self.kind, pruned)
+
+
+def _kinds(*rows: ArtifactKind) -> dict[str, ArtifactKind]:
+    return {row.kind: row for row in rows}
+
+
+ARTIFACT_KINDS: dict[str, ArtifactKind] = _kinds(
+    ArtifactKind("float32.tflite", "tflite", "float32", gpu_delegate=True),
+    ArtifactKind("float16.tflite", "tflite", "float16", gpu_delegate=True),
+    ArtifactKind("dynamic.tflite", "tflite", "dynamic"),
+    ArtifactKind("int8.tflite", "tflite", "int8", micro=True),
+    ArtifactKind("int16x8.tflite", "tflite", "int16x8", micro=True),
+    ArtifactKind("int8_mixed.tflite", "tflite", MIXED_INT8.name, micro=True),
+    ArtifactKind("float32.onnx", "onnx", "float32", parity_partner="float32.tflite", ort_source=True),
+    ArtifactKind("int8.onnx", "onnx", "int8", parity_partner="int8.tflite", ort_source=True),
+    ArtifactKind("int8_tflite.onnx", "onnx", "int8", parity_partner="int8.tflite", ort_source=True),
+    ArtifactKind("int8_mixed.onnx", "onnx", MIXED_INT8.name, ort_source=True),
+)
+
+ARTIFACT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())
+# Modes TFLite Micro and the GPU delegate run (a mode's TFLite kind says).
+MICRO_MODES = tuple(k.mode for k in ARTIFACT_KINDS.values() if k.format == "tflite" and k.micro)
+GPU_DELEGATE_MODES = tuple(k.mode for k in ARTIFACT_KINDS.values() if k.format == "tflite" and k.gpu_delegate)
+# Integer modes one asks for by name: what a microcontroller or an NPU runs.
+INTEGER_MODES = tuple(m for m in QUANT_MODES if m in MICRO_MODES)
+ORT_SOURCES = tuple(k.kind for k in ARTIFACT_KINDS.values() if k.ort_source)
+# The same model in two runtimes: (TFLite kind, ONNX kind).
+PARITY_PAIRS = tuple((k.parity_partner, k.kind) for k in ARTIFACT_KINDS.values() if k.parity_partner)
+
+
+def run_artifacts(run_dir: Path, names: list[str] | None = None) -> list[Path]:
+    """The deployable artifacts of a run (``model*`` in one of FORMATS), in a stable order;
+    ``names`` picks some by file name (an unknown one is a usage error naming the closest)."""
+    found = sorted(p for p in run_dir.iterdir() if p.suffix in ARTIFACT_SUFFIXES and p.name.startswith("model"))
+    if names:
+        by_name = {p.name: p for p in found}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise unknown_name("artifact", missing[0], by_name)
+        found = [by_name[n] for n in names]
+    return found

@@ -28,7 +28,6 @@ import numpy as np
 from pipeline.core.errors import PipelineError
 
 # Modes TFLM runs: integer models (its float kernels are a reference, not a target).
-MICRO_MODES = ("int8", "int16x8", "int8_mixed")
 _RECORDED = re.compile(r"Arena allocation total (\d+) bytes")
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
 # A generous first arena for the recording run; the search then finds the real minimum.
@@ -71,8 +70,8 @@ def run_micro(model: Path, feeds: np.ndarray | None = None, *, timeout: float = 
         env = {key: value for key, value in os.environ.items() if key != VERBOSE_ENV}
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")  # the child forks its probes
         try:
-            done = subprocess.run([sys.executable, "-m", "pipeline.formats.micro", str(model), str(inputs), str(result)],
-                                  capture_output=True, text=True, timeout=timeout, env=env)
+            child = [sys.executable, "-m", "pipeline.formats.micro", str(model), str(inputs), str(result)]
+            done = subprocess.run(child, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             raise MicroError(f"TFLM did not finish {model.name} within {timeout:.0f} s") from None
         report = _last_json(done.stdout)

@@ -13,9 +13,7 @@ import numpy as np
 from edge_runtime.errors import first_line
 from pipeline.core.errors import ConversionError
 
-from pipeline.config.sections import ConvertSection
-
-DEFAULT_OPSET = ConvertSection.opset
+DEFAULT_OPSET = 17  # the config's convert.opset default
 MAX_OPSET = 18
 
 

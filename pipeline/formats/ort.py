@@ -32,7 +32,8 @@ def onnx_to_ort(onnx_path: Path) -> bytes:
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         except subprocess.TimeoutExpired:
-            raise ConversionError(f"ONNX Runtime's .ort converter took over 10 minutes on {Path(onnx_path).name}") from None
+            raise ConversionError(f"ONNX Runtime's .ort converter took over 10 minutes on "
+                                  f"{Path(onnx_path).name}") from None
         made = sorted(out.glob("*.ort"))
         if done.returncode != 0 or len(made) != 1:
             lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]

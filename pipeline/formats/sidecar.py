@@ -7,9 +7,9 @@ from typing import Any
 
 from edge_runtime.artifact import sidecar_path
 from pipeline import __version__
-from pipeline.formats.kinds import MODEL, PRUNED_MODEL
 from pipeline.core.fsutil import sha256_file, write_bytes, write_json
 from pipeline.core.rundir import environment
+from pipeline.formats.kinds import MODEL, PRUNED_MODEL
 
 
 def check_fresh(run_dir: Path, paths: list[Path]) -> None:

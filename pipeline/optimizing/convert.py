@@ -7,16 +7,14 @@ from pathlib import Path
 
 from edge_runtime.artifact import read_sidecar
 from pipeline import __version__
-from pipeline.core import rundir
-from pipeline.formats.sidecar import write_artifact
 from pipeline.config.sections import ConvertSection, QuantizeSection
-from pipeline.data.context import RunContext
+from pipeline.core import rundir
 from pipeline.core.errors import UsageError, unknown_name
-from pipeline.formats.kinds import artifact_file
 from pipeline.core.fsutil import read_json, remove_file, write_json
+from pipeline.data.context import RunContext
+from pipeline.formats.kinds import ORT_SOURCES, TARGETS, artifact_file
 from pipeline.formats.onnx import check_opset
-
-TARGETS = ("tflite", "onnx", "ort")
+from pipeline.formats.sidecar import write_artifact
 
 
 @dataclass
@@ -90,7 +88,8 @@ def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
         if recovery is not None:
             report["recovery"] = recovery
             if recovery.get("artifact"):
-                report["artifacts"][mixed] = {"format": "onnx", "mode": "int8_mixed", "size_bytes": recovery["size_bytes"],
+                report["artifacts"][mixed] = {"format": "onnx", "mode": "int8_mixed",
+                                              "size_bytes": recovery["size_bytes"],
                                               "sha256": recovery["sha256"], "method": "onnxruntime-qdq-nodes-excluded"}
     if "ort" in options.targets:
         _convert_ort(context, options, source, record, report)
@@ -100,15 +99,11 @@ def _convert_locked(context: RunContext, options: ConvertOptions) -> dict:
     return report
 
 
-# The ONNX artifacts that get an ONNX Runtime Mobile twin (``--to ort``), as file kinds.
-ORT_SOURCES = ("float32.onnx", "int8.onnx", "int8_tflite.onnx", "int8_mixed.onnx")
-
-
 def _convert_ort(context, options, source, record, report) -> None:
     """Each ONNX artifact of the run (from the current model) in ONNX Runtime Mobile's format,
     with its sidecar: the same tensors, so the device feeds it as it feeds the ``.onnx``."""
-    from pipeline.formats.sidecar import check_fresh
     from pipeline.formats.ort import onnx_to_ort, ort_name
+    from pipeline.formats.sidecar import check_fresh
 
     onnx_files = [p for p in (context.run_dir / artifact_file(kind, options.pruned) for kind in ORT_SOURCES)
                   if p.is_file() and not p.is_symlink()]
@@ -163,7 +158,8 @@ def _convert_onnx(context, options, model, source, record, calibration, written)
     sidecar = write_artifact(
         path, onnx_export.with_metadata(qdq, int8_metadata),
         fmt="onnx", mode="int8", context=context, source=source, calibration_indices=indices,
-        calibration_source=calibration_source, options={"opset": options.opset, "method": "onnxruntime-qdq-per-channel"})
+        calibration_source=calibration_source,
+        options={"opset": options.opset, "method": "onnxruntime-qdq-per-channel"})
     record(path, sidecar, started, method="onnxruntime-qdq-per-channel")
     recovery = None
     if options.recover is not False:
@@ -195,8 +191,8 @@ def _recover_onnx(context, options, model, source, float_proto, full_int8: Path,
     import onnx
 
     from pipeline.formats import onnx as onnx_export
-    from pipeline.optimizing.quantize import recovery_stage
     from pipeline.optimizing.mixed_precision import recover_onnx_int8
+    from pipeline.optimizing.quantize import recovery_stage
 
     calibration_source, indices, samples = calibration
     mixed = context.run_dir / artifact_file("int8_mixed.onnx", options.pruned)

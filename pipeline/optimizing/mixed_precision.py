@@ -158,7 +158,8 @@ def recover_onnx_int8(model, float_proto, full_int8: bytes, calibration: np.ndar
         return quantize_prepared(prepared, calibration, exclude=[name for _, name in raised],
                                  input_range=input_range).SerializeToString()
 
-    return _Search(quantizable_nodes(prepared), validation, ("float",), make, suffix=".onnx", named="node").run(baseline)
+    search = _Search(quantizable_nodes(prepared), validation, ("float",), make, suffix=".onnx", named="node")
+    return search.run(baseline)
 
 
 class _Search:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core import rundir
 from pipeline.config.sections import PruneSection
-from pipeline.data.context import RunContext
+from pipeline.core import rundir
 from pipeline.core.errors import UsageError
-from pipeline.formats.kinds import PRUNED_MODEL
 from pipeline.core.fsutil import write_json
+from pipeline.data.context import RunContext
+from pipeline.formats.kinds import PRUNED_MODEL
 
 log = logging.getLogger("pipeline")
 PRUNABLE_WEIGHTS = ("kernel", "depthwise_kernel", "recurrent_kernel")
@@ -154,7 +154,7 @@ class _InMemorySplits:
     """Every split preprocessed whole, as float32 (a small data set)."""
 
     def __init__(self, dataset, task: str):
-        from pipeline.training.train import split_for_task
+        from pipeline.data.dataset import split_for_task
 
         self.train, self.val, self.test = (split_for_task(dataset, split, task) for split in ("train", "val", "test"))
         self.num_train, self.recalibration = len(self.train[0]), self.train[0]

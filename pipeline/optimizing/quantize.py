@@ -5,13 +5,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core import rundir
-from pipeline.formats.sidecar import write_artifact
 from pipeline.config.sections import QuantizeSection
-from pipeline.data.context import RunContext
+from pipeline.core import rundir
 from pipeline.core.errors import UsageError
-from pipeline.formats.kinds import MIXED_INT8, quant_mode
 from pipeline.core.fsutil import read_json, remove_file, write_json
+from pipeline.data.context import RunContext
+from pipeline.formats.kinds import MIXED_INT8, quant_mode
+from pipeline.formats.sidecar import write_artifact
 
 COMPAT = ("tflite-runtime",)
 
@@ -123,9 +123,9 @@ def recovery_stage(context: RunContext, recover: bool | None, gates: dict, mixed
     import logging
 
     from edge_runtime.artifact import sidecar_path
+    from pipeline.config.gates import VerifyOptions
     from pipeline.core.errors import ParityError
     from pipeline.optimizing.mixed_precision import MAX_FRACTION, input_range, samples_to_tell
-    from pipeline.checking.gates import VerifyOptions
 
     log = logging.getLogger("pipeline")
     x_val, y_val = context.dataset.split("val")

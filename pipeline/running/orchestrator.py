@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import rundir
 from pipeline.config.sections import Config
-from pipeline.core.errors import CollapseError, ParityError
-from pipeline.formats.kinds import MODEL, PRUNED_MODEL, artifact_file, quant_mode, source_model
+from pipeline.core import rundir
+from pipeline.core.errors import CollapseError, ParityError, UsageError
 from pipeline.core.fsutil import copy_file, make_dirs, read_json, sha256_file, write_json
-from pipeline.running.stage_cache import STATE, Progress, StageRecord, Stages, data_fingerprint, file_fingerprint, hashes
+from pipeline.formats.kinds import MODEL, PRUNED_MODEL, artifact_file, quant_mode, source_model
+from pipeline.running.stage_cache import (
+    STATE,
+    Progress,
+    StageRecord,
+    Stages,
+    data_fingerprint,
+    file_fingerprint,
+    hashes,
+)
 
 log = logging.getLogger("pipeline")
 STAGES = ("search", "train", "prune", "quantize", "convert", "verify", "bench", "report", "export")
@@ -40,6 +48,19 @@ def default_out(config: Config) -> Path:
             / f"pipeline-{Path(config.train.model).stem}-{rundir.safe_name(config.data.dataset)}")
 
 
+def check_search(config: Config) -> None:
+    """The search section, checked before anything runs (its space is the search's to say, so
+    the config loader below the stages cannot)."""
+    if config.search.enabled:
+        from pipeline.config.sections import ConfigError
+        from pipeline.search import options_from_config
+
+        try:
+            options_from_config(config).validate()
+        except UsageError as exc:
+            raise ConfigError(f"search: {exc}") from None
+
+
 def run(config: Config, *, out: str | Path | None = None, force: list[str] = (),
         progress: Progress | None = None) -> RunResult:
     """Train → prune → quantize → convert → verify → bench → report, cached per stage."""
@@ -48,6 +69,7 @@ def run(config: Config, *, out: str | Path | None = None, force: list[str] = (),
         from pipeline.core.errors import unknown_name
 
         raise unknown_name("stage", unknown[0], STAGES)
+    check_search(config)
     run_dir = rundir.new_run_dir(config.train.model, config.data.dataset, out or default_out(config))
     with rundir.locked(run_dir):  # for the whole command; the stages' own locking is reentrant
         write_json(run_dir / "config.json", config.to_dict())  # the resolved config
@@ -96,7 +118,7 @@ def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stag
     """C source of the artifact a board would take: the recommended one when it is an integer
     TFLite model, else the base int8 model."""
     from pipeline.formats.c_array import export_c_array
-    from pipeline.formats.micro import MICRO_MODES
+    from pipeline.formats.kinds import MICRO_MODES
 
     chosen = run_dir / (recommended or "")
     if not (recommended and chosen.suffix == ".tflite"
@@ -274,13 +296,14 @@ def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages:
 
 
 def _artifacthashes(variant: Path) -> dict[str, str]:
-    from pipeline.device.bench import run_artifacts
+    from pipeline.formats.kinds import run_artifacts
 
     return hashes(run_artifacts(variant))
 
 
 def _verify(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
-    from pipeline.checking.verify import VerifyOptions, verify
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
 
     inputs = {"verify": config.section("verify"), "artifacts": _artifacthashes(variant)}
 

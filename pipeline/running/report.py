@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import schemas
-from pipeline.device.figures import pareto
 from pipeline.core.fsutil import read_json, sha256_file, write_bytes, write_json
+from pipeline.device.figures import pareto
 from pipeline.running.report_plots import write_plots
 
 
@@ -333,7 +333,8 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
 <h1>Pipeline report: {escape(str(train.get('model')))} on {escape(train['data']['name'])}</h1>
 <p class="summary">Keras test accuracy: <b>{'' if accuracy is None else f'{accuracy * 100:.2f}%'}</b>.
 Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the constraints')}</b>
-(constraints: {escape(describe_constraints(summary['constraints']))}). Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
+(constraints: {escape(describe_constraints(summary['constraints']))}).
+Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
 {''.join(f"<p>Int8 recovery: {escape(describe_recovery(cost))}</p>" for cost in summary['recovery'])}
 {f"<p>Search: {escape(summary['search'])}</p>" if summary.get('search') else ''}
 {f"<p>Latencies measured on {escape(summary['latency_measured_on'])}</p>" if summary.get('latency_measured_on') else ''}

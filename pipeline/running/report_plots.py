@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.device.figures import accuracy_latency_figure, png_bytes as _png
 from pipeline.core.fsutil import remove_file, write_bytes
+from pipeline.device.figures import accuracy_latency_figure
+from pipeline.device.figures import png_bytes as _png
+
 
 def write_plots(run_dir: Path, rows, train: dict, chosen, *, searched: bool) -> dict[str, bytes]:
     """The report's figures as PNG bytes by name, written to RUN/report/ (a figure with nothing

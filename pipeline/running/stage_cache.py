@@ -101,7 +101,7 @@ def valid_stages(path: Path) -> dict[str, dict]:
 
     def well_formed(entry) -> bool:
         outputs = entry.get("outputs") if isinstance(entry, dict) else None
-        return (isinstance(outputs, dict) and isinstance(entry.get("inputs"), str) and isinstance(outputs, dict) and bool(outputs)
+        return (isinstance(outputs, dict) and isinstance(entry.get("inputs"), str) and bool(outputs)
                 and all(isinstance(rel, str) and not os.path.isabs(rel) and ".." not in Path(rel).parts
                         and isinstance(sha, str) and len(sha) == 64 for rel, sha in outputs.items()))
 

@@ -17,11 +17,11 @@ twins), ``trials`` (the KerasTuner tuner and one trial), ``winner`` (re-scoring 
 cross-validation, the winner's run, the baseline), ``summary`` (what the search says and
 writes), ``command`` (the command's work on its directory).
 """
-from pipeline.search.command import _check_builds, resumes, search  # noqa: F401
-from pipeline.search.screening import Screen  # noqa: F401
-from pipeline.search.space import (COMMON_SPACE, MARKER, OPTIMIZERS, QUANTIZATIONS, SPACES,  # noqa: F401
-                                   SearchOptions, _build, architecture, options_from_config)
-from pipeline.search.summary import choice_text, describe  # noqa: F401
-from pipeline.search.timer import BUDGET_FILE, Timer, _pool_timings, _relative_budget  # noqa: F401
-from pipeline.search.trials import _finished_measurement, _fit_candidate, _tuner  # noqa: F401
-from pipeline.search.winner import _choose, _cross_validate, _recorded_accuracy  # noqa: F401
+from pipeline.search.command import resumes, search
+from pipeline.search.screening import Screen
+from pipeline.search.space import COMMON_SPACE, MARKER, SPACES, SearchOptions, architecture, options_from_config
+from pipeline.search.summary import choice_text, describe
+from pipeline.search.timer import BUDGET_FILE, Timer
+
+__all__ = ["BUDGET_FILE", "COMMON_SPACE", "MARKER", "SPACES", "Screen", "SearchOptions", "Timer", "architecture",
+           "choice_text", "describe", "options_from_config", "resumes", "search"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from pipeline.config.devices import DEFAULT_REMOTE_ROOT
 from pipeline.config.sections import ConstraintsSection, DataSection, SearchSection
 from pipeline.core.errors import UsageError
-
+from pipeline.core.recipes import OPTIMIZERS  # any optimizer training takes
+from pipeline.formats.kinds import INTEGER_MODES
 
 # Per zoo model: builder options to explore (strings where the builder takes a tuple).
 SPACES: dict[str, dict[str, list]] = {
@@ -34,12 +36,6 @@ COMMON_SPACE: dict[str, list] = {
     "learning_rate": [1e-3, 3e-3], "optimizer": ["adam", "rmsprop"], "batch_size": [32, 64],
     "sparsity": [0.0, 0.5], "quantization": ["int8"],
 }
-
-
-OPTIMIZERS = ("adam", "rmsprop")  # of pipeline.core.recipes'
-
-
-QUANTIZATIONS = ("int8", "int16x8")  # integer models: what an MCU or an NPU runs
 
 
 MARKER = "search.json"
@@ -81,7 +77,7 @@ _VALUES = {
     "blocks": _number(int, 1, 16), "alpha": _number(float, 0.05, 2.0),
     "learning_rate": _number(float, 1e-6, 1.0), "optimizer": _one_of(OPTIMIZERS),
     "batch_size": _number(int, 1, 4096), "sparsity": _number(float, 0.0, 0.9),
-    "quantization": _one_of(QUANTIZATIONS),
+    "quantization": _one_of(INTEGER_MODES),
 }
 
 
@@ -105,7 +101,7 @@ class SearchOptions:
     # hyperparameter -> values, replacing the model's defaults (SPACES, COMMON_SPACE)
     space: dict[str, list] = field(default_factory=dict)
     ssh_options: list[str] = field(default_factory=list)
-    remote_root: str = "~/.edge-runtime"
+    remote_root: str = DEFAULT_REMOTE_ROOT
 
     def validate(self) -> None:
         from pipeline.core.limits import check
@@ -133,7 +129,7 @@ class SearchOptions:
         if self.time_limit_s is not None and not 0 < self.time_limit_s <= 7 * 24 * 3600:
             raise UsageError(f"--time-limit must lie in (0, 604800] seconds, got {self.time_limit_s}")
         if self.device is not None:
-            from pipeline.device.remote import check_remote_dir, parse_device
+            from pipeline.config.devices import check_remote_dir, parse_device
 
             parse_device(self.device)
             check_remote_dir(self.remote_root)

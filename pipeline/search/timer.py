@@ -37,8 +37,8 @@ def _relative_budget(options: SearchOptions, data, out: Path, timer: "Timer") ->
     import hashlib
 
     from pipeline.core.backend import import_keras
-    from pipeline.formats.tflite import to_tflite
     from pipeline.core.recipes import zoo_spec
+    from pipeline.formats.tflite import to_tflite
 
     path = out / BUDGET_FILE
     try:
@@ -157,7 +157,7 @@ def _timings(value) -> list[float]:
     return [float(v) for v in value] if valid else []
 
 
-def _pool_timings(trials: list[dict], screen: "Screen", options: SearchOptions) -> dict[str, dict]:
+def _pool_timings(trials: list[dict], screen, options: SearchOptions) -> dict[str, dict]:  # screen: a Screen
     """Which trials fit the latency budget, decided per architecture on all its timings.
 
     Latency depends on the architecture, not on the weights, but one architecture timed near

@@ -37,7 +37,14 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
     import keras_tuner
     from keras_tuner.engine.trial import TrialStatus
 
-    from pipeline.compat.keras_tuner import atomic_state_writes, prompt_chief_exit, retry_queue, seed_oracle
+    from pipeline.compat.keras_tuner import (
+        atomic_state_writes,
+        prompt_chief_exit,
+        random_values,
+        retry_queue,
+        seed_oracle,
+        values_hash,
+    )
 
     atomic_state_writes()
     prompt_chief_exit()
@@ -55,10 +62,10 @@ def _tuner(options: SearchOptions, data, out: Path, timer: Timer):
             tried = {architecture(options.model, t.hyperparameters.values) for t in self.trials.values()}
             rejected, found = set(), {}
             for draw in range(SCREEN_DRAWS):
-                values = self._random_values()
+                values = random_values(self)
                 if values is None:
                     break
-                digest = self._compute_values_hash(values)
+                digest = values_hash(self, values)
                 if digest in rejected:
                     continue
                 if not screen.fits(values):
@@ -186,8 +193,9 @@ def _log_trial_run(trial_dir: Path, once: bool = False) -> None:
     """Append the trial to ``trials.log`` (every run of a trial, so a rerun shows); with
     ``once``, only if a kill came between its measurement and this line."""
     record = trial_dir.parent / "trials.log"
-    if once and record.is_file() and trial_dir.name in record.read_text(encoding="utf-8", errors="replace").split()[0::2]:
-        return
+    if once and record.is_file():
+        if trial_dir.name in record.read_text(encoding="utf-8", errors="replace").split()[0::2]:
+            return
     append_line(record, f"{trial_dir.name} {os.getpid()}")
 
 

@@ -22,9 +22,9 @@ def _finish_winner(best: dict, options: SearchOptions, data, out: Path) -> dict:
     """The winner retrained with its hyperparameters for twice the trial epochs on the training
     and validation splits (selection is done: the search ranks on short trainings), as a
     normal run directory (test accuracy: the test split's one use), quantized like any run."""
-    from pipeline.training.import_model import import_model
     from pipeline.core.modelio import save_model
     from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.training.import_model import import_model
 
     final = save_model(_train_candidate(best["hyperparameters"], options, data, 2 * options.epochs,
                                         with_val=True), out / "winner.keras")
@@ -93,8 +93,8 @@ def _cross_validate(trial: dict, options: SearchOptions, data, x, y, folds) -> d
     fold's result is kept in the trial's directory (a killed search does not redo it) and
     read back only if it was made for this very split."""
     from edge_runtime import load
-    from pipeline.formats.tflite import to_tflite
     from pipeline.core.recipes import recipe_for
+    from pipeline.formats.tflite import to_tflite
 
     values, trial_dir = trial["hyperparameters"], Path(trial["dir"])
     correct, losses = np.zeros(len(y), dtype=bool), np.zeros(len(y))

@@ -10,8 +10,6 @@ import numpy as np
 
 from pipeline.core.errors import UsageError
 
-DISTRIBUTE = ("none", "mirrored", "multiworker")
-
 
 def import_keras_for(config):
     from pipeline.core.backend import import_keras

@@ -9,8 +9,8 @@ import numpy as np
 
 from pipeline.core import rundir
 from pipeline.core.errors import ModelError
-from pipeline.formats.kinds import MODEL
 from pipeline.core.fsutil import write_json
+from pipeline.formats.kinds import MODEL
 
 
 def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
@@ -21,11 +21,10 @@ def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
     """Load ``model_path`` (.keras, Keras 2 .h5, SavedModel), check it against the data set,
     and write ``model.keras`` + ``train.json`` so every later stage can work on it."""
     from pipeline.core.backend import import_keras
-    from pipeline.data.loaders import load_dataset
-    from pipeline.core.modelio import check_class_count, check_input_shape, float32_copy, load_model, save_model
-    from pipeline.training.train import TrainConfig
-
     from pipeline.core.limits import check
+    from pipeline.core.modelio import check_class_count, check_input_shape, float32_copy, load_model, save_model
+    from pipeline.data.loaders import load_dataset
+    from pipeline.training.train import TrainConfig
 
     check("seed", seed)
     check("image_size", image_size)

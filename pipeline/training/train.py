@@ -15,17 +15,39 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config.sections import DISTRIBUTE, DataSection, TrainSection
 from pipeline.core import rundir
-from pipeline.training.checkpoints import CHECKPOINT_STATE, atomic_checkpoint, given_fields, load_checkpoint, resume_config
-from pipeline.config.sections import DataSection, TrainSection
-from pipeline.training.distribution import (DISTRIBUTE, devices, import_keras_for, is_chief, process_local_copy,
-                                   shard, shard_indices, strategy_for)
 from pipeline.core.errors import UsageError, unknown_name
-from pipeline.formats.kinds import MODEL
 from pipeline.core.fsutil import read_json, write_json
-from pipeline.core.recipes import (LR_SCHEDULES, OPTIMIZERS, class_weights, compile_for_task, model_task,
-                              optimizer_for, recipe_for, zoo_spec)
+from pipeline.core.recipes import (
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    class_weights,
+    compile_for_task,
+    model_task,
+    optimizer_for,
+    recipe_for,
+    zoo_spec,
+)
+from pipeline.data.dataset import split_for_task
 from pipeline.data.streaming import STREAM_MODES, Samples, augmented_input, predict_split, streamed_input, streams
+from pipeline.formats.kinds import MODEL
+from pipeline.training.checkpoints import (
+    CHECKPOINT_STATE,
+    atomic_checkpoint,
+    given_fields,
+    load_checkpoint,
+    resume_config,
+)
+from pipeline.training.distribution import (
+    devices,
+    import_keras_for,
+    is_chief,
+    process_local_copy,
+    shard,
+    shard_indices,
+    strategy_for,
+)
 from pipeline.training.throughput import epoch_timer
 
 log = logging.getLogger("pipeline")
@@ -87,8 +109,8 @@ def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: 
     (default: those that differ from ``TrainConfig()``), and one that contradicts the run is
     refused rather than silently ignored.
     """
-    from pipeline.data.loaders import check_source, load_dataset
     from pipeline.data.cache import CACHE_DIR
+    from pipeline.data.loaders import check_source, load_dataset
 
     if resume:
         run_dir = rundir.resolve_run(out, runs_root)
@@ -184,12 +206,6 @@ def _model_to_train(keras, config: TrainConfig, dataset, run_dir: Path, resume: 
             model, initial_epoch = _build(keras, config, dataset), 0
             compile_for_task(model, task, optimizer_for(keras, config, num_train))
     return model, task, initial_epoch, used
-
-
-def split_for_task(dataset, split: str, task: str):
-    """``(x, y)`` of a split, where an autoencoder's target is its input."""
-    x, y = dataset.split(split)
-    return (x, x) if task == "autoencoder" else (x, y)
 
 
 def _fit(keras, model, config: TrainConfig, dataset, task: str, run_dir: Path, history: dict,
@@ -303,7 +319,8 @@ def _fit_streamed(keras, model, config: TrainConfig, dataset, task: str, callbac
                   if dataset.size("val") else None)
     started = time.perf_counter()
     model.fit(train_input, epochs=config.epochs, initial_epoch=initial_epoch, validation_data=validation,
-              class_weight=class_weights(config.class_weight, np.asarray(dataset.y_train)) if task == "classifier" else None,
+              class_weight=(class_weights(config.class_weight, np.asarray(dataset.y_train))
+                            if task == "classifier" else None),
               callbacks=callbacks, verbose=verbose, shuffle=False)  # the input shuffles itself, seeded
     timer.total_seconds = time.perf_counter() - started
     return timer

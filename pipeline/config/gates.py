@@ -1,0 +1,64 @@
+"""The verify settings: the default gates per artifact kind (see ``formats.kinds``' gate
+kinds), their overrides from ``--gate`` or ``verify.gates``, and the microcontroller budgets.
+Quantize's recovery and convert's QDQ recovery judge by the same gates."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.core.errors import UsageError
+
+# Default gates per artifact kind: (metric, comparison, threshold).
+DEFAULT_GATES: dict[str, dict[str, tuple[str, float]]] = {
+    "float32": {"max_abs_error": ("<=", 1e-4), "top1_agreement": (">=", 1.0)},
+    "float16": {"max_abs_error": ("<=", 1e-2)},
+    "quantized": {"metric_drop": ("<=", 0.01), "top1_agreement": (">=", 0.98)},
+    # TFLite Micro against LiteRT's reference kernels, for int8 and int16x8 TFLite artifacts.
+    "micro": {"top1_agreement": (">=", 0.99)},
+}
+
+
+@dataclass
+class VerifyOptions:
+    artifacts: list[str] | None = None            # names in the run, or paths
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> metric -> threshold
+    explain: bool = False
+    explain_top: int = 3
+    strict: bool = False  # an inconclusive gate (interval straddling its threshold) fails too
+    # Microcontroller budgets: the measured TFLM tensor arena and the model's flash bytes.
+    max_ram_kb: float | None = None
+    max_flash_kb: float | None = None
+
+    def validate(self) -> None:
+        from pipeline.core.limits import check
+
+        check("max_ram_kb", self.max_ram_kb, label="--ram-kb")
+        check("max_flash_kb", self.max_flash_kb, label="--flash-kb")
+        self.resolved_gates()
+
+    def resolved_gates(self) -> dict[str, dict[str, tuple[str, float]]]:
+        gates = {kind: dict(rules) for kind, rules in DEFAULT_GATES.items()}
+        for kind, overrides in self.gates.items():
+            if kind not in gates:
+                from pipeline.core.errors import unknown_name
+
+                raise unknown_name("gate kind", kind, gates)
+            for metric, threshold in overrides.items():
+                known = {"max_abs_error": "<=", "mean_abs_error": "<=", "metric_drop": "<=",
+                         "top1_agreement": ">=", "sqnr_db": ">="}
+                if metric not in known:
+                    from pipeline.core.errors import unknown_name
+
+                    raise unknown_name("gate metric", metric, known)
+                gates[kind][metric] = (known[metric], float(threshold))
+        return gates
+
+
+def parse_gate(text: str) -> tuple[str, str, float]:
+    """``quantized.metric_drop=0.02`` → ("quantized", "metric_drop", 0.02)."""
+    key, _, value = text.partition("=")
+    kind, _, metric = key.partition(".")
+    try:
+        return kind.strip(), metric.strip(), float(value)
+    except ValueError:
+        raise UsageError(f"--gate takes KIND.METRIC=NUMBER (e.g. quantized.metric_drop=0.02), "
+                         f"got '{text}'") from None
