@@ -97,10 +97,12 @@ def test_no_private_imports_outside_the_compat_modules():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    private = re.compile(r"^\s*(from|import)\s+(keras\.src|tensorflow\.python)\b", re.M)
+    private = re.compile(r"^\s*(from|import)\s+(keras\.src|tensorflow\.python|keras_tuner\.src)\b", re.M)
+    compat = root / "pipeline" / "compat"
     offenders = [str(p.relative_to(root)) for package in ("pipeline", "edge_runtime", "models")
                  for p in (root / package).rglob("*.py")
-                 if not p.name.endswith("_compat.py") and private.search(p.read_text(encoding="utf-8"))]
+                 if compat not in p.parents and not p.name.endswith("_compat.py")
+                 and private.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
 
 
