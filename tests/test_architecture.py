@@ -96,8 +96,8 @@ def test_a_planted_layer_violation_is_found_and_named(tmp_path):
                                                          "from pipeline.checking.verify import verify\n")
     assert layer_violations(import_graph(package), LAYERS) == []
     # a stage reaching into another for a helper, inside a function:
-    (package / "optimizing" / "quantize.py").write_text("from pipeline.core.errors import Error\n\n\n"
-                                                        "def gates():\n    from pipeline.checking.verify import GATES\n")
+    (package / "optimizing" / "quantize.py").write_text(
+        "from pipeline.core.errors import Error\n\n\ndef gates():\n    from pipeline.checking.verify import GATES\n")
     assert layer_violations(import_graph(package), LAYERS) == [
         "pipeline.optimizing.quantize:5 -> pipeline.checking.verify (optimizing may not import checking)"]
     # and a foundation reaching up:

@@ -1,4 +1,4 @@
-"""One set of conventions for every command: the README's table is each command's --help,
+"""One set of conventions for every command: docs/commands.md's table is each command's --help,
 every default comes from the config file's, and ``--set`` reaches every config field."""
 import dataclasses
 import json
@@ -14,7 +14,7 @@ from pipeline.cli.common import _items
 from pipeline.config.load import load_config
 from pipeline.config.sections import Config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+COMMANDS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "commands.md"
 COMMANDS = typer.main.get_command(app).commands
 
 
@@ -31,14 +31,14 @@ def _shown_options(command) -> list[str]:
     return shown
 
 
-def _readme_table() -> dict[str, list[str]]:
-    section = README.read_text(encoding="utf-8").split("### Conventions", 1)[1].split("\n### ", 1)[0]
+def _documented_table() -> dict[str, list[str]]:
+    section = COMMANDS_PAGE.read_text(encoding="utf-8").split("\n## Conventions", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `pipeline (\w+)` \| (.+) \|$", section, flags=re.M)
     return {name: re.findall(r"`([^`]+)`", cells) for name, cells in rows}
 
 
-def test_readme_conventions_table_matches_every_help():
-    table = _readme_table()
+def test_documented_conventions_table_matches_every_help():
+    table = _documented_table()
     assert sorted(table) == sorted(COMMANDS)
     for name, command in COMMANDS.items():
         assert table[name] == _shown_options(command), name
