@@ -29,10 +29,11 @@ def run_case(shared: Path, work: Path, train: int | None = None, test: int | Non
              bench_seconds: float = 1.5) -> dict:
     from pipeline.checking.verify import verify
     from pipeline.config.gates import VerifyOptions
+    from pipeline.config.stages import BenchOptions, QuantizeOptions
     from pipeline.core.errors import ParityError
     from pipeline.core.fsutil import read_json
-    from pipeline.device.bench import BenchOptions, bench
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.device.bench import bench
+    from pipeline.optimizing.quantize import quantize
     from pipeline.training.import_model import import_model
 
     train_set = np.load(shared / "cifar10" / "cifar10_train_partial.npz")

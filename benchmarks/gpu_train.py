@@ -77,12 +77,14 @@ def plain(args) -> dict:
 
 
 def pipeline(args) -> dict:
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.config.stages import TrainOptions
+    from pipeline.training.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(TrainConfig(model=args.model, dataset=f"npz:{args.data}", epochs=args.epochs,
-                                   batch_size=args.batch, optimizer="rmsprop", backend=args.backend),
-                       out=Path(tmp) / "run", runs_root=tmp, verbose=0)
+        result = train(Path(tmp) / "run",
+                       TrainOptions(model=args.model, dataset=f"npz:{args.data}", epochs=args.epochs,
+                                    batch_size=args.batch, optimizer="rmsprop", backend=args.backend),
+                       runs_root=tmp, verbose=0)
     metrics = result.metrics
     return {"samples": metrics["data"]["sizes"]["train"], "epoch_seconds": metrics["epoch_seconds"],
             "samples_per_second": metrics["samples_per_second"]}

@@ -40,7 +40,8 @@ def score_ic(ic_dir: Path, workdir: Path) -> dict[str, float]:
     """Two-fold: each half of ic01 is scored by an int8 model calibrated on the other half,
     so no sample calibrates the model that scores it."""
     from edge_runtime import load
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
     from pipeline.training.import_model import import_model
 
     images, labels = load_ic01(ic_dir)
@@ -68,7 +69,8 @@ def verify_ic(ic_dir: Path, workdir: Path) -> dict:
     200 ic01 samples (here our int8 model is calibrated on the same 200)."""
     from pipeline.checking.verify import verify
     from pipeline.config.gates import VerifyOptions
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
     from pipeline.training.import_model import import_model
 
     images, labels = load_ic01(ic_dir)

@@ -25,10 +25,11 @@ from mlperf_ic import ic_dir_from_arguments, load_ic01  # noqa: E402
 def fold(ic_dir: Path, train: np.ndarray, test: np.ndarray, work: Path) -> dict:
     from pipeline.checking.verify import verify
     from pipeline.config.gates import VerifyOptions
+    from pipeline.config.stages import BenchOptions, QuantizeOptions
     from pipeline.core.errors import ParityError
     from pipeline.core.fsutil import read_json
-    from pipeline.device.bench import BenchOptions, bench
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.device.bench import bench
+    from pipeline.optimizing.quantize import quantize
     from pipeline.training.import_model import import_model
 
     images, labels = load_ic01(ic_dir)

@@ -24,11 +24,12 @@ def main() -> None:
     args = parser.parse_args()
     if not args.idx.exists():
         sys.exit(f"{args.idx} is absent: pass --idx DIR with the MNIST IDX files")
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.config.stages import TrainOptions
+    from pipeline.training.train import train
 
-    config = TrainConfig(dataset=f"idx:{args.idx}", epochs=args.epochs, seed=args.seed)
+    config = TrainOptions(dataset=f"idx:{args.idx}", epochs=args.epochs, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = train(config, out=os.path.join(tmp, "run"), runs_root=tmp, verbose=0).metrics
+        metrics = train(os.path.join(tmp, "run"), config, runs_root=tmp, verbose=0).metrics
     sizes = metrics["data"]["sizes"]
     print(f"seed CNN on MNIST t10k: train {sizes['train']} + val {sizes['val']}, test {sizes['test']} "
           f"(stratified, seed {args.seed}), {metrics['epochs_run']} epochs")

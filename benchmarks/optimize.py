@@ -35,15 +35,16 @@ def main() -> None:
 
     from edge_runtime import load
     from edge_runtime.bench import measure
+    from pipeline.config.stages import ConvertOptions, PruneOptions, QuantizeOptions, TrainOptions
     from pipeline.data.context import RunContext
-    from pipeline.optimizing.convert import ConvertOptions, convert
-    from pipeline.optimizing.prune import PruneOptions, prune
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.optimizing.convert import convert
+    from pipeline.optimizing.prune import prune
+    from pipeline.optimizing.quantize import quantize
+    from pipeline.training.train import train
 
     tmp = Path(tempfile.mkdtemp())
     if args.run is None:
-        run_dir = train(TrainConfig(), out=tmp / "run", runs_root=tmp, verbose=0).run_dir
+        run_dir = train(tmp / "run", TrainOptions(), runs_root=tmp, verbose=0).run_dir
     else:
         run_dir = tmp / "run"
         shutil.copytree(args.run, run_dir, ignore=shutil.ignore_patterns(".lock"))

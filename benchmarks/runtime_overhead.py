@@ -71,10 +71,11 @@ def edge_runtime_p50(path: Path, threads: int, runs: int) -> float:
 
 
 def seed_int8_model(workdir: Path) -> Path:
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.config.stages import QuantizeOptions, TrainOptions
+    from pipeline.optimizing.quantize import quantize
+    from pipeline.training.train import train
 
-    run_dir = train(TrainConfig(), out=workdir / "run", runs_root=workdir, verbose=0).run_dir
+    run_dir = train(workdir / "run", TrainOptions(), runs_root=workdir, verbose=0).run_dir
     quantize(run_dir, QuantizeOptions(modes=["int8"]))
     return run_dir / "model_int8.tflite"
 

@@ -46,7 +46,7 @@ def pipeline_train(config) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        train(config, out=os.path.join(tmp, "run"), runs_root=tmp, verbose=0)
+        train(os.path.join(tmp, "run"), config, runs_root=tmp, verbose=0)
         return time.perf_counter() - started
 
 
@@ -55,10 +55,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from pipeline.training.train import TrainConfig
+    from pipeline.config.stages import TrainOptions
 
-    config = TrainConfig(epochs=args.epochs)
-    pipeline_train(TrainConfig(epochs=1))  # warm-up: imports, graph tracing caches
+    config = TrainOptions(epochs=args.epochs)
+    pipeline_train(TrainOptions(epochs=1))  # warm-up: imports, graph tracing caches
     plain_times, pipeline_times = [], []
     for _ in range(args.repeats):
         plain_times.append(plain_fit(config))

@@ -30,15 +30,16 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(FLOORS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from pipeline.config.stages import TrainOptions
     from pipeline.core.stats import wilson
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.training.train import train
 
     failed = False
     print(f"{'model':14s} {'test acc.':>9s} {'95% interval':>17s} {'floor':>6s} {'seconds':>8s}")
     for name in args.models.split(","):
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            result = train(TrainConfig(model=name, seed=args.seed), out=Path(tmp) / name, runs_root=tmp, verbose=0)
+            result = train(Path(tmp) / name, TrainOptions(model=name, seed=args.seed), runs_root=tmp, verbose=0)
         accuracy, n = result.metrics["test_accuracy"], result.metrics.get("test_samples", 360)
         low, high = wilson(round(accuracy * n), n)
         floor = FLOORS.get(name, (0.0, None))[0]

@@ -18,7 +18,7 @@ def load_config(path=None, overrides=()):
 
 def run(config=None, *, out=None, force=(), progress=None):
     """Every stage, cached per stage; returns a ``RunResult`` (run_dir, report, recommended...)."""
-    from pipeline.config.sections import Config
+    from pipeline.config.schema import Config
     from pipeline.running.orchestrator import run as _run
 
     return _run(config or Config(), out=out, force=list(force), progress=progress)

@@ -31,10 +31,11 @@ def digits():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """The README's default: the seed CNN trained on digits with default settings."""
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.config.stages import TrainOptions
+    from pipeline.training.train import train
 
     root = tmp_path_factory.mktemp("runs")
-    result = train(TrainConfig(), out=root / "seed", runs_root=root, verbose=0)
+    result = train(root / "seed", TrainOptions(), runs_root=root, verbose=0)
     return result
 
 

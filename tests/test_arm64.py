@@ -18,9 +18,10 @@ def test_edge_runtime_on_emulated_raspberry_pi(trained_run, tmp_path):
         pytest.skip("qemu-aarch64-static not installed (CI installs qemu-user-static)")
     from edge_runtime import load
     from edge_runtime.runner import quantize as quantize_input
+    from pipeline.config.stages import ConvertOptions, QuantizeOptions
     from pipeline.data.context import RunContext
-    from pipeline.optimizing.convert import ConvertOptions, convert
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.convert import convert
+    from pipeline.optimizing.quantize import quantize
 
     run_dir = trained_run.run_dir
     quantize(run_dir, QuantizeOptions(modes=["int8", "int16x8", "dynamic"]))

@@ -46,8 +46,9 @@ def jax_run(tmp_path_factory):
 def test_jax_trained_model_converts_and_passes_verify(jax_run, trained_run, tmp_path):
     from pipeline.checking.verify import verify
     from pipeline.config.gates import VerifyOptions
-    from pipeline.optimizing.convert import ConvertOptions, convert
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import ConvertOptions, QuantizeOptions
+    from pipeline.optimizing.convert import convert
+    from pipeline.optimizing.quantize import quantize
 
     metrics = json.loads((jax_run / "train.json").read_text())
     assert metrics["backend"] == "jax" and metrics["devices"] and metrics["samples_per_second"] > 0

@@ -134,7 +134,8 @@ def _malformed_files(root, rng):
 @pytest.fixture(scope="module")
 def fuzz_run(trained_run, tmp_path_factory):
     """A private copy of the seed run with an int8 artifact and a damaged sidecar beside it."""
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
 
     run_dir = tmp_path_factory.mktemp("fuzz") / "run"
     shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns(".lock"))

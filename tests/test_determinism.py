@@ -21,9 +21,11 @@ def _convert_in_a_new_process(run_dir, hash_seed: str, warm_up_first: bool) -> d
         import json
         from pipeline.core.backend import import_keras
         import_keras()
-        from pipeline.optimizing.convert import ConvertOptions, convert
+        from pipeline.config.stages import ConvertOptions
+        from pipeline.optimizing.convert import convert
         from pipeline.core.fsutil import sha256_file
-        from pipeline.optimizing.quantize import QuantizeOptions, quantize
+        from pipeline.config.stages import QuantizeOptions
+        from pipeline.optimizing.quantize import quantize
         run = {str(run_dir)!r}
         modes = ["int8", "float16", "dynamic", "int16x8"]
         for pruned in ([False, True] if {warm_up_first} else [True]):
@@ -41,7 +43,8 @@ def _convert_in_a_new_process(run_dir, hash_seed: str, warm_up_first: bool) -> d
 def test_every_format_is_byte_identical_across_processes(trained_run, tmp_path):
     """A structured-pruned model, as `pipeline run` makes it: its ONNX used to differ (tf2onnx
     merges equal constants under whichever name comes first in that process)."""
-    from pipeline.optimizing.prune import PruneOptions, prune
+    from pipeline.config.stages import PruneOptions
+    from pipeline.optimizing.prune import prune
 
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns(".lock"))

@@ -16,8 +16,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def artifacts(trained_run):
-    from pipeline.optimizing.convert import ConvertOptions, convert
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import ConvertOptions, QuantizeOptions
+    from pipeline.optimizing.convert import convert
+    from pipeline.optimizing.quantize import quantize
 
     quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
     convert(trained_run.run_dir, ConvertOptions(int8_onnx=False))

@@ -16,8 +16,9 @@ MODES = ["float16", "dynamic", "int8", "int16x8"]
 
 @pytest.fixture(scope="module")
 def mobile_run(trained_run, tmp_path_factory):
-    from pipeline.optimizing.convert import ConvertOptions, convert
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import ConvertOptions, QuantizeOptions
+    from pipeline.optimizing.convert import convert
+    from pipeline.optimizing.quantize import quantize
 
     run_dir = tmp_path_factory.mktemp("mobile") / "run"
     shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns(".lock"))

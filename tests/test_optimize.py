@@ -136,7 +136,8 @@ def test_raw_inputs_are_preprocessed_from_the_sidecar(converted, trained_run):
 
 
 def test_float_io_dynamic_batch_and_compat(trained_run, tmp_path, keras_reference):
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
 
     x_test, _, expected = keras_reference
     quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"], float_io=True, dynamic_batch=True,

@@ -20,7 +20,8 @@ def test_magnitude_mask_zeroes_the_smallest():
 def test_unstructured_pruning(trained_run, tmp_path):
     import keras
 
-    from pipeline.optimizing.prune import PruneOptions, prune
+    from pipeline.config.stages import PruneOptions
+    from pipeline.optimizing.prune import prune
 
     report = prune(trained_run.run_dir, PruneOptions(sparsity=0.8, structured=False))
     assert report["after"]["sparsity"] == pytest.approx(0.8, abs=0.002)

@@ -134,8 +134,9 @@ def test_a_model_whose_int8_passes_is_left_alone(trained_run, tmp_path):
 
 def test_no_passing_mix_is_one_gate_failure_line(outlier_run, tmp_path, monkeypatch):
     import pipeline.optimizing.mixed_precision
+    from pipeline.config.stages import QuantizeOptions
     from pipeline.core.errors import ParityError
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.quantize import quantize
 
     monkeypatch.setattr(pipeline.optimizing.mixed_precision, "SHORTLIST", 1)  # a shorter hopeless search:
     monkeypatch.setattr(pipeline.optimizing.mixed_precision, "PRECISIONS", ("float",))  # one precision to try

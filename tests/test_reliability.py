@@ -48,7 +48,8 @@ def test_corrupt_and_truncated_keras_and_h5(tmp_path, trained_run):
 
 def test_corrupt_tflite_and_onnx_on_the_device_side(tmp_path, trained_run, capsys):
     from edge_runtime.cli import main as edge_main
-    from pipeline.optimizing.convert import ConvertOptions, convert
+    from pipeline.config.stages import ConvertOptions
+    from pipeline.optimizing.convert import convert
 
     convert(trained_run.run_dir, ConvertOptions(targets=["onnx"], int8_onnx=False))
     onnx = tmp_path / "cut.onnx"
@@ -141,8 +142,9 @@ def test_lambda_layers_are_refused_unless_unsafe(tmp_path):
 @pytest.mark.slow
 def test_two_hundred_mutated_models_never_kill_the_process(trained_run):
     # 200 seeded cases here; `python benchmarks/fuzz_loaders.py --cases 1000` for more
-    from pipeline.optimizing.convert import ConvertOptions, convert
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import ConvertOptions, QuantizeOptions
+    from pipeline.optimizing.convert import convert
+    from pipeline.optimizing.quantize import quantize
 
     quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
     convert(trained_run.run_dir, ConvertOptions(targets=["onnx"]))

@@ -111,7 +111,8 @@ def default_remote_dir():
 def test_remote_bench_over_loopback_ssh(sshd, trained_run, default_remote_dir):
     import getpass
 
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
 
     quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
     runner = CliRunner()
@@ -157,7 +158,8 @@ def test_search_times_every_trial_on_the_device(sshd, default_remote_dir, tmp_pa
 
 
 def test_unreachable_device_is_one_line(trained_run):
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
 
     if not (trained_run.run_dir / "model_int8.tflite").exists():  # an artifact to send
         quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))

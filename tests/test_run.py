@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline import load_config
 from pipeline.cli import app
-from pipeline.config.sections import ConfigError
+from pipeline.config.schema import ConfigError
 from pipeline.core.fsutil import is_temporary
 
 SMALL = ["train.model=mlp", "train.epochs=2", "prune.sparsity=[0, 0.5, 0.8]", 'quantize.modes=["int8", "float16"]',
@@ -239,13 +239,11 @@ def test_bench_defaults_agree_everywhere():
     from edge_runtime.bench import DEFAULT_MIN_SECONDS
     from edge_runtime.cli import _parser
     from pipeline.cli.device import bench
-    from pipeline.config.sections import BenchSection
-    from pipeline.device.bench import BenchOptions
+    from pipeline.config.stages import BenchOptions
 
     cli_default = inspect.signature(bench).parameters["min_seconds"].default
     edge_default = _parser().parse_args(["bench", "model.tflite"]).min_seconds
-    assert cli_default == edge_default == BenchOptions().min_seconds == BenchSection().min_seconds \
-        == DEFAULT_MIN_SECONDS
+    assert cli_default == edge_default == BenchOptions().min_seconds == DEFAULT_MIN_SECONDS
 
 
 def _plot_rows(latencies, accuracies):

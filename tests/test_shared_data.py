@@ -34,7 +34,8 @@ def _ic01(ic):
 @pytest.mark.slow
 def test_mlperf_resnet8_h5_imports_and_quantizes(tmp_path):
     from edge_runtime import load
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
     from pipeline.training.import_model import import_model
 
     ic = shared_data("mlperf_tiny", "ic")

@@ -9,7 +9,8 @@ and every model trains a step and converts in tests/test_models.py.
 """
 import pytest
 
-from pipeline.training.train import TrainConfig, train
+from pipeline.config.stages import TrainOptions
+from pipeline.training.train import train
 
 # model: (floor, measured on digits with seed 0)
 FLOORS = {
@@ -20,7 +21,7 @@ FLOORS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_zoo_classifier_learns_with_its_default_recipe(name, tmp_path):
-    result = train(TrainConfig(model=name), out=tmp_path / name, runs_root=tmp_path, verbose=0)
+    result = train(tmp_path / name, TrainOptions(model=name), runs_root=tmp_path, verbose=0)
     floor = FLOORS[name][0]
     assert result.metrics["test_accuracy"] >= floor, (name, result.metrics["test_accuracy"])
     assert result.metrics["collapsed"] is False
@@ -35,7 +36,7 @@ def test_seed_cnn_learns_with_its_default_recipe(trained_run):
 @pytest.mark.slow
 def test_short_resnet8_training_is_not_at_chance(tmp_path):
     """The case that used to give 10%: BatchNorm statistics after four epochs."""
-    result = train(TrainConfig(model="resnet8", epochs=2), out=tmp_path / "r", runs_root=tmp_path,
+    result = train(tmp_path / "r", TrainOptions(model="resnet8", epochs=2), runs_root=tmp_path,
                    verbose=0)
     # two epochs: 0.9583 measured (0.9944 after four); the floor 0.90 leaves 21 images
     assert result.metrics["test_accuracy"] >= 0.90, result.metrics["test_accuracy"]

@@ -14,7 +14,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from edge_runtime.errors import CodedError, Terminated, exit_on_sigterm, filesystem_error
-from pipeline.config.sections import Config
+from pipeline.config.schema import Config
 
 app = typer.Typer(
     help="Take a Keras model from training to a device: train → prune → quantize → convert "

@@ -38,8 +38,8 @@ def bench(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Latency of every artifact (p50/p90/p99 per backend and thread count) → bench.json."""
+    from pipeline.config.stages import BenchOptions
     from pipeline.core.errors import UsageError
-    from pipeline.device.bench import BenchOptions
     from pipeline.device.bench import bench as run_bench
 
     try:
@@ -74,14 +74,11 @@ def export(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Export an artifact for a microcontroller project (TensorFlow Lite for Microcontrollers)."""
-    from pipeline.core.errors import UsageError
-    from pipeline.core.rundir import resolve_run
-    from pipeline.formats.c_array import export_c_array
+    from pipeline.config.stages import ExportOptions
+    from pipeline.device.export import export as run_export
 
-    if not c_array:
-        raise UsageError("choose what to export: --c-array")
-    run_dir = resolve_run(run)
-    facts = export_c_array(run_dir, artifact, out or run_dir / "c_array", symbol=symbol, metadata=metadata)
+    facts = run_export(run, ExportOptions(c_array=c_array, symbol=symbol, artifact=artifact,
+                                          out_dir=str(out) if out else None, metadata=metadata))
     left_out = (f" ({facts['metadata_bytes_left_out']:,} bytes of metadata left out)"
                 if facts["metadata_bytes_left_out"] else "")
     typer.echo(f"{facts['artifact']}: {facts['length']:,} bytes{left_out}, tensor arena {facts['arena_bytes']:,} "

@@ -29,7 +29,7 @@ def prune(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Magnitude pruning (Keras 3 native) → model_pruned.keras and prune.json."""
-    from pipeline.optimizing.prune import PruneOptions
+    from pipeline.config.stages import PruneOptions
     from pipeline.optimizing.prune import prune as run_prune
 
     report = run_prune(run, PruneOptions(
@@ -72,7 +72,7 @@ def quantize(
 ) -> None:
     """Post-training quantization to TFLite, builtin ops only [default modes: the config's
     quantize.modes]."""
-    from pipeline.optimizing.quantize import QuantizeOptions
+    from pipeline.config.stages import QuantizeOptions
     from pipeline.optimizing.quantize import quantize as run_quantize
 
     modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
@@ -125,7 +125,7 @@ def convert(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Float32 TFLite and ONNX, plus int8 ONNX (ONNX Runtime QDQ and tf2onnx from int8 TFLite)."""
-    from pipeline.optimizing.convert import ConvertOptions
+    from pipeline.config.stages import ConvertOptions
     from pipeline.optimizing.convert import convert as run_convert
 
     report = run_convert(run, ConvertOptions(

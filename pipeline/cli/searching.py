@@ -82,7 +82,7 @@ def search(
 
 def parse_space(items: list[str]) -> dict[str, list]:
     """``NAME=V1,V2`` items as {name: [values]}: numbers where they parse, else strings."""
-    from pipeline.config.sections import parse_value
+    from pipeline.config.schema import parse_value
     from pipeline.core.errors import UsageError
 
     space: dict[str, list] = {}

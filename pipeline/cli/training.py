@@ -55,8 +55,8 @@ def train(
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Train a model and start a run directory (model.keras, train.json, manifest.json)."""
+    from pipeline.config.stages import TrainOptions
     from pipeline.core.errors import UsageError
-    from pipeline.training.train import TrainConfig
     from pipeline.training.train import train as run_training
 
     if run is not None and not resume:
@@ -69,7 +69,7 @@ def train(
         distribute=distribute, tensorboard=tensorboard, unsafe=unsafe, backend=backend)
     given = {name: value for name, value in options.items()
              if value is not None and value is not False}
-    result = run_training(TrainConfig(**given), out=run or out, resume=resume, given=set(given),
+    result = run_training(run or out, TrainOptions(**given), resume=resume, given=set(given),
                           verbose=0 if quiet else 2)
     accuracy = result.metrics["test_accuracy"]
     score = (f"test accuracy {accuracy:.4f}" if accuracy is not None

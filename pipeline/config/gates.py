@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.config.fields import per_command
 from pipeline.core.errors import UsageError
 
 # Default gates per artifact kind: (metric, comparison, threshold).
@@ -19,14 +20,16 @@ DEFAULT_GATES: dict[str, dict[str, tuple[str, float]]] = {
 
 @dataclass
 class VerifyOptions:
-    artifacts: list[str] | None = None            # names in the run, or paths
+    """``verify``: the config file's gate overrides, and what one invocation checks."""
+
     gates: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> metric -> threshold
-    explain: bool = False
-    explain_top: int = 3
-    strict: bool = False  # an inconclusive gate (interval straddling its threshold) fails too
+    artifacts: list[str] | None = per_command(None)  # names in the run, or paths
+    explain: bool = per_command(False)
+    explain_top: int = per_command(3)
+    strict: bool = per_command(False)  # an inconclusive gate (interval straddling its threshold) fails too
     # Microcontroller budgets: the measured TFLM tensor arena and the model's flash bytes.
-    max_ram_kb: float | None = None
-    max_flash_kb: float | None = None
+    max_ram_kb: float | None = per_command(None)
+    max_flash_kb: float | None = per_command(None)
 
     def validate(self) -> None:
         from pipeline.core.limits import check

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from pipeline.config.sections import Config, ConfigError, parse_config
+from pipeline.config.schema import Config, ConfigError, parse_config
 from pipeline.core.errors import UsageError
 
 

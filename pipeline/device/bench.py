@@ -2,47 +2,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config.devices import DEFAULT_REMOTE_ROOT
-from pipeline.config.sections import BenchSection
+from pipeline.config.stages import BenchOptions
 from pipeline.core import rundir
 from pipeline.core.errors import UsageError
 from pipeline.core.fsutil import write_json
 from pipeline.data.context import RunContext
 from pipeline.formats.kinds import run_artifacts
-
-
-@dataclass
-class BenchOptions:
-    """Defaults are the config file's ``bench`` section."""
-
-    threads: list[int] = field(default_factory=lambda: BenchSection().threads)
-    warmup: int = BenchSection.warmup
-    runs: int = BenchSection.runs
-    min_seconds: float = BenchSection.min_seconds
-    xnnpack: bool = True
-    artifacts: list[str] | None = None
-    device: str | None = None
-    ssh_options: list[str] = field(default_factory=list)
-    remote_root: str = DEFAULT_REMOTE_ROOT
-    output: str = "bench.json"
-
-    def validate(self) -> None:
-        from pipeline.core.limits import check
-
-        if not self.threads:
-            raise UsageError("--threads takes positive integers, e.g. 1,2,4")
-        for threads in self.threads:
-            check("threads", threads)
-        for name in ("runs", "warmup", "min_seconds"):
-            check(name, getattr(self, name))
-        if self.device is not None:
-            from pipeline.config.devices import check_remote_dir, parse_device
-
-            parse_device(self.device)
-            check_remote_dir(self.remote_root)
 
 
 def bench(run: str | Path | None, options: BenchOptions) -> dict:

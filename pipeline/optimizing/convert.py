@@ -2,46 +2,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_runtime.artifact import read_sidecar
 from pipeline import __version__
-from pipeline.config.sections import ConvertSection, QuantizeSection
+from pipeline.config.stages import ConvertOptions
 from pipeline.core import rundir
-from pipeline.core.errors import UsageError, unknown_name
+from pipeline.core.errors import UsageError
 from pipeline.core.fsutil import read_json, remove_file, write_json
 from pipeline.data.context import RunContext
-from pipeline.formats.kinds import ORT_SOURCES, TARGETS, artifact_file
-from pipeline.formats.onnx import check_opset
+from pipeline.formats.kinds import ORT_SOURCES, artifact_file
 from pipeline.formats.sidecar import write_artifact
-
-
-@dataclass
-class ConvertOptions:
-    """Defaults are the config file's ``convert`` section (calibration: ``quantize``'s)."""
-
-    targets: list[str] = field(default_factory=lambda: ConvertSection().targets)
-    opset: int = ConvertSection.opset
-    pruned: bool = False
-    calibration_samples: int = QuantizeSection.calibration_samples
-    calibration_data: str | None = None  # raw samples (.npy / .npz "x") instead of the train split
-    int8_onnx: bool = True
-    # When the QDQ int8 ONNX fails its gates on the validation split, leave the fewest nodes
-    # float (model_int8_mixed.onnx): None tries and warns, True insists, False never tries.
-    recover: bool | None = QuantizeSection.recover
-    gates: dict[str, dict[str, float]] = field(default_factory=dict)  # overrides, as verify's
-
-    def validate(self) -> None:
-        if not self.targets:
-            raise UsageError("--to needs at least one of: tflite, onnx, ort")
-        for target in self.targets:
-            if target not in TARGETS:
-                raise unknown_name("conversion target", target, TARGETS)
-        check_opset(self.opset)
-        from pipeline.core.limits import check
-
-        check("calibration_samples", self.calibration_samples)
 
 
 def convert(run: str | Path | None, options: ConvertOptions) -> dict:

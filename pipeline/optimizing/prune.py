@@ -11,12 +11,11 @@ from __future__ import annotations
 import gzip
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config.sections import PruneSection
+from pipeline.config.stages import PruneOptions
 from pipeline.core import rundir
 from pipeline.core.errors import UsageError
 from pipeline.core.fsutil import write_json
@@ -25,26 +24,6 @@ from pipeline.formats.kinds import PRUNED_MODEL
 
 log = logging.getLogger("pipeline")
 PRUNABLE_WEIGHTS = ("kernel", "depthwise_kernel", "recurrent_kernel")
-
-
-@dataclass
-class PruneOptions:
-    """Defaults are the config file's ``prune`` section (its sweep's largest sparsity)."""
-
-    sparsity: float = max(PruneSection().sparsity)
-    structured: bool = PruneSection.structured
-    fine_tune_epochs: int = PruneSection.fine_tune_epochs
-    learning_rate: float = PruneSection.learning_rate
-    batch_size: int = 32
-    skip_layers: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        from pipeline.core.limits import check
-
-        if not 0.0 < self.sparsity < 1.0:  # NaN fails this too
-            raise UsageError(f"--sparsity must lie strictly between 0 and 1, got {self.sparsity}")
-        check("fine_tune_epochs", self.fine_tune_epochs)
-        check("learning_rate", self.learning_rate)
 
 
 def polynomial_sparsity(step: int, end_step: int, final: float, initial: float = 0.0,
@@ -92,7 +71,7 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
     report = {
         "method": "structured-l1" if options.structured else "unstructured-magnitude",
         "schedule": None if options.structured else "polynomial-decay (power 3, 0 → target by 70% of steps)",
-        "target_sparsity": options.sparsity,
+        "target_sparsity": options.target_sparsity,
         "fine_tune_epochs": options.fine_tune_epochs,
         "skip_layers": options.skip_layers,
         "seconds": round(seconds, 2),
@@ -113,7 +92,7 @@ def _prune_structured(keras, model, context: RunContext, options: PruneOptions, 
     from pipeline.core.batchnorm import recalibrate_batchnorm
     from pipeline.optimizing.structured import shrink
 
-    pruned = shrink(model, options.sparsity, skip=options.skip_layers)
+    pruned = shrink(model, options.target_sparsity, skip=options.skip_layers)
     # Removing filters changes what every later BatchNorm sees: re-estimate before
     # fine-tuning (and after it), or the shrunk model starts from chance.
     recalibrate_batchnorm(pruned, splits.recalibration, seed=context.seed)
@@ -127,7 +106,7 @@ def _prune_unstructured(keras, model, context: RunContext, options: PruneOptions
     if not targets:
         raise UsageError("no prunable kernels left (every layer is skipped)")
     steps = -(-splits.num_train // options.batch_size) * max(options.fine_tune_epochs, 1)
-    callback = _masking_callback(keras, targets, options.sparsity, end_step=int(steps * 0.7))
+    callback = _masking_callback(keras, targets, options.target_sparsity, end_step=int(steps * 0.7))
     _fine_tune(keras, model, context, options, splits, callbacks=[callback])
     callback.apply(final=True)
     return model

@@ -2,48 +2,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config.sections import QuantizeSection
+from pipeline.config.stages import QuantizeOptions
 from pipeline.core import rundir
-from pipeline.core.errors import UsageError
 from pipeline.core.fsutil import read_json, remove_file, write_json
 from pipeline.data.context import RunContext
 from pipeline.formats.kinds import MIXED_INT8, quant_mode
 from pipeline.formats.sidecar import write_artifact
-
-COMPAT = ("tflite-runtime",)
-
-
-@dataclass
-class QuantizeOptions:
-    """Defaults are the config file's ``quantize`` section."""
-
-    modes: list[str] = field(default_factory=lambda: QuantizeSection().modes)
-    pruned: bool = False
-    calibration_samples: int = QuantizeSection.calibration_samples
-    float_io: bool = QuantizeSection.float_io
-    dynamic_batch: bool = False
-    compat: str | None = None
-    calibration_data: str | None = None  # .npy/.npz (key "x") of raw samples, instead of train
-    # When int8 fails its gates on the validation split, raise the fewest layers' precision:
-    # None tries (and only warns when no mix passes), True insists, False never tries.
-    recover: bool | None = QuantizeSection.recover
-    gates: dict[str, dict[str, float]] = field(default_factory=dict)  # overrides, as verify's
-
-    def validate(self) -> None:
-        if not self.modes:
-            raise UsageError("choose at least one mode: --int8, --float16, --dynamic or --int16x8")
-        for mode in self.modes:
-            quant_mode(mode)
-        if self.compat is not None and self.compat not in COMPAT:
-            from pipeline.core.errors import unknown_name
-
-            raise unknown_name("--compat target", self.compat, COMPAT)
-        from pipeline.core.limits import check
-
-        check("calibration_samples", self.calibration_samples)
 
 
 def quantize(run: str | Path | None, options: QuantizeOptions) -> dict:

@@ -8,6 +8,7 @@ variant (``variants/pruned-NN/``), each quantized to every mode.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.sections import Config
+from pipeline.config.schema import Config
 from pipeline.core import rundir
 from pipeline.core.errors import CollapseError, ParityError, UsageError
 from pipeline.core.fsutil import copy_file, make_dirs, read_json, sha256_file, write_json
@@ -52,7 +53,7 @@ def check_search(config: Config) -> None:
     """The search section, checked before anything runs (its space is the search's to say, so
     the config loader below the stages cannot)."""
     if config.search.enabled:
-        from pipeline.config.sections import ConfigError
+        from pipeline.config.schema import ConfigError
         from pipeline.search import options_from_config
 
         try:
@@ -114,10 +115,25 @@ def _run_locked(config: Config, run_dir: Path, stages: Stages) -> RunResult:
     return result
 
 
+def stage_options(config: Config, stage: str, **per_command):
+    """The settings ``pipeline run`` hands a stage: its section of the config, completed with
+    what the run decides per variant (``per_command``). Calibration and recovery are the
+    quantize section's for every artifact made from the model (the int8 ONNX too), and the
+    verify gates are what int8 recovery aims at."""
+    section = getattr(config, stage)
+    shared = {
+        "quantize": {"gates": config.verify.gates},
+        "convert": {"calibration_samples": config.quantize.calibration_samples,
+                    "calibration_data": config.quantize.calibration_data,
+                    "recover": config.quantize.recover, "gates": config.verify.gates},
+    }.get(stage, {})
+    return dataclasses.replace(section, **shared, **per_command)
+
+
 def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stages: Stages) -> None:
     """C source of the artifact a board would take: the recommended one when it is an integer
     TFLite model, else the base int8 model."""
-    from pipeline.formats.c_array import export_c_array
+    from pipeline.device.export import export
     from pipeline.formats.kinds import MICRO_MODES
 
     chosen = run_dir / (recommended or "")
@@ -131,7 +147,7 @@ def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stag
     out_dir = run_dir / "c_array"
 
     def work() -> list[Path]:
-        export_c_array(run_dir, str(chosen), out_dir, symbol=config.export.symbol)
+        export(run_dir, stage_options(config, "export", artifact=str(chosen), out_dir=str(out_dir)))
         return [out_dir / "model_data.h", out_dir / "model_data.cc", out_dir / "model_data.json"]
 
     stages.run("export", "export", {"model": sha256_file(chosen), "export": config.section("export")}, work)
@@ -139,7 +155,8 @@ def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stag
 
 
 def _train(config: Config, run_dir: Path, stages: Stages) -> None:
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.config.stages import TrainOptions
+    from pipeline.training.train import train
 
     train_fields = config.section("train")
     allow_collapse = train_fields.pop("allow_collapse")
@@ -149,9 +166,9 @@ def _train(config: Config, run_dir: Path, stages: Stages) -> None:
     def work() -> list[Path]:
         from pipeline.core.modelio import model_code_trusted
 
-        train_config = TrainConfig(**train_fields, **config.section("data"), unsafe=model_code_trusted())
+        train_config = TrainOptions(**train_fields, **config.section("data"), unsafe=model_code_trusted())
         if (train_config.backend or "tensorflow") == "tensorflow":
-            train(train_config, out=run_dir, verbose=0)
+            train(run_dir, train_config, verbose=0)
         else:  # Keras' backend is fixed per process: train there, convert here under TensorFlow
             _train_in_child(train_config, run_dir)
         return [run_dir / MODEL, run_dir / "train.json"]
@@ -214,7 +231,7 @@ def _train_in_child(train_config, run_dir: Path) -> None:
 
 
 def _variants(config: Config, run_dir: Path, stages: Stages) -> list[tuple[Path, bool]]:
-    from pipeline.optimizing.prune import PruneOptions, prune
+    from pipeline.optimizing.prune import prune
 
     variants: list[tuple[Path, bool]] = []
     for sparsity in config.prune.sparsity:
@@ -222,9 +239,7 @@ def _variants(config: Config, run_dir: Path, stages: Stages) -> list[tuple[Path,
             variants.append((run_dir, False))
             continue
         variant = run_dir / "variants" / f"pruned-{round(sparsity * 100):02d}"
-        options = PruneOptions(sparsity=sparsity, structured=config.prune.structured,
-                               fine_tune_epochs=config.prune.fine_tune_epochs,
-                               learning_rate=config.prune.learning_rate)
+        options = stage_options(config, "prune", sparsity=[sparsity])
         inputs = {"prune": {**config.section("prune"), "sparsity": sparsity},
                   "model": sha256_file(run_dir / MODEL)}
 
@@ -251,13 +266,9 @@ def _source(variant: Path, pruned: bool) -> Path:
 
 
 def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.quantize import quantize
 
-    options = QuantizeOptions(modes=config.quantize.modes, pruned=pruned,
-                              calibration_samples=config.quantize.calibration_samples,
-                              calibration_data=config.quantize.calibration_data,
-                              float_io=config.quantize.float_io, recover=config.quantize.recover,
-                              gates=config.verify.gates)
+    options = stage_options(config, "quantize", pruned=pruned)
     inputs = {"quantize": config.section("quantize"), "model": sha256_file(_source(variant, pruned)),
               "calibration_file": file_fingerprint(config.quantize.calibration_data),
               "gates": config.verify.gates}  # int8 recovery aims at the verify gates
@@ -274,12 +285,9 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
 
 
 def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
-    from pipeline.optimizing.convert import ConvertOptions, convert
+    from pipeline.optimizing.convert import convert
 
-    options = ConvertOptions(targets=config.convert.targets, opset=config.convert.opset,
-                             pruned=pruned, calibration_samples=config.quantize.calibration_samples,
-                             calibration_data=config.quantize.calibration_data,
-                             recover=config.quantize.recover, gates=config.verify.gates)
+    options = stage_options(config, "convert", pruned=pruned)
     int8 = variant / artifact_file("int8.tflite", pruned)
     inputs = {"convert": config.section("convert"), "model": sha256_file(_source(variant, pruned)),
               "calibration": [config.quantize.calibration_samples,
@@ -303,13 +311,12 @@ def _artifacthashes(variant: Path) -> dict[str, str]:
 
 def _verify(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
     from pipeline.checking.verify import verify
-    from pipeline.config.gates import VerifyOptions
 
     inputs = {"verify": config.section("verify"), "artifacts": _artifacthashes(variant)}
 
     def work() -> list[Path]:
         try:
-            verify(variant, VerifyOptions(gates=config.verify.gates))
+            verify(variant, stage_options(config, "verify"))
         except ParityError:
             pass  # recorded in verify.json; the run reports it and exits non-zero at the end
         return [variant / "verify.json"]
@@ -323,18 +330,15 @@ def _verify(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: 
 
 
 def _bench(config: Config, run_dir: Path, variant: Path, pruned: bool, stages: Stages):
-    from pipeline.device.bench import BenchOptions, bench
+    from pipeline.device.bench import bench
 
-    section = config.bench
     inputs = {"bench": config.section("bench"), "artifacts": _artifacthashes(variant)}
 
     def work() -> list[Path]:
         outputs = []
-        for index, device in enumerate([None, *section.devices]):
+        for index, device in enumerate([None, *config.bench.devices]):
             name = "bench.json" if device is None else f"bench_device{index}.json"
-            bench(variant, BenchOptions(threads=section.threads, runs=section.runs,
-                                        warmup=section.warmup, min_seconds=section.min_seconds,
-                                        device=device, output=name))
+            bench(variant, stage_options(config, "bench", device=device, output=name))
             outputs.append(variant / name)
         return outputs
 

@@ -89,7 +89,7 @@ class Timer:
 
     def p50(self, artifacts: list[Path]) -> list[float]:
         if self.options.device:
-            from pipeline.device.bench import BenchOptions
+            from pipeline.config.stages import BenchOptions
             from pipeline.device.remote import bench_remote
 
             bench_options = BenchOptions(threads=[1], runs=50, warmup=20, min_seconds=self.options.bench_seconds,

@@ -22,8 +22,9 @@ def _finish_winner(best: dict, options: SearchOptions, data, out: Path) -> dict:
     """The winner retrained with its hyperparameters for twice the trial epochs on the training
     and validation splits (selection is done: the search ranks on short trainings), as a
     normal run directory (test accuracy: the test split's one use), quantized like any run."""
+    from pipeline.config.stages import QuantizeOptions
     from pipeline.core.modelio import save_model
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
+    from pipeline.optimizing.quantize import quantize
     from pipeline.training.import_model import import_model
 
     final = save_model(_train_candidate(best["hyperparameters"], options, data, 2 * options.epochs,
@@ -151,15 +152,16 @@ def _int8_test_comparison(artifacts: list[Path], data) -> dict:
 
 def _baseline(options: SearchOptions, out: Path) -> dict:
     """The zoo model as it comes (its own recipe), trained and quantized here."""
-    from pipeline.optimizing.quantize import QuantizeOptions, quantize
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.config.stages import QuantizeOptions, TrainOptions
+    from pipeline.optimizing.quantize import quantize
+    from pipeline.training.train import train
 
     run_dir = out / "baseline"
     artifact = run_dir / "model_int8.tflite"
     test_accuracy = _recorded_accuracy(run_dir) if artifact.is_file() else None
     if test_accuracy is None:  # not trained yet, or its record is damaged: train it (again)
-        result = train(TrainConfig(model=options.model, dataset=options.dataset, seed=options.seed),
-                       out=run_dir, runs_root=out, verbose=0)
+        result = train(run_dir, TrainOptions(model=options.model, dataset=options.dataset, seed=options.seed),
+                       runs_root=out, verbose=0)
         quantize(run_dir, QuantizeOptions(modes=["int8"], recover=False))
         test_accuracy = result.metrics["test_accuracy"]
     return {"run_dir": str(run_dir), "test_accuracy": test_accuracy, "size_kb": artifact.stat().st_size / 1024}

@@ -20,11 +20,11 @@ def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
                  runs_root: str | os.PathLike = rundir.DEFAULT_RUNS_ROOT):
     """Load ``model_path`` (.keras, Keras 2 .h5, SavedModel), check it against the data set,
     and write ``model.keras`` + ``train.json`` so every later stage can work on it."""
+    from pipeline.config.stages import TrainOptions
     from pipeline.core.backend import import_keras
     from pipeline.core.limits import check
     from pipeline.core.modelio import check_class_count, check_input_shape, float32_copy, load_model, save_model
     from pipeline.data.loaders import load_dataset
-    from pipeline.training.train import TrainConfig
 
     check("seed", seed)
     check("image_size", image_size)
@@ -46,7 +46,7 @@ def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
             raise ModelError(f"{model_path} outputs {predictions.shape[-1]} values per sample, "
                              f"the data set has {data.num_classes} classes")
         saved = save_model(model, run_dir / MODEL)
-        config = TrainConfig(model=str(model_path), dataset=dataset, seed=seed, image_size=image_size,
+        config = TrainOptions(model=str(model_path), dataset=dataset, seed=seed, image_size=image_size,
                              val_fraction=val_fraction, test_fraction=test_fraction, unsafe=unsafe)
         metrics = {
             "model": str(model_path), "task": "classifier", "imported_from": str(model_path),

@@ -15,22 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config.sections import DISTRIBUTE, DataSection, TrainSection
+from pipeline.config.stages import TrainOptions
 from pipeline.core import rundir
-from pipeline.core.errors import UsageError, unknown_name
+from pipeline.core.errors import UsageError
 from pipeline.core.fsutil import read_json, write_json
 from pipeline.core.recipes import (
-    LR_SCHEDULES,
-    OPTIMIZERS,
     class_weights,
     compile_for_task,
     model_task,
     optimizer_for,
-    recipe_for,
     zoo_spec,
 )
 from pipeline.data.dataset import split_for_task
-from pipeline.data.streaming import STREAM_MODES, Samples, augmented_input, predict_split, streamed_input, streams
+from pipeline.data.streaming import Samples, augmented_input, predict_split, streamed_input, streams
 from pipeline.formats.kinds import MODEL
 from pipeline.training.checkpoints import (
     CHECKPOINT_STATE,
@@ -54,66 +51,28 @@ log = logging.getLogger("pipeline")
 
 
 @dataclass
-class TrainConfig(TrainSection, DataSection):
-    """Everything ``pipeline train`` needs: the config file's ``data`` and ``train`` sections
-    (one definition, so the CLI and the config file cannot drift) plus the command's switches."""
-
-    tensorboard: bool = False
-    unsafe: bool = False
-
-    def with_recipe(self) -> "TrainConfig":
-        """A copy whose unset training fields come from the model's default recipe."""
-        recipe = recipe_for(self.model)
-        return dataclasses.replace(self, **{name: recipe[name] for name in recipe
-                                            if getattr(self, name) is None})
-
-    def validate(self) -> None:
-        for field, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
-                               ("distribute", DISTRIBUTE), ("stream", STREAM_MODES)):
-            if getattr(self, field) not in allowed:
-                raise unknown_name(field.replace("_", "-"), getattr(self, field), allowed)
-        if self.class_weight not in (None, "balanced"):
-            raise unknown_name("class-weight", self.class_weight, ["balanced"])
-        from pipeline.core.limits import check
-
-        for name in ("epochs", "batch_size", "learning_rate", "early_stopping", "seed",
-                     "image_size", "val_fraction", "test_fraction"):
-            check(name, getattr(self, name))
-        from pipeline.core.backend import BACKENDS
-
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise unknown_name("backend", self.backend, BACKENDS)
-        if self.tensorboard and self.backend not in (None, "tensorflow"):
-            raise UsageError("--tensorboard writes TensorFlow summaries: use it with --backend tensorflow")
-        if self.distribute == "multiworker" and self.backend == "torch":
-            raise UsageError("--distribute multiworker runs on tensorflow (TF_CONFIG) or jax "
-                             "(KERAS_DISTRIBUTION_*), not torch")
-
-
-
-
-@dataclass
 class TrainResult:
     run_dir: Path
     metrics: dict[str, Any]
     chief: bool = True  # False: a multi-worker non-chief, whose run_dir is gone
 
 
-def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: bool = False,
+def train(run: str | os.PathLike | None, config: TrainOptions, *, resume: bool = False,
           given: set[str] | None = None, runs_root: str | os.PathLike = rundir.DEFAULT_RUNS_ROOT,
           verbose: int = 1) -> TrainResult:
-    """Train ``config.model`` on ``config.dataset``; write ``model.keras`` and ``train.json``.
+    """Train ``config.model`` on ``config.dataset`` into the run directory ``run`` (None: a new
+    one under ``runs_root``); write ``model.keras`` and ``train.json``.
 
-    With ``resume``, the run in ``out`` (or the latest) continues from its checkpoint with its
+    With ``resume``, the run in ``run`` (or the latest) continues from its checkpoint with its
     own model, data, seed and recipe; ``given`` names the fields the caller set on purpose
-    (default: those that differ from ``TrainConfig()``), and one that contradicts the run is
+    (default: those that differ from ``TrainOptions()``), and one that contradicts the run is
     refused rather than silently ignored.
     """
     from pipeline.data.cache import CACHE_DIR
     from pipeline.data.loaders import check_source, load_dataset
 
     if resume:
-        run_dir = rundir.resolve_run(out, runs_root)
+        run_dir = rundir.resolve_run(run, runs_root)
         config = resume_config(run_dir, config, given_fields(config) if given is None else given)
     config = config.with_recipe()
     config.validate()
@@ -126,7 +85,7 @@ def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: 
                              "start the cluster on a new run")
         run_dir = Path(tempfile.mkdtemp(prefix="pipeline-worker-"))
     elif not resume:
-        run_dir = rundir.new_run_dir(_model_label(config.model), config.dataset, out, runs_root)
+        run_dir = rundir.new_run_dir(_model_label(config.model), config.dataset, run, runs_root)
     try:
         with rundir.locked(run_dir):
             if chief and not resume:
@@ -145,7 +104,7 @@ def train(config: TrainConfig, *, out: str | os.PathLike | None = None, resume: 
     return result
 
 
-def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bool,
+def _train_locked(keras, config: TrainOptions, dataset, run_dir: Path, resume: bool,
                   verbose: int, chief: bool = True) -> TrainResult:
     from pipeline.core.modelio import float32_copy, save_model
 
@@ -184,7 +143,7 @@ def _train_locked(keras, config: TrainConfig, dataset, run_dir: Path, resume: bo
     return TrainResult(run_dir, metrics)
 
 
-def _model_to_train(keras, config: TrainConfig, dataset, run_dir: Path, resume: bool):
+def _model_to_train(keras, config: TrainOptions, dataset, run_dir: Path, resume: bool):
     """A compiled model (new, or the run's checkpoint) in fresh Keras state, with its task,
     the epoch it starts at and the devices it trains on."""
     from pipeline.core.backend import seed_everything
@@ -208,7 +167,7 @@ def _model_to_train(keras, config: TrainConfig, dataset, run_dir: Path, resume: 
     return model, task, initial_epoch, used
 
 
-def _fit(keras, model, config: TrainConfig, dataset, task: str, run_dir: Path, history: dict,
+def _fit(keras, model, config: TrainOptions, dataset, task: str, run_dir: Path, history: dict,
          initial_epoch: int, verbose: int):
     """``model.fit`` with checkpoints, the schedule's callbacks and this worker's shard; returns
     the epoch timer."""
@@ -233,7 +192,7 @@ def _fit(keras, model, config: TrainConfig, dataset, task: str, run_dir: Path, h
     return timer
 
 
-def _evaluate(model, config: TrainConfig, dataset, task: str, history: dict) -> dict:
+def _evaluate(model, config: TrainOptions, dataset, task: str, history: dict) -> dict:
     """Re-estimate BatchNorm statistics, score the test split, and check for a collapse."""
     from pipeline.core.batchnorm import MAX_SAMPLES, batchnorm_layers, recalibrate_batchnorm
     from pipeline.training.collapse import check_collapse, judge
@@ -279,7 +238,7 @@ def _model_label(model: str) -> str:
     return Path(model).stem if os.sep in model or "." in model else model
 
 
-def _build(keras, config: TrainConfig, dataset):
+def _build(keras, config: TrainOptions, dataset):
     from pipeline.core.modelio import check_class_count, check_input_shape, is_model_path, load_model
 
     if is_model_path(config.model):
@@ -291,7 +250,7 @@ def _build(keras, config: TrainConfig, dataset):
 
 
 
-def _callbacks(keras, config: TrainConfig, run_dir: Path, history: dict) -> list:
+def _callbacks(keras, config: TrainOptions, run_dir: Path, history: dict) -> list:
     callbacks = [atomic_checkpoint(keras, config, run_dir, history)]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -308,7 +267,7 @@ def _callbacks(keras, config: TrainConfig, run_dir: Path, history: dict) -> list
 
 
 
-def _fit_streamed(keras, model, config: TrainConfig, dataset, task: str, callbacks, timer,
+def _fit_streamed(keras, model, config: TrainOptions, dataset, task: str, callbacks, timer,
                   initial_epoch: int, verbose: int):
     """``model.fit`` on batches preprocessed as they are drawn: memory grows with the batch,
     not with the data set (a PyDataset, which every backend's trainer reads)."""
@@ -334,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.core.errors import PipelineError
 
     args = sys.argv[1:] if argv is None else argv
-    config = TrainConfig(**json.loads(args[0]))
+    config = TrainOptions(**json.loads(args[0]))
     try:
-        result = train(config, out=args[1], verbose=0)
+        result = train(args[1], config, verbose=0)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,0 +1,199 @@
+"""One settings class per stage. Each is the config file's section of that stage (its config
+fields, with their defaults: the one source of every default) plus the per-command fields a
+command line or the orchestrator gives for one invocation; ``validate()`` says what the stage
+accepts. ``pipeline run`` hands each stage its section of the config, completed per variant;
+``pipeline COMMAND`` builds the same class from its options."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from edge_runtime.bench import DEFAULT_MIN_SECONDS
+from pipeline.config.devices import DEFAULT_REMOTE_ROOT
+from pipeline.config.fields import per_command
+from pipeline.config.sections import DISTRIBUTE, DataSection, TrainSection
+from pipeline.core.errors import UsageError, unknown_name
+from pipeline.formats.onnx import DEFAULT_OPSET
+
+# quantize --compat: op versions an older runtime loads.
+COMPAT = ("tflite-runtime",)
+
+
+@dataclass
+class TrainOptions(TrainSection, DataSection):
+    """``train``: the config file's ``data`` and ``train`` sections (one definition, so the CLI
+    and the config file cannot drift) plus the command's switches."""
+
+    tensorboard: bool = per_command(False)
+    unsafe: bool = per_command(False)
+
+    def with_recipe(self) -> "TrainOptions":
+        """A copy whose unset training fields come from the model's default recipe."""
+        from pipeline.core.recipes import recipe_for
+
+        recipe = recipe_for(self.model)
+        return dataclasses.replace(self, **{name: recipe[name] for name in recipe
+                                            if getattr(self, name) is None})
+
+    def validate(self) -> None:
+        from pipeline.core.backend import BACKENDS
+        from pipeline.core.limits import check
+        from pipeline.core.recipes import LR_SCHEDULES, OPTIMIZERS
+        from pipeline.data.streaming import STREAM_MODES
+
+        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
+                              ("distribute", DISTRIBUTE), ("stream", STREAM_MODES)):
+            if getattr(self, name) not in allowed:
+                raise unknown_name(name.replace("_", "-"), getattr(self, name), allowed)
+        if self.class_weight not in (None, "balanced"):
+            raise unknown_name("class-weight", self.class_weight, ["balanced"])
+        for name in ("epochs", "batch_size", "learning_rate", "early_stopping", "seed",
+                     "image_size", "val_fraction", "test_fraction"):
+            check(name, getattr(self, name))
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise unknown_name("backend", self.backend, BACKENDS)
+        if self.tensorboard and self.backend not in (None, "tensorflow"):
+            raise UsageError("--tensorboard writes TensorFlow summaries: use it with --backend tensorflow")
+        if self.distribute == "multiworker" and self.backend == "torch":
+            raise UsageError("--distribute multiworker runs on tensorflow (TF_CONFIG) or jax "
+                             "(KERAS_DISTRIBUTION_*), not torch")
+
+
+@dataclass
+class PruneOptions:
+    """``prune``. The config sweeps ``sparsity`` (each value a variant, 0 the unpruned model);
+    the stage prunes to the largest (a number is a sweep of one)."""
+
+    sparsity: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    structured: bool = True
+    fine_tune_epochs: int = 8
+    learning_rate: float = 1e-3
+    batch_size: int = per_command(32)
+    skip_layers: list[str] = per_command(default_factory=list)
+
+    def __post_init__(self):
+        if isinstance(self.sparsity, (int, float)) and not isinstance(self.sparsity, bool):
+            self.sparsity = [float(self.sparsity)]
+
+    @property
+    def target_sparsity(self) -> float:
+        return max(self.sparsity) if self.sparsity else float("nan")
+
+    def validate(self) -> None:
+        from pipeline.core.limits import check
+
+        if not 0.0 < self.target_sparsity < 1.0:  # NaN fails this too
+            raise UsageError(f"--sparsity must lie strictly between 0 and 1, got {self.target_sparsity}")
+        check("fine_tune_epochs", self.fine_tune_epochs)
+        check("learning_rate", self.learning_rate)
+
+
+@dataclass
+class QuantizeOptions:
+    """``quantize``: one TFLite artifact per mode."""
+
+    modes: list[str] = field(default_factory=lambda: ["int8", "float16", "dynamic"])
+    calibration_samples: int = 300
+    # raw samples (.npy / .npz "x") for the int8 TFLite and ONNX, instead of the training split
+    calibration_data: str | None = None
+    float_io: bool = False
+    # int8 that fails its gates on the validation split: raise the fewest layers' precision
+    # (model_int8_mixed.tflite). null: try, warn if no mix passes; true: insist; false: never.
+    recover: bool | None = None
+    pruned: bool = per_command(False)
+    dynamic_batch: bool = per_command(False)
+    compat: str | None = per_command(None)
+    gates: dict[str, dict[str, float]] = per_command(default_factory=dict)  # verify's overrides
+
+    def validate(self) -> None:
+        from pipeline.core.limits import check
+        from pipeline.formats.kinds import quant_mode
+
+        if not self.modes:
+            raise UsageError("choose at least one mode: --int8, --float16, --dynamic or --int16x8")
+        for mode in self.modes:
+            quant_mode(mode)
+        if self.compat is not None and self.compat not in COMPAT:
+            raise unknown_name("--compat target", self.compat, COMPAT)
+        check("calibration_samples", self.calibration_samples)
+
+
+@dataclass
+class ConvertOptions:
+    """``convert``: float32 TFLite and ONNX, int8 ONNX, ``.ort``. Its calibration and recovery
+    are ``quantize``'s (the orchestrator gives them; a command line has its own flags)."""
+
+    targets: list[str] = field(default_factory=lambda: ["tflite", "onnx"])
+    opset: int = DEFAULT_OPSET
+    pruned: bool = per_command(False)
+    calibration_samples: int = per_command(QuantizeOptions.calibration_samples)
+    calibration_data: str | None = per_command(None)  # raw samples (.npy / .npz "x")
+    int8_onnx: bool = per_command(True)
+    # When the QDQ int8 ONNX fails its gates on the validation split, leave the fewest nodes
+    # float (model_int8_mixed.onnx): None tries and warns, True insists, False never tries.
+    recover: bool | None = per_command(QuantizeOptions.recover)
+    gates: dict[str, dict[str, float]] = per_command(default_factory=dict)  # verify's overrides
+
+    def validate(self) -> None:
+        from pipeline.core.limits import check
+        from pipeline.formats.kinds import TARGETS
+        from pipeline.formats.onnx import check_opset
+
+        if not self.targets:
+            raise UsageError("--to needs at least one of: tflite, onnx, ort")
+        for target in self.targets:
+            if target not in TARGETS:
+                raise unknown_name("conversion target", target, TARGETS)
+        check_opset(self.opset)
+        check("calibration_samples", self.calibration_samples)
+
+
+@dataclass
+class BenchOptions:
+    """``bench``: latency of every artifact, here and on each of ``devices``."""
+
+    threads: list[int] = field(default_factory=lambda: [1])
+    runs: int = 100
+    warmup: int = 20
+    min_seconds: float = DEFAULT_MIN_SECONDS  # as `edge-runtime bench`
+    devices: list[str] = field(default_factory=list)
+    xnnpack: bool = per_command(True)
+    artifacts: list[str] | None = per_command(None)
+    device: str | None = per_command(None)  # the one this invocation times on (None: here)
+    ssh_options: list[str] = per_command(default_factory=list)
+    remote_root: str = per_command(DEFAULT_REMOTE_ROOT)
+    output: str = per_command("bench.json")
+
+    def validate(self) -> None:
+        from pipeline.config.devices import check_remote_dir, parse_device
+        from pipeline.core.limits import check
+
+        if not self.threads:
+            raise UsageError("--threads takes positive integers, e.g. 1,2,4")
+        for threads in self.threads:
+            check("threads", threads)
+        for name in ("runs", "warmup", "min_seconds"):
+            check(name, getattr(self, name))
+        if self.device is not None:
+            parse_device(self.device)
+            check_remote_dir(self.remote_root)
+
+
+@dataclass
+class ExportOptions:
+    """``export``: an integer TFLite model as C source for a TFLite Micro project."""
+
+    # Write c_array/model_data.{h,cc}: the recommended integer TFLite model (else the base
+    # int8) as C++ source for a TFLite Micro project.
+    c_array: bool = False
+    symbol: str = "g_model_data"  # the array's C name
+    artifact: str = per_command("model_int8.tflite")  # a name in the run, or a path
+    out_dir: str | None = per_command(None)            # default: RUN/c_array
+    metadata: bool = per_command(False)                # keep the TFLite Metadata in the array
+
+    def validate(self) -> None:
+        from pipeline.formats.c_array import check_symbol
+
+        if not self.c_array:
+            raise UsageError("choose what to export: --c-array")
+        check_symbol(self.symbol)
