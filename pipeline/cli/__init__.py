@@ -5,9 +5,9 @@ them: ``training`` (train, import), ``optimizing`` (prune, quantize, convert), `
 (verify), ``device`` (bench, export), ``searching`` (search), ``running`` (run, report,
 models, datasets).
 """
-# isort: off  (the order registers the commands as --help lists them)
-from pipeline.cli import checking, device, optimizing, running, searching, training  # noqa: F401
-
+# The order registers the commands in the order --help lists them.
+# isort: off
+from pipeline.cli import training, optimizing, checking, device, searching, running  # noqa: F401
 # isort: on
 from pipeline.cli.common import app, main
 
