@@ -1,6 +1,6 @@
 """Test accuracy of the zoo's slowest classifiers with their full default recipes on digits,
 with 95% Wilson intervals, against the floors the suite once asserted (moved here: a minute
-or more each on 2 cores; tests/test_zoo_accuracy.py keeps the fast models and a short resnet8).
+or more each on 2 cores; tests/training/test_zoo_accuracy.py keeps the fast models and a short resnet8).
 
     python benchmarks/zoo_accuracy.py [--models resnet8,ds_cnn,mobilenet_v1,lenet5,lstm,gru] [--seed 0]
 

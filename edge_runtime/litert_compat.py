@@ -1,5 +1,5 @@
 """The one place that touches LiteRT internals: the interpreter has no public list of the ops
-in a model. ``tests/test_compat.py`` checks it, so an upgrade that drops it fails there."""
+in a model. ``tests/compat/test_compat.py`` checks it, so an upgrade that drops it fails there."""
 from __future__ import annotations
 
 

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 # As every pipeline command does before TensorFlow runs an op: deterministic kernels. Enabled
 # only after other ops ran, kernels already created keep their non-deterministic variants and
 # artifacts trained in this process would differ by an ulp from those of a fresh process.
-# (The emulated device that runs tests/device has no Keras at all.)
+# (The emulated device that runs tests/on_device has no Keras at all.)
 if importlib.util.find_spec("keras") is not None:
     from pipeline.core.backend import import_keras
 

@@ -198,3 +198,11 @@ def test_edge_runtime_imports_nothing_above_it():
             upward += [f"{file.relative_to(PROJECT)}:{node.lineno} {n}" for n in names
                        if n.split(".")[0] in ("pipeline", "models", "tensorflow", "keras")]
     assert not upward, "edge_runtime imports upward: " + "; ".join(upward)
+
+
+def test_the_tests_mirror_the_packages():
+    """Every package of ``pipeline`` (and the device runtime and the zoo) has its folder of tests."""
+    packages = [p.name for p in (PROJECT / "pipeline").iterdir() if (p / "__init__.py").is_file()]
+    missing = [name for name in [*packages, "edge_runtime", "models"]
+               if not list((PROJECT / "tests" / name).glob("test_*.py"))]
+    assert missing == [], f"packages without tests/<package>/: {missing}"

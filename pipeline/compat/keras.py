@@ -1,6 +1,6 @@
 """The one place that touches Keras internals: its private modules (``keras.src``) and the
 layout of what it saves (the ``.keras`` archive, serialized configs). Each function says why
-it is needed; ``tests/test_compat.py`` checks every internal it relies on, so an upgrade
+it is needed; ``tests/compat/test_compat.py`` checks every internal it relies on, so an upgrade
 that moves one fails there, loudly, and nowhere else."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""KerasTuner internals, in one place (each checked by tests/test_compat.py).
+"""KerasTuner internals, in one place (each checked by tests/compat/test_compat.py).
 
 KerasTuner 1.4 writes its state (``oracle.json``, each ``trial.json``, the tuner's file) with
 a plain ``open(path, "w")``: a kill in the middle of a write leaves a truncated JSON file,

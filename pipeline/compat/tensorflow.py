@@ -1,5 +1,5 @@
 """The one place that touches TensorFlow internals: private converter switches with no public
-equivalent. ``tests/test_compat.py`` checks each one, so an upgrade that drops it fails there."""
+equivalent. ``tests/compat/test_compat.py`` checks each one, so an upgrade that drops it fails there."""
 from __future__ import annotations
 
 from pipeline.core.errors import ConversionError

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_edge_runtime_on_emulated_raspberry_pi(trained_run, tmp_path):
     env = {**os.environ, "EDGE_DEVICE_ARTIFACTS": str(tmp_path), "EDGE_DEVICE_MACHINE": "aarch64",
            "QEMU_CPU": "cortex-a72"}
     done = subprocess.run([str(PROJECT / "scripts" / "arm64-python"), "-m", "pytest", "-q",
-                           "-p", "no:cacheprovider", "tests/device"],
+                           "-p", "no:cacheprovider", "tests/on_device"],
                           cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"{len(names) + 2} passed" in done.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUPPORT_PYTHON = ROOT / ".venv-tflite-support" / "bin" / "python"
 MODES = ["float16", "dynamic", "int8", "int16x8"]
 

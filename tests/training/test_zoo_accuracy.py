@@ -5,7 +5,7 @@ was written on is noted beside it, with the margin in test images.
 The models whose full recipes take longest on 2 cores (resnet8, ds_cnn, mobilenet_v1, and
 the 30-epoch lenet5, lstm and gru) are measured by ``benchmarks/zoo_accuracy.py`` with the
 same floors (``benchmarks.zoo_accuracy.FLOORS``); here resnet8 is checked on a short training
-and every model trains a step and converts in tests/test_models.py.
+and every model trains a step and converts in tests/models/test_models.py.
 """
 import pytest
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def _train(tmp_path, backend, *args, importtime=False):

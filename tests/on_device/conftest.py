@@ -1,4 +1,4 @@
-# These tests run on the device (or the emulated Raspberry Pi that tests/test_arm64.py
+# These tests run on the device (or the emulated Raspberry Pi that tests/device/test_arm64.py
 # starts), against artifacts and x86 reference outputs that the host prepared.
 import os
 

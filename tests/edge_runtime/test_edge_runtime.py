@@ -11,7 +11,7 @@ import pytest
 from edge_runtime import ArtifactError, InputError, load
 from edge_runtime.cli import main as edge_main
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

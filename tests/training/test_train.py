@@ -15,7 +15,7 @@ def invoke(*args):
 
 
 def test_default_training_records_what_it_did(trained_run):
-    metrics = trained_run.metrics  # its accuracy floor: tests/test_zoo_accuracy.py
+    metrics = trained_run.metrics  # its accuracy floor: tests/training/test_zoo_accuracy.py
     for key in ("test_loss", "epochs_run", "train_seconds", "samples_per_second",
                 "first_epoch_seconds", "steady_epoch_seconds"):
         assert metrics[key] is not None

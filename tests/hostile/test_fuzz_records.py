@@ -1,0 +1,104 @@
+"""Hostile conditions: A seeded fuzz of the files read back: mutated sidecars, states and
+measurements end in one error line or a right answer, never a traceback or a wrong number. Each
+case asserts what a user sees (one ``error:`` line and a documented exit code, or the right
+result) and what a user cares about (their files unchanged)."""
+import json
+import subprocess
+
+import numpy as np
+
+from tests.hostile.helpers import PIPELINE, PROJECT
+
+_HOSTILE_VALUES = [None, True, -1, 0, 1e308, float("nan"), "", "x" * 300, [], [None], {}, {"a": [1]}, [[[]]],
+                   "../../etc/passwd", -(2 ** 63), [1.5, "two"], {"scale": "1/255"}]
+
+
+def _mutations(document, rng, count):
+    """``count`` copies of a JSON document, each with one field (at any depth) replaced."""
+    paths = []
+
+    def walk(node, path):
+        paths.append(path)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, (*path, key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node[:3]):
+                walk(value, (*path, index))
+
+    walk(document, ())
+    for _ in range(count):
+        mutated = json.loads(json.dumps(document))
+        path = paths[rng.integers(1, len(paths))]
+        node = mutated
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = _HOSTILE_VALUES[rng.integers(len(_HOSTILE_VALUES))]
+        yield ".".join(map(str, path)), mutated
+
+
+def test_sixty_mutated_sidecars_are_one_line_or_a_right_answer(int8_copy, digits, tmp_path, capsys):
+    """Every field of a sidecar, at any depth, replaced by a hostile value: `edge-runtime
+    predict --raw` (which reads the preprocessing and the quantization) either answers as
+    with the original sidecar or prints one error line with exit 3 or 4; never a traceback."""
+    from edge_runtime.cli import main
+
+    model = int8_copy / "model_int8.tflite"
+    sidecar_path = int8_copy / "model_int8.tflite.json"
+    original = json.loads(sidecar_path.read_text())
+    sample = tmp_path / "x.npy"
+    np.save(sample, digits.x_test[:2])
+    assert main(["predict", str(model), str(sample), "--raw", "--json"]) == 0
+    expected = capsys.readouterr().out
+    outcomes = {}
+    for field, mutated in _mutations(original, np.random.default_rng(21), 60):
+        sidecar_path.write_text(json.dumps(mutated, allow_nan=True))
+        code = main(["predict", str(model), str(sample), "--raw", "--json"])
+        captured = capsys.readouterr()
+        if code == 0:
+            assert captured.err == "", (field, captured.err)
+        else:
+            one_line = captured.err.startswith("error: ") and captured.err.count("\n") == 1
+            assert code in (3, 4) and one_line, (field, captured)
+        outcomes[field] = code if code else ("same" if captured.out == expected else "different")
+    # a changed answer is acceptable only where the field says how to read the model
+    changed = {f for f, o in outcomes.items() if o == "different"}
+    assert all(f.startswith(("preprocessing", "inputs", "outputs", "class_names")) for f in changed), changed
+    assert sum(o in (3, 4) for o in outcomes.values()) >= 20  # most mutations are refused
+
+
+def test_forty_mutated_states_and_measurements_are_ignored_or_used_whole(tmp_path):
+    """pipeline_state.json and a search trial's measurement.json, mutated: each is either
+    taken as a whole (well formed) or ignored (its stage or trial runs again); never a crash."""
+    from pipeline.running.stage_cache import valid_stages
+    from pipeline.search.trials import _finished_measurement
+
+    state = {"stages": {"train": {"inputs": "ab" * 32, "outputs": {"model.keras": "cd" * 32}, "finished": 1.0}}}
+    values = {"hidden": "32", "learning_rate": 0.001, "optimizer": "adam", "batch_size": 32,
+              "sparsity": 0.0, "quantization": "int8"}
+    measurement = {"hyperparameters": values, "metrics": {"val_accuracy": 0.9, "val_log_loss": 0.3,
+                                                          "p50_ms": 0.01, "size_kb": 30.0, "feasible": 1.0,
+                                                          "score": 0.9}}
+    rng = np.random.default_rng(22)
+    for field, mutated in _mutations(state, rng, 20):
+        (tmp_path / "pipeline_state.json").write_text(json.dumps(mutated))
+        kept = valid_stages(tmp_path / "pipeline_state.json")
+        assert kept == {} or json.dumps(kept) == json.dumps(mutated["stages"]), field
+    trial = tmp_path / "trial_00"
+    trial.mkdir()
+    for field, mutated in _mutations(measurement, rng, 20):
+        (trial / "measurement.json").write_text(json.dumps(mutated))
+        found = _finished_measurement(trial, values)
+        assert found is None or all(isinstance(v, float) and np.isfinite(v) for v in found.values()), field
+
+
+def test_a_search_timed_on_an_unreachable_device_is_one_line(tmp_path):
+    """No budgets, so nothing is screened: the first trial's timing meets the dead device.
+    KerasTuner would retry that as a failed trial and end in its own RuntimeError."""
+    done = subprocess.run([*PIPELINE, "search", "--model", "mlp", "--epochs", "1", "--trials", "2",
+                           "--device", "ssh://127.0.0.1:1", "--ssh-option", "ConnectTimeout=5",
+                           "--out", str(tmp_path / "s"), "--quiet"],
+                          capture_output=True, text=True, timeout=600, cwd=PROJECT)
+    assert done.returncode == 9, done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
