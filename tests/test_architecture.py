@@ -206,3 +206,9 @@ def test_the_tests_mirror_the_packages():
     missing = [name for name in [*packages, "edge_runtime", "models"]
                if not list((PROJECT / "tests" / name).glob("test_*.py"))]
     assert missing == [], f"packages without tests/<package>/: {missing}"
+
+
+def test_no_module_is_over_400_lines():
+    long = [f"{p.relative_to(PROJECT)} ({n} lines)" for p in sorted((PROJECT / "pipeline").rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400]
+    assert long == [], "split by concern: " + ", ".join(long)
