@@ -66,18 +66,28 @@ def quant_mode(name: str) -> QuantMode:
 
 @dataclass(frozen=True)
 class Format:
-    name: str          # what --to takes
+    name: str          # what --to takes; pipeline.formats.<module> has its ``convert(job)``
     suffix: str
     runtime: str       # what runs it on the device
+    module: str        # the module beside this one that makes it
+    calibrates: bool   # its conversion quantizes (calibration samples drawn before anything is written)
     description: str
 
 
+# In the order `pipeline convert` makes them (.ort follows the ONNX it is made from).
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("tflite", ".tflite", "LiteRT", "TensorFlow Lite flatbuffer"),
-    Format("onnx", ".onnx", "ONNX Runtime", "ONNX graph"),
-    Format("ort", ".ort", "ONNX Runtime Mobile", "ONNX Runtime's format (reduced-size builds)"),
+    Format("tflite", ".tflite", "LiteRT", "tflite", False, "TensorFlow Lite flatbuffer"),
+    Format("onnx", ".onnx", "ONNX Runtime", "onnx", True, "ONNX graph, with its QDQ int8"),
+    Format("ort", ".ort", "ONNX Runtime Mobile", "ort", False, "ONNX Runtime's format (reduced-size builds)"),
 )}
 TARGETS = tuple(FORMATS)
+
+
+def converter(name: str):
+    """The ``convert(job)`` of format ``name`` (``pipeline convert --to NAME``)."""
+    import importlib
+
+    return importlib.import_module(f"pipeline.formats.{FORMATS[name].module}").convert
 
 
 @dataclass(frozen=True)

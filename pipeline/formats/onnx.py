@@ -180,3 +180,91 @@ def with_metadata(proto, metadata: dict[str, Any]) -> bytes:
     proto.doc_string = ""
     proto.graph.doc_string = ""  # tf2onnx's differs from process to process
     return proto.SerializeToString()
+
+
+def convert(job) -> None:
+    """``pipeline convert --to onnx``: the float32 ONNX of the run's model; with ``int8_onnx``,
+    its QDQ int8 (ONNX Runtime's static quantizer, per channel, on the job's calibration
+    samples) and that int8's recovery where it fails its gates (``job.recover_onnx``); and
+    tf2onnx's conversion of the run's int8 TFLite when there is one."""
+    import time
+
+    from edge_runtime.artifact import sidecar_path
+    from pipeline import __version__
+    from pipeline.core.fsutil import read_json, remove_file
+    from pipeline.formats.sidecar import write_artifact
+
+    context, options, source = job.context, job.options, job.source
+    metadata = {"version": __version__, "preprocessing": context.preprocessing,
+                "class_names": context.preprocessing.get("class_names", []),
+                "source_sha256": read_json(context.run_dir / "manifest.json")
+                .get("artifacts", {}).get(source.name, "")}
+    started = time.perf_counter()
+    float_proto = keras_to_onnx(job.model, opset=options.opset)
+    path = job.path("float32.onnx")
+    sidecar = write_artifact(path, with_metadata(float_proto, {**metadata, "mode": "float32"}),
+                             fmt="onnx", mode="float32", context=context, source=source,
+                             options={"opset": options.opset})
+    job.record(path, sidecar, started)
+    recovery = None
+    if options.int8_onnx:
+        started = time.perf_counter()
+        calibration_source, indices, samples = job.calibration
+        path = job.path("int8.onnx")
+        int8_metadata = {**metadata, "mode": "int8", "calibration_indices": [int(i) for i in indices]}
+        sidecar = write_artifact(
+            path, with_metadata(quantize_qdq(float_proto, samples), int8_metadata),
+            fmt="onnx", mode="int8", context=context, source=source, calibration_indices=indices,
+            calibration_source=calibration_source,
+            options={"opset": options.opset, "method": "onnxruntime-qdq-per-channel"})
+        job.record(path, sidecar, started, method="onnxruntime-qdq-per-channel")
+        if options.recover is not False:
+            recovery = job.recover_onnx(float_proto, path, int8_metadata)
+        _int8_tflite_to_onnx(job, metadata)
+    mixed = job.path("int8_mixed.onnx")
+    job.report["artifacts"].pop(mixed.name, None)
+    job.report.pop("recovery", None)
+    if not (recovery or {}).get("artifact"):  # a mix from before no longer matches the int8 ONNX
+        for stale in (mixed, sidecar_path(mixed)):
+            remove_file(stale)
+    if recovery is not None:
+        job.report["recovery"] = recovery
+        if recovery.get("artifact"):
+            job.report["artifacts"][mixed.name] = {
+                "format": "onnx", "mode": "int8_mixed", "size_bytes": recovery["size_bytes"],
+                "sha256": recovery["sha256"], "method": "onnxruntime-qdq-nodes-excluded"}
+
+
+def _int8_tflite_to_onnx(job, metadata: dict) -> None:
+    """tf2onnx's ONNX of the run's int8 TFLite (``pipeline quantize --int8`` makes it; when it is
+    not there yet, its ONNX twin follows on the next convert)."""
+    import time
+
+    from edge_runtime.artifact import read_sidecar
+    from pipeline.formats.sidecar import write_artifact
+
+    int8_tflite = job.path("int8.tflite")
+    if not int8_tflite.exists():
+        return
+    started = time.perf_counter()
+    tflite_sidecar = read_sidecar(int8_tflite) or {}
+    proto = tflite_to_onnx(int8_tflite, opset=job.options.opset)
+    path = job.path("int8_tflite.onnx")
+    calibration = (tflite_sidecar.get("calibration") or {}).get("indices")
+    content = with_metadata(proto, {**metadata, "mode": "int8", "calibration_indices": calibration or []})
+    sidecar = write_artifact(path, content, fmt="onnx", mode="int8", context=job.context, source=job.source,
+                             calibration_indices=calibration, io_overrides=_renamed_io(tflite_sidecar, proto),
+                             options={"opset": job.options.opset, "method": "tf2onnx-from-tflite",
+                                      "tflite": int8_tflite.name})
+    job.record(path, sidecar, started, method="tf2onnx-from-tflite")
+
+
+def _renamed_io(tflite_sidecar: dict, proto) -> dict | None:
+    """The int8 TFLite's I/O quantization, under the ONNX graph's tensor names."""
+    if not tflite_sidecar:
+        return None
+    io = {}
+    for key, tensors in (("inputs", proto.graph.input), ("outputs", proto.graph.output)):
+        io[key] = [{**recorded, "name": tensor.name}
+                   for recorded, tensor in zip(tflite_sidecar.get(key, []), tensors)]
+    return io

@@ -44,3 +44,42 @@ def onnx_to_ort(onnx_path: Path) -> bytes:
 
 def ort_name(onnx_name: str) -> str:
     return onnx_name[: -len(".onnx")] + ".ort"
+
+
+def convert(job) -> None:
+    """``pipeline convert --to ort``: each ONNX artifact of the run (from the current model) in
+    ONNX Runtime Mobile's format, with its sidecar: the same tensors, so the device feeds it as
+    it feeds the ``.onnx``."""
+    import time
+
+    from edge_runtime.artifact import read_sidecar
+    from pipeline.core.errors import UsageError
+    from pipeline.formats.kinds import ORT_SOURCES
+    from pipeline.formats.sidecar import check_fresh, write_artifact
+
+    context, source = job.context, job.source
+    onnx_files = [p for p in (job.path(kind) for kind in ORT_SOURCES)
+                  if p.is_file() and not p.is_symlink()]
+    if not onnx_files:
+        raise UsageError(f"{context.run_dir} has no ONNX artifacts to convert to .ort: add onnx to --to "
+                         f"(--to onnx,ort) or run `pipeline convert --to onnx` first")
+    check_fresh(context.run_dir, onnx_files)
+    for onnx_path in onnx_files:
+        from edge_runtime import load
+
+        load(onnx_path)  # checked against its sidecar's sha256 before it is converted
+        onnx_sidecar = read_sidecar(onnx_path) or {}
+        started = time.perf_counter()
+        path = context.run_dir / ort_name(onnx_path.name)
+        calibration = onnx_sidecar.get("calibration") or {}
+        sidecar = write_artifact(
+            path, onnx_to_ort(onnx_path), fmt="ort", mode=onnx_sidecar.get("mode", "float32"), context=context,
+            source=source, calibration_indices=calibration.get("indices"),
+            calibration_source={k: v for k, v in calibration.items() if k not in ("count", "indices")} or None,
+            io_overrides={"inputs": onnx_sidecar["inputs"], "outputs": onnx_sidecar["outputs"]}
+            if onnx_sidecar.get("inputs") else None,
+            options={"onnx": onnx_path.name, "onnx_sha256": onnx_sidecar.get("sha256"),
+                     "method": "onnxruntime.tools.convert_onnx_models_to_ort",
+                     "optimization_style": "Fixed", "target_platform": "arm"})
+        job.record(path, sidecar, started, method="onnxruntime.tools.convert_onnx_models_to_ort")
+        job.report["artifacts"][path.name]["onnx"] = onnx_path.name

@@ -32,6 +32,19 @@ def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = 
     return with_signature(content)  # what LiteRT's signature runners and phone tooling address
 
 
+def convert(job) -> None:
+    """``pipeline convert --to tflite``: the float32 TFLite artifact of the run's model."""
+    import time
+
+    from pipeline.formats.sidecar import write_artifact
+
+    started = time.perf_counter()
+    path = job.path("float32.tflite")
+    sidecar = write_artifact(path, to_tflite(job.model, "float32"), fmt="tflite", mode="float32",
+                             context=job.context, source=job.source)
+    job.record(path, sidecar, started)
+
+
 # The signature of float models made for per-layer quantization (ai-edge-quantizer calibrates
 # through a SignatureDef; the artifacts themselves are converted without one).
 SIGNATURE, SIGNATURE_INPUT = "serving_default", "input"
@@ -128,4 +141,4 @@ def _conversion_error(exc: Exception, mode: str) -> ConversionError:
     return ConversionError(f"{mode} conversion failed: {first.strip()[:300]}")
 
 
-__all__ = ["to_tflite", "QUANT_MODES"]
+__all__ = ["QUANT_MODES", "convert", "to_tflite"]
