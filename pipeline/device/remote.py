@@ -130,7 +130,7 @@ def build_wheel(out_dir: Path) -> Path:
     """A wheel of this project (the base install is the light device runtime)."""
     import sys
 
-    project = Path(__file__).resolve().parents[1]
+    project = Path(__file__).resolve().parents[2]  # pipeline/device/remote.py
     if not (project / "pyproject.toml").exists():
         raise RemoteError("cannot build a wheel to install on the device: the project source "
                           "is not available; install keras-edge-pipeline on the device by hand")

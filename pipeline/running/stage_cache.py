@@ -25,14 +25,21 @@ class StageRecord:
     seconds: float
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # pipeline/running/stage_cache.py
+
+
+def source_files() -> list[Path]:
+    """The project's own source: every module of ``pipeline``, ``models`` and ``edge_runtime``."""
+    return [path for package in ("pipeline", "models", "edge_runtime")
+            for path in sorted((PROJECT_ROOT / package).rglob("*.py"))]
+
+
 def code_version() -> str:
     """A hash of the project's own source: a code change invalidates cached stages."""
-    root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for package in ("pipeline", "models", "edge_runtime"):
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
+    for path in source_files():
+        digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 

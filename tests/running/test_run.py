@@ -283,3 +283,16 @@ def test_latency_axis_is_logarithmic_when_the_spread_is_wide():
     wide = accuracy_latency_figure(plt, _plot_rows([1.0, LOG_AXIS_SPREAD * 1.1], [0.9, 0.95]))
     assert narrow.axes[0].get_xscale() == "linear" and wide.axes[0].get_xscale() == "log"
     plt.close("all")
+
+
+def test_the_stage_cache_hashes_every_module_of_the_project():
+    """A code change invalidates cached stages only if the hash covers the code: every module of
+    pipeline (its sub-packages too), models and edge_runtime."""
+    from pipeline.running.stage_cache import PROJECT_ROOT, source_files
+
+    hashed = {path.relative_to(PROJECT_ROOT).as_posix() for path in source_files()}
+    expected = {path.relative_to(PROJECT_ROOT).as_posix() for package in ("pipeline", "models", "edge_runtime")
+                for path in (PROJECT_ROOT / package).rglob("*.py")}
+    assert hashed == expected
+    assert {"pipeline/running/stage_cache.py", "pipeline/optimizing/quantize.py", "models/registry.py",
+            "edge_runtime/runner.py"} <= hashed
