@@ -23,7 +23,7 @@ from pipeline.core import rundir
 from pipeline.core.errors import ParityError, UsageError
 from pipeline.core.fsutil import write_json
 from pipeline.data.context import RunContext
-from pipeline.formats.kinds import GPU_DELEGATE_MODES, MODEL, PRUNED_MODEL, QUANT_MODES
+from pipeline.formats.kinds import GPU_DELEGATE_MODES, MODEL, PRUNED_MODEL, mode_spec
 
 
 def verify(run: str | Path | None, options: VerifyOptions) -> dict:
@@ -102,6 +102,8 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
     x_test, y_test = test
     row = _compare(path, sidecar, reference, output, x_test, y_test, context.task)
     row["source_model"] = source
+    if row["gate_kind"] == "qat":  # judged against the fake-quant model it was converted from
+        row.update(_fake_quant_parity(context, found, source, output, x_test))
     row["gates"] = apply_gates(row, gates[row["gate_kind"]])
     problem = sidecar_problem(found, context.preprocessing,
                               in_run=path.resolve().parent == context.run_dir.resolve())
@@ -122,6 +124,50 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
         gate.setdefault("verdict", "pass" if gate["passed"] else "fail")
     row["passed"] = all(g["passed"] for g in row["gates"].values())
     return row
+
+
+def _fake_quant_parity(context: RunContext, sidecar: dict | None, source: str, output, x_test) -> dict:
+    """A QAT artifact against the fake-quant Keras model it was converted from (named, with its
+    sha256, in the sidecar): top-1 agreement with its interval, and the largest output
+    difference in the artifact's output steps (LSBs). Which reference each gate used is recorded.
+    A missing or changed fake-quant model fails the gate (agreement 0) with the reason."""
+    from pipeline.core.fsutil import sha256_file
+    from pipeline.core.stats import wilson
+
+    record = ((sidecar or {}).get("options") or {}).get("qat")
+    name = record.get("fake_quant_model") if isinstance(record, dict) else None
+    path = context.run_dir / name if isinstance(name, str) and Path(name).name == name else None
+    found = {"references": {"metric_drop": source, "fake_quant_agreement": name}, "fake_quant": {"model": name}}
+    problem = ("the sidecar names no fake-quant model" if path is None
+               else f"{name} is missing" if not path.is_file()
+               else f"{name} changed since the artifact was converted from it"
+               if sha256_file(path) != record.get("fake_quant_sha256") else None)
+    if problem:
+        found["fake_quant"]["problem"] = problem
+        return {**found, "fake_quant_agreement": 0.0}
+    import pipeline.core.fake_quant  # noqa: F401  (registers the fake-quant layers it is made of)
+    from pipeline.core.modelio import load_model
+
+    reference = load_model(path, unsafe=False).predict(x_test, batch_size=256, verbose=0)
+    step = _output_step(sidecar, reference)
+    found["fake_quant"]["max_error_lsb"] = float(np.max(np.abs(output.astype(np.float64) - reference)) / step)
+    found["fake_quant"]["output_step"] = step
+    if context.task != "classifier":
+        return {**found, "fake_quant_agreement": None}
+    agreeing = int(np.sum(output.argmax(-1) == reference.argmax(-1)))
+    return {**found, "fake_quant_agreement": agreeing / len(reference),
+            "fake_quant_agreement_ci95": list(wilson(agreeing, len(reference)))}
+
+
+def _output_step(sidecar: dict | None, reference) -> float:
+    """One step of the artifact's output: its integer output scale, else 1/255 of the range."""
+    outputs = (sidecar or {}).get("outputs")
+    first = outputs[0] if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) else {}
+    scale = first.get("scale")
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf"):
+        return float(scale)
+    spread = float(np.max(reference) - np.min(reference))
+    return spread / 255.0 if spread > 0 else 1.0
 
 
 def _failed(name: str, gate: dict) -> str:
@@ -214,7 +260,7 @@ def _compare(path: Path, sidecar: dict, reference, output, x_test, y_test, task:
     error = np.abs(output.astype(np.float64) - reference)
     return {
         "artifact": path.name, "format": path.suffix.lstrip("."), "mode": mode,
-        "gate_kind": QUANT_MODES[mode].gate_kind if mode in QUANT_MODES else "quantized",
+        "gate_kind": mode_spec(mode).gate_kind if mode_spec(mode) else "quantized",
         "metric": "accuracy" if task == "classifier" else "reconstruction_mse",
         "metric_value": metric_value, "keras_metric_value": keras_metric,
         "metric_drop": float(metric_drop), "top1_agreement": agreement,

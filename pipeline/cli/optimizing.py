@@ -67,6 +67,15 @@ def quantize(
              "int16 activations (float as a last resort) → model_int8_mixed.tflite; --recover "
              "fails (exit 6) if no mix passes. Default (the config's quantize.recover, unset): "
              "try, and only warn.", show_default=False)] = DEFAULTS.quantize.recover,
+    qat: Annotated[bool, typer.Option(
+        "--qat/--no-qat",
+        help="With --int8: also a fully integer model by quantization-aware training → "
+             "model_int8_qat.tflite (and model_qat.keras, the fake-quant model it is converted "
+             "from).")] = DEFAULTS.quantize.qat,
+    qat_epochs: Annotated[int, typer.Option(
+        help="Fine-tuning epochs of --qat (early-stopped on validation).")] = DEFAULTS.quantize.qat_epochs,
+    qat_learning_rate: Annotated[float, typer.Option(
+        help="Learning rate of --qat's fine-tuning (Adam).")] = DEFAULTS.quantize.qat_learning_rate,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -80,8 +89,14 @@ def quantize(
     report = run_quantize(run, QuantizeOptions(
         modes=modes, pruned=pruned, calibration_samples=calibration_samples,
         float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
-        calibration_data=str(calibration_data) if calibration_data else None, recover=recover))
-    _echo_artifacts(report, [*modes, "int8_mixed"])
+        calibration_data=str(calibration_data) if calibration_data else None, recover=recover,
+        qat=qat, qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate))
+    _echo_artifacts(report, [*modes, "int8_mixed", "int8_qat"])
+    if report.get("qat") and qat:
+        record = report["qat"]
+        typer.echo(f"quantization-aware: {record['epochs_run']} epoch(s) of fine-tuning, "
+                   f"{record['activation_quantizers']} activation ranges learned, "
+                   f"{len(record['folded_batchnorms'])} BatchNorm(s) folded → {record['artifact']}")
     if report.get("recovery"):
         typer.echo(_describe_recovery(report["recovery"]))
 

@@ -13,6 +13,9 @@ DEFAULT_GATES: dict[str, dict[str, tuple[str, float]]] = {
     "float32": {"max_abs_error": ("<=", 1e-4), "top1_agreement": (">=", 1.0)},
     "float16": {"max_abs_error": ("<=", 1e-2)},
     "quantized": {"metric_drop": ("<=", 0.01), "top1_agreement": (">=", 0.98)},
+    # Quantization-aware training: the accuracy drop against the float model, and agreement
+    # with the fake-quant model it was converted from (the parity a conversion can promise).
+    "qat": {"metric_drop": ("<=", 0.01), "fake_quant_agreement": (">=", 0.995)},
     # TFLite Micro against LiteRT's reference kernels, for int8 and int16x8 TFLite artifacts.
     "micro": {"top1_agreement": (">=", 0.99)},
 }
@@ -47,7 +50,7 @@ class VerifyOptions:
                 raise unknown_name("gate kind", kind, gates)
             for metric, threshold in overrides.items():
                 known = {"max_abs_error": "<=", "mean_abs_error": "<=", "metric_drop": "<=",
-                         "top1_agreement": ">=", "sqnr_db": ">="}
+                         "top1_agreement": ">=", "sqnr_db": ">=", "fake_quant_agreement": ">="}
                 if metric not in known:
                     from pipeline.core.errors import unknown_name
 

@@ -38,6 +38,9 @@ def check_values(config: Config) -> None:
             close = difflib.get_close_matches(value, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{location}: unknown value '{value}'{hint}; known: {', '.join(allowed)}")
+    if config.quantize.qat and "int8" not in config.quantize.modes:
+        raise ConfigError("quantize.qat: quantization-aware training makes a fully integer model: "
+                          "add int8 to quantize.modes")
     for i, sparsity in enumerate(config.prune.sparsity):
         if not 0.0 <= sparsity < 1.0:
             raise ConfigError(f"prune.sparsity[{i}]: must lie in [0, 1), got {sparsity}")
@@ -73,6 +76,7 @@ _NUMERIC_FIELDS = (
     "train.epochs", "train.batch_size", "train.learning_rate", "train.early_stopping",
     "data.seed", "data.val_fraction", "data.test_fraction", "data.image_size",
     "prune.fine_tune_epochs", "prune.learning_rate", "quantize.calibration_samples",
+    "quantize.qat_epochs", "quantize.qat_learning_rate",
     "convert.opset", "bench.runs", "bench.warmup", "bench.min_seconds",
     "constraints.max_accuracy_drop", "constraints.max_latency_ms", "constraints.max_size_kb",
     "constraints.max_ram_kb", "constraints.max_flash_kb",

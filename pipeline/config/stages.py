@@ -100,6 +100,11 @@ class QuantizeOptions:
     # int8 that fails its gates on the validation split: raise the fewest layers' precision
     # (model_int8_mixed.tflite). null: try, warn if no mix passes; true: insist; false: never.
     recover: bool | None = None
+    # int8 also by quantization-aware training (model_int8_qat.tflite): the model fine-tuned
+    # with fake quantization for qat_epochs (early-stopped on validation) at qat_learning_rate.
+    qat: bool = False
+    qat_epochs: int = 3
+    qat_learning_rate: float = 1e-4
     pruned: bool = per_command(False)
     dynamic_batch: bool = per_command(False)
     compat: str | None = per_command(None)
@@ -116,6 +121,11 @@ class QuantizeOptions:
         if self.compat is not None and self.compat not in COMPAT:
             raise unknown_name("--compat target", self.compat, COMPAT)
         check("calibration_samples", self.calibration_samples)
+        if self.qat:
+            if "int8" not in self.modes:
+                raise UsageError("--qat makes a fully integer model: add --int8")
+            check("qat_epochs", self.qat_epochs, label="--qat-epochs")
+            check("qat_learning_rate", self.qat_learning_rate, label="--qat-learning-rate")
 
 
 @dataclass

@@ -16,6 +16,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "warmup_seconds": (0.0, 3600.0), "threads": (1, 1024),
     "max_accuracy_drop": (0.0, 1.0), "max_latency_ms": (0.0, 1e9), "max_size_kb": (0.0, 1e12),
     "max_ram_kb": (0.0, 1e9), "max_flash_kb": (0.0, 1e12),
+    "qat_epochs": (1, 100_000), "qat_learning_rate": (1e-12, 1.0),
 }
 # Budgets: 0 is no budget anything could meet (and a ratio to it is a division by zero).
 POSITIVE = {"max_latency_ms", "max_size_kb", "max_ram_kb", "max_flash_kb"}

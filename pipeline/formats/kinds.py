@@ -57,6 +57,21 @@ MIXED_INT8 = QuantMode("int8_mixed", "int8_mixed.tflite", True, "quantized",
                        "int8 except the layers raised to int16 activations or float (--recover)")
 
 
+# What `quantize --int8 --qat` writes: a fully integer model from quantization-aware training.
+# Judged by its accuracy drop against the float model and its agreement with the fake-quant
+# model it was converted from (gate kind "qat"), not by agreement with the float model.
+QAT_INT8 = QuantMode("int8_qat", "int8_qat.tflite", True, "qat",
+                     "full integer, from quantization-aware training (--qat)")
+# The fake-quant Keras model a QAT artifact is converted from, beside model.keras.
+QAT_MODEL = "model_qat.keras"
+PRUNED_QAT_MODEL = "model_pruned_qat.keras"
+
+
+def mode_spec(name: str) -> QuantMode | None:
+    """Any mode an artifact can carry (those asked for by name, and the ones quantize makes)."""
+    return QUANT_MODES.get(name) or {MIXED_INT8.name: MIXED_INT8, QAT_INT8.name: QAT_INT8}.get(name)
+
+
 def quant_mode(name: str) -> QuantMode:
     try:
         return QUANT_MODES[name]
@@ -115,6 +130,7 @@ ARTIFACT_KINDS: dict[str, ArtifactKind] = _kinds(
     ArtifactKind("int8.tflite", "tflite", "int8", micro=True),
     ArtifactKind("int16x8.tflite", "tflite", "int16x8", micro=True),
     ArtifactKind("int8_mixed.tflite", "tflite", MIXED_INT8.name, micro=True),
+    ArtifactKind("int8_qat.tflite", "tflite", QAT_INT8.name, micro=True),
     ArtifactKind("float32.onnx", "onnx", "float32", parity_partner="float32.tflite", ort_source=True),
     ArtifactKind("int8.onnx", "onnx", "int8", parity_partner="int8.tflite", ort_source=True),
     ArtifactKind("int8_tflite.onnx", "onnx", "int8", parity_partner="int8.tflite", ort_source=True),

@@ -77,12 +77,12 @@ def _mobile_ready(content: bytes, *, mode: str, context) -> bytes:
     name, description, version, normalization of the raw input, the input quantization of
     an integer model, and the class names as a packed ``labels.txt``."""
     from pipeline.formats import tflite_meta
-    from pipeline.formats.kinds import MIXED_INT8, QUANT_MODES
+    from pipeline.formats.kinds import mode_spec
 
     if not tflite_meta.signatures(content):
         content = tflite_meta.with_signature(content)
     model_name = str(context.train_info.get("model") or "model")
-    spec = QUANT_MODES.get(mode) or (MIXED_INT8 if mode == MIXED_INT8.name else None)
+    spec = mode_spec(mode)
     description = (f"{model_name} {context.task}, {mode}" + (f" ({spec.description})" if spec else "")
                    + f"; made by edge-pipeline {__version__}")
     tensor = tflite_meta.input_tensor(content)

@@ -119,6 +119,58 @@ def _configure(converter, mode: str, calibration, float_io: bool, compat: str | 
         converter.inference_output_type = io_type
 
 
+def fake_quant_to_tflite(model, *, float_io: bool = False, dynamic_batch: bool = False) -> bytes:
+    """A fake-quantized Keras model (``core.fake_quant``) as a fully integer TFLite model: the
+    converter folds each fake quantization into the int8 kernels around it, from the frozen
+    graph (with resource variables it would keep them as Flex ops). int8 input and output unless
+    ``float_io``. A tensor the converter leaves in float (a quantizer it could not fold) is a
+    ``ConversionError`` naming the op and the layer."""
+    import tensorflow as tf
+
+    input_shape = [None if dynamic_batch else 1, *model.input_shape[1:]]
+    signature = tf.TensorSpec(input_shape, tf.float32, name="input")
+    function = tf.function(lambda x: model(x, training=False), input_signature=[signature])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if not float_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    from edge_runtime.quiet import quiet_native
+
+    try:
+        with quiet_native():
+            content = converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+        raise _conversion_error(exc, "int8 (quantization-aware)") from None
+    left = float_ops(content)
+    if left:
+        op, tensor = left[0]
+        raise ConversionError(f"the converter left {op} in float at '{tensor}' ({len(left)} float op(s) in all): "
+                              f"its fake quantization did not fold into an int8 kernel; that layer has no fully "
+                              f"integer form here (try --recover instead of --qat)")
+    from pipeline.formats.tflite_meta import with_signature
+
+    return with_signature(content)
+
+
+# Ops whose float side is a float-I/O model's edge: its int8 output dequantized.
+_EDGE_OPS = ("DEQUANTIZE",)
+
+
+def float_ops(content: bytes) -> list[tuple[str, str]]:
+    """(op, output tensor name) of every op that computes in float (a float32 output), other
+    than the DEQUANTIZE at a float-output model's edge."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edge_runtime.litert_compat import op_tensors
+
+    interpreter = Interpreter(model_content=content,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return [(op, outputs[0]["name"]) for op, _, outputs in op_tensors(interpreter)
+            if op not in _EDGE_OPS and any(t["dtype"] == np.float32 for t in outputs)]
+
+
 _OP_PATTERNS = (re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),
                 re.compile(r"Flex ops: ([\w, ]+)"),
                 re.compile(r"tf\.(\w+)\s*\{"))

@@ -8,7 +8,7 @@ from pipeline.config.stages import QuantizeOptions
 from pipeline.core import rundir
 from pipeline.core.fsutil import read_json, remove_file, write_json
 from pipeline.data.context import RunContext
-from pipeline.formats.kinds import MIXED_INT8, quant_mode
+from pipeline.formats.kinds import MIXED_INT8, QAT_INT8, quant_mode
 from pipeline.formats.sidecar import write_artifact
 
 
@@ -48,6 +48,13 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
             "pruned": options.pruned,
         }
         written.append(path)
+    if options.qat:
+        report["qat"] = _quantization_aware(context, options, model, source, samples, indices,
+                                            calibration_source, written)
+        report["artifacts"][QAT_INT8.file(options.pruned)] = {
+            "mode": QAT_INT8.name, "format": "tflite", "pruned": options.pruned,
+            "size_bytes": report["qat"]["size_bytes"], "sha256": report["qat"]["sha256"],
+            "calibration_samples": len(indices)}
     if "int8" in options.modes and options.recover is not False:
         recovery = report["recovery"] = _recover(context, options, model, source, samples, indices,
                                                  calibration_source, written)
@@ -59,6 +66,41 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "quantize", artifacts=[*written, report_path])
     return report
+
+
+def _quantization_aware(context: RunContext, options: QuantizeOptions, model, source: Path, samples,
+                        indices, calibration_source, written: list[Path]) -> dict:
+    """``model_int8_qat.tflite`` and the fake-quant model it is converted from: the model rebuilt
+    with fake quantization, calibrated on the int8 model's samples, fine-tuned on the train split
+    (early-stopped on validation), converted to a fully integer TFLite model."""
+    from pipeline.core.fsutil import sha256_file
+    from pipeline.core.modelio import save_model
+    from pipeline.data.dataset import split_for_task
+    from pipeline.formats.kinds import PRUNED_QAT_MODEL, QAT_MODEL
+    from pipeline.formats.tflite import fake_quant_to_tflite
+    from pipeline.optimizing import qat
+
+    started = time.perf_counter()
+    built = qat.build(model)
+    qat.calibrate(built.model, samples)
+    dataset = context.dataset
+    train, val = (split_for_task(dataset, split, context.task) for split in ("train", "val"))
+    history = qat.fine_tune(built.model, train, val if len(val[0]) else None, task=context.task,
+                            epochs=options.qat_epochs, learning_rate=options.qat_learning_rate, seed=context.seed)
+    content = fake_quant_to_tflite(built.model, float_io=options.float_io, dynamic_batch=options.dynamic_batch)
+    fake_quant_path = save_model(built.model, context.run_dir / (PRUNED_QAT_MODEL if options.pruned else QAT_MODEL))
+    record = {"fake_quant_model": fake_quant_path.name, "fake_quant_sha256": sha256_file(fake_quant_path),
+              "epochs": options.qat_epochs, "epochs_run": len(history.get("loss", [])),
+              "learning_rate": options.qat_learning_rate, "activation_quantizers": built.quantizers,
+              "folded_batchnorms": built.folded_batchnorms, "history": history}
+    path = context.run_dir / QAT_INT8.file(options.pruned)
+    sidecar = write_artifact(path, content, fmt="tflite", mode=QAT_INT8.name, context=context, source=source,
+                             calibration_indices=indices, calibration_source=calibration_source,
+                             options={"float_io": options.float_io, "dynamic_batch": options.dynamic_batch,
+                                      "pruned": options.pruned, "qat": record})
+    written += [path, fake_quant_path]
+    return {**record, "artifact": path.name, "size_bytes": sidecar["size_bytes"], "sha256": sidecar["sha256"],
+            "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _recover(context: RunContext, options: QuantizeOptions, model, source: Path, samples,
