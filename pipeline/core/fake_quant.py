@@ -1,6 +1,7 @@
 """Fake-quantized Keras layers for quantization-aware training, computed the way TFLite's int8
-kernels compute: weights symmetric and narrow-range (per output channel for Conv2D and
-DepthwiseConv2D, per tensor for Dense), activations per tensor, asymmetric, after the fused
+kernels compute: weights symmetric and narrow-range, per output channel (Conv2D,
+DepthwiseConv2D, and Dense on a flat input computed as a 1x1 convolution: the converter's own
+int8 is per channel there too), activations per tensor, asymmetric, after the fused
 activation, each with a trainable range. ``keras.quantizers.fake_quant_with_min_max_vars`` has a
 straight-through gradient; on the TensorFlow backend it is ``tf.quantization.fake_quant_*``,
 which the TFLite converter folds into int8 kernels (from a frozen graph).
@@ -106,6 +107,7 @@ class FakeQuantOp(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         config = self.layer_config
+        self._flat_input = len(input_shape) == 2  # Dense: computed as a per-channel 1x1 convolution
         if self.layer_class == "Dense":
             shape = (channels, config["units"])
         elif self.layer_class == "Conv2D":
@@ -120,17 +122,22 @@ class FakeQuantOp(keras.layers.Layer):
                 quantizer.build(None)
 
     def quantized_kernel(self):
-        if self.layer_class == "Dense":
-            return _per_tensor(self.kernel)
+        if self.layer_class == "Dense" and self._flat_input:  # the 1x1 convolution's kernel, per channel
+            return _per_channel(ops.reshape(self.kernel, (1, 1, *self.kernel.shape)), -1)
         if self.layer_class == "Conv2D":
-            return _per_channel(self.kernel, -1)
-        if self.kernel.shape[-1] == 1:  # depth multiplier 1: one output channel per input channel
+            return _per_channel(self.kernel, -1)  # per output channel, as the converter's own int8
+        if self.layer_class == "DepthwiseConv2D" and self.kernel.shape[-1] == 1:  # one output per input channel
             return _per_channel(self.kernel, -2)
         return _per_tensor(self.kernel)
 
     def call(self, inputs, mask=None):
         config, kernel = self.layer_config, self.quantized_kernel()
-        if self.layer_class == "Dense":
+        if self.layer_class == "Dense" and len(inputs.shape) == 2:
+            # As a 1x1 convolution: the converter keeps a per-channel kernel there (a per-channel
+            # FULLY_CONNECTED kernel would need a transpose of its quantized axis, which it refuses).
+            outputs = ops.conv(ops.reshape(inputs, (-1, 1, 1, inputs.shape[-1])), kernel, strides=1, padding="valid")
+            outputs = ops.reshape(outputs, (-1, kernel.shape[-1]))
+        elif self.layer_class == "Dense":
             outputs = ops.matmul(inputs, kernel)
         elif self.layer_class == "Conv2D":
             outputs = ops.conv(inputs, kernel, strides=config["strides"], padding=config["padding"],

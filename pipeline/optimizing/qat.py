@@ -161,6 +161,8 @@ def build(model) -> QatModel:
 
     inner = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
+        if not layer.weights:  # (the input layer is renamed by the clone)
+            continue
         twin = inner.get_layer(layer.name)
         if isinstance(twin, FakeQuantOp):
             bn = by_name.get(folded_into.get(layer.name, ""))

@@ -1,0 +1,142 @@
+"""Quantization-aware training: fake quantization placed where the converted int8 graph
+quantizes, a fully integer artifact that agrees with the fake-quant model it came from, QAT
+that keeps the accuracy post-training int8 loses, and bad settings in one line."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+
+
+def _copy(run_dir, tmp_path, name="run"):
+    copy = tmp_path / name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*.lock", "model_*.tflite*", "quantize.json",
+                                                                  "verify.json"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def qat_run(trained_run, tmp_path_factory):
+    """The seed CNN on digits, quantized by PTQ and by two epochs of QAT."""
+    run_dir = _copy(trained_run.run_dir, tmp_path_factory.mktemp("qat"))
+    result = runner.invoke(app, ["quantize", "--int8", "--qat", "--qat-epochs", "2", "--no-recover",
+                                 "--run", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "model_int8_qat.tflite" in result.output
+    return run_dir
+
+
+def _int8_params(minimum: float, maximum: float) -> tuple[float, int]:
+    """TFLite's (scale, zero point) for a fake-quant range (nudged as tf.quantization does)."""
+    scale = (maximum - minimum) / 255.0
+    return scale, int(round(-128 - minimum / scale))
+
+
+def test_fake_quant_placement_matches_the_converted_graphs_quantized_tensors(qat_run):
+    """Every op of the QAT artifact computes in int8, and every activation range the fake-quant
+    model learned is the scale of a tensor in the converted graph (the placement is where the
+    converter quantizes, not a guess it has to override)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    import pipeline.core.fake_quant  # noqa: F401  (registers the layers)
+    from pipeline.core.modelio import load_model
+    from pipeline.formats.tflite import float_ops
+    from pipeline.optimizing.qat import quantizers
+
+    content = (qat_run / "model_int8_qat.tflite").read_bytes()
+    assert float_ops(content) == []
+    interpreter = Interpreter(model_content=content)
+    scales = [t["quantization"][0] for t in interpreter.get_tensor_details()
+              if t["dtype"] == np.int8 and t["quantization"][0] > 0]
+    fake_quant = load_model(qat_run / "model_qat.keras", unsafe=False)
+    ranges = [(float(q.minimum.numpy()), float(q.maximum.numpy())) for q in quantizers(fake_quant)]
+    assert len(ranges) == 6  # input, 2 conv, 2 dense (its softmax: logits and output)... as built
+    for minimum, maximum in ranges:
+        scale, _ = _int8_params(minimum, maximum)
+        assert any(abs(s - scale) <= 1e-6 * max(scale, 1e-12) + 1e-9 for s in scales), (minimum, maximum)
+    assert sorted(json.loads((qat_run / "quantize.json").read_text())["qat"]) >= ["activation_quantizers"]
+
+
+def test_the_int8_artifact_agrees_with_its_fake_quant_model_and_verify_says_which_reference(qat_run):
+    result = runner.invoke(app, ["verify", "--run", str(qat_run), "--artifact", "model_int8_qat.tflite"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((qat_run / "verify.json").read_text())["artifacts"][0]
+    assert row["mode"] == "int8_qat" and row["gate_kind"] == "qat"
+    assert set(row["gates"]) >= {"metric_drop", "fake_quant_agreement", "sidecar", "tflm_top1_agreement"}
+    assert "top1_agreement" not in row["gates"]  # fine-tuning moves the weights: not a gate against float
+    assert row["references"] == {"metric_drop": "model.keras", "fake_quant_agreement": "model_qat.keras"}
+    # Measured: 360 of 360 test samples agree (the largest output difference a few softmax steps);
+    # the gate is 99.5%.
+    assert row["fake_quant_agreement"] >= 0.995
+    assert row["fake_quant"]["max_error_lsb"] <= 16
+    assert row["metric_drop"] <= 0.01 + 1e-9
+
+
+def test_a_changed_fake_quant_model_fails_its_gate_with_the_reason(qat_run, tmp_path):
+    run_dir = tmp_path / "changed"
+    shutil.copytree(qat_run, run_dir, ignore=shutil.ignore_patterns("*.lock"))
+    (run_dir / "model_qat.keras").write_bytes((run_dir / "model_qat.keras").read_bytes() + b"\0")
+    result = runner.invoke(app, ["verify", "--run", str(run_dir), "--artifact", "model_int8_qat.tflite"])
+    assert result.exit_code == 6
+    row = json.loads((run_dir / "verify.json").read_text())["artifacts"][0]
+    assert not row["gates"]["fake_quant_agreement"]["passed"]
+    assert row["fake_quant"]["problem"] == "model_qat.keras changed since the artifact was converted from it"
+
+
+def test_qat_keeps_the_accuracy_post_training_int8_loses(outlier_run, tmp_path):
+    """The outlier MLP: its full int8 by post-training quantization collapses (one unit takes the
+    whole range of its layer); a few epochs of QAT learn ranges and weights that hold it."""
+    run_dir = _copy(outlier_run, tmp_path)
+    result = runner.invoke(app, ["quantize", "--int8", "--qat", "--no-recover", "--run", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["verify", "--run", str(run_dir)])
+    rows = {r["artifact"]: r for r in json.loads((run_dir / "verify.json").read_text())["artifacts"]}
+    ptq, qat = rows["model_int8.tflite"], rows["model_int8_qat.tflite"]
+    # Measured on the 360 test images: see the margins below (sample noise of one image: 0.3 pt).
+    assert ptq["metric_drop"] > 0.05
+    assert qat["metric_value"] >= ptq["metric_value"] + 0.05
+    assert qat["gates"]["fake_quant_agreement"]["passed"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--int8", "--qat", "--qat-epochs", "0"], "--qat-epochs must lie in [1, 100000], got 0"),
+    (["--int8", "--qat", "--qat-learning-rate", "-0.001"], "--qat-learning-rate must lie in"),
+    (["--float16", "--qat"], "--qat makes a fully integer model: add --int8"),
+])
+def test_bad_qat_settings_are_one_error_line(trained_run, tmp_path, args, message):
+    run_dir = _copy(trained_run.run_dir, tmp_path)
+    result = runner.invoke(app, ["quantize", *args, "--run", str(run_dir)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
+    assert not list(run_dir.glob("model_*qat*"))
+
+
+def test_a_layer_without_a_fake_quantized_form_is_named_in_one_line(tmp_path):
+    import keras
+
+    from pipeline.training.import_model import import_model
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Reshape((28, 28)),
+                              keras.layers.Conv1D(4, 3, name="temporal"), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "conv1d.keras")
+    run_dir, _ = import_model(tmp_path / "conv1d.keras", dataset="digits", out=tmp_path / "run", runs_root=tmp_path)
+    result = runner.invoke(app, ["quantize", "--int8", "--qat", "--no-recover", "--run", str(run_dir)])
+    assert result.exit_code == 2, result.output
+    assert "layer 'temporal' (Conv1D) has no fake-quantized form here" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_config_refuses_qat_without_int8():
+    from pipeline.config.load import load_config
+    from pipeline.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="quantize.qat: .* add int8 to quantize.modes"):
+        load_config(overrides=["quantize.qat=true", "quantize.modes=float16"])
+    assert load_config(overrides=["quantize.qat=true"]).quantize.qat_epochs == 3
