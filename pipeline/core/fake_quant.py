@@ -91,6 +91,9 @@ class FakeQuantOp(keras.layers.Layer):
         if layer_class not in ("Conv2D", "DepthwiseConv2D", "Dense"):
             raise ValueError(f"no fake-quantized form of {layer_class}")
         self.layer_class, self.layer_config = layer_class, dict(layer_config)
+        for key in ("kernel_size", "strides", "dilation_rate"):  # lists once saved: the ops take tuples
+            if isinstance(self.layer_config.get(key), (list, tuple)):
+                self.layer_config[key] = tuple(self.layer_config[key])
         self.quantize_output = quantize_output
         self.output_range, self.logits_range = tuple(output_range), tuple(logits_range)
         self.activation_name = keras.activations.serialize(keras.activations.get(self.layer_config.get("activation")))

@@ -5,10 +5,10 @@ on validation.
 
 Placement, as the converter computes: BatchNorm after a Conv2D / DepthwiseConv2D / Dense (its
 only consumer, no activation between) is folded into the op's weights before the weight
-quantizer; an op's output is quantized after its fused activation, or after the activation
-layer it feeds alone (ReLU, ReLU6, ``Activation``); adds, concatenations, averaging poolings and
-activation layers get their own output range; the model input its own. Flatten, reshape,
-max pooling and dropout keep their input's range. Any other layer is refused by name."""
+quantizer; an op's (or an add's) output is quantized after its fused activation, or after the
+ReLU layer it feeds alone; adds, concatenations, global average pooling and activation layers
+get their own output range; the model input its own. Flatten, reshape, pooling windows and
+dropout keep their input's range. Any other layer is refused by name."""
 from __future__ import annotations
 
 import logging
@@ -23,11 +23,13 @@ log = logging.getLogger("pipeline")
 QUANTIZED_OPS = ("Conv2D", "DepthwiseConv2D", "Dense")
 # Layers whose output the converter gives a scale of its own.
 OUTPUT_QUANTIZED = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-                    "AveragePooling2D", "GlobalAveragePooling2D", "BatchNormalization",
-                    "ReLU", "Activation", "Softmax", "LeakyReLU")
-# Layers that keep their input's scale (or compute nothing at inference).
-PASS_THROUGH = ("InputLayer", "Flatten", "Reshape", "MaxPooling2D", "GlobalMaxPooling2D", "Dropout",
-                "SpatialDropout2D", "ZeroPadding2D", "Identity", "Permute", "Cropping2D")
+                    "GlobalAveragePooling2D", "BatchNormalization", "ReLU", "Activation", "Softmax", "LeakyReLU")
+# Layers that keep their input's scale (TFLite's int8 AVERAGE_POOL_2D and MAX_POOL_2D take their
+# input's scale for their output), or compute nothing at inference.
+PASS_THROUGH = ("InputLayer", "Flatten", "Reshape", "MaxPooling2D", "AveragePooling2D", "GlobalMaxPooling2D",
+                "Dropout", "SpatialDropout2D", "ZeroPadding2D", "Identity", "Permute", "Cropping2D")
+# Element-wise layers the converter fuses a following ReLU into (one requantization, after it).
+FUSES_RELU = ("Add", "Subtract")
 # Activations the converter fuses into the op before them.
 FUSED = ("linear", "relu", "relu6")
 # Activations whose int8 kernel fixes the output range: softmax and sigmoid (1/256, -128).
@@ -144,16 +146,22 @@ def build(model) -> QatModel:
             return readers[after[0]]
         return after
 
+    def relu_follows(name: str) -> bool:
+        """``name``'s value is read by one ReLU / ReLU6 activation layer alone (the converter
+        fuses it into the op before it)."""
+        after = next_reader(name)
+        return (len(after) == 1 and type(by_name[after[0]]).__name__ in ("ReLU", "Activation")
+                and activation_of(by_name[after[0]]) in ("relu", "relu6"))
+
     def clone(layer):
         kind, config = type(layer).__name__, layer.get_config()
         if layer.name in fold:
             return FoldedBatchNorm(name=layer.name)
         if kind in QUANTIZED_OPS:
-            after = next_reader(layer.name)
-            fused_later = (activation_of(layer) == "linear" and len(after) == 1
-                           and type(by_name[after[0]]).__name__ in ("ReLU", "Activation")
-                           and activation_of(by_name[after[0]]) in ("relu", "relu6"))
+            fused_later = activation_of(layer) == "linear" and relu_follows(layer.name)
             return FakeQuantOp(kind, config, quantize_output=not fused_later, name=layer.name)
+        if kind in FUSES_RELU and relu_follows(layer.name):  # quantized once, after the ReLU it feeds
+            return layer.__class__.from_config(config)
         if kind in OUTPUT_QUANTIZED:
             return QuantizedOutput(keras.layers.serialize(layer), softmax=activation_of(layer) in FIXED_RANGE,
                                    name=layer.name)
@@ -218,7 +226,9 @@ def calibrate(qat_model, samples: np.ndarray, batch_size: int = 64) -> None:
 def fine_tune(qat_model, train, val, *, task: str, epochs: int, learning_rate: float, batch_size: int = 32,
               seed: int = 0, verbose: int = 0) -> dict:
     """Fine-tune every weight and range at ``learning_rate`` (Adam), early-stopped on the
-    validation loss with the best epoch's weights restored; the history of losses."""
+    validation loss with the best epoch's weights restored. The calibrated model before any
+    fine-tuning competes too: when no epoch lowers the validation loss below it, its weights are
+    kept (``kept`` says which). Returns the history of losses."""
     import keras
 
     from pipeline.core.backend import seed_everything
@@ -226,9 +236,19 @@ def fine_tune(qat_model, train, val, *, task: str, epochs: int, learning_rate: f
 
     seed_everything(seed)
     compile_for_task(qat_model, task, keras.optimizers.Adam(learning_rate=learning_rate, name="qat_adam"))
-    callbacks = []
-    if val is not None and len(val[0]):
+    validating = val is not None and len(val[0]) > 0
+    callbacks, before, calibrated = [], None, None
+    if validating:
+        before = float(qat_model.evaluate(*val, batch_size=256, verbose=0, return_dict=True)["loss"])
+        calibrated = qat_model.get_weights()
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
-    history = qat_model.fit(*train, validation_data=val if callbacks else None, epochs=epochs,
+    history = qat_model.fit(*train, validation_data=val if validating else None, epochs=epochs,
                             batch_size=batch_size, shuffle=True, callbacks=callbacks, verbose=verbose)
-    return {key: [float(v) for v in values] for key, values in history.history.items()}
+    record = {key: [float(v) for v in values] for key, values in history.history.items()}
+    record["kept"] = "fine-tuned"
+    if validating:
+        record["val_loss_before"] = before
+        if min(record["val_loss"]) >= before:
+            qat_model.set_weights(calibrated)
+            record["kept"] = "calibrated (no epoch lowered the validation loss)"
+    return record

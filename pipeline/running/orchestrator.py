@@ -275,10 +275,15 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
 
     def work() -> list[Path]:
         report = quantize(variant, options)
-        artifacts = [variant / name for name in report["artifacts"]
-                     if name in {quant_mode(m).file(pruned) for m in config.quantize.modes}
-                     or name == (report.get("recovery") or {}).get("artifact")]
-        return [*artifacts, *(a.with_name(a.name + ".json") for a in artifacts), variant / "quantize.json"]
+        made = {quant_mode(m).file(pruned) for m in config.quantize.modes}
+        made.add((report.get("recovery") or {}).get("artifact"))
+        qat = report.get("qat") if config.quantize.qat else None
+        if qat:
+            made.add(qat["artifact"])
+        artifacts = [variant / name for name in report["artifacts"] if name in made]
+        fake_quant = [variant / qat["fake_quant_model"]] if qat else []
+        return [*artifacts, *(a.with_name(a.name + ".json") for a in artifacts), *fake_quant,
+                variant / "quantize.json"]
 
     stages.run("quantize", f"quantize@{_label(run_dir, variant)}", inputs, work)
     return None
