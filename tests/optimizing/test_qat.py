@@ -63,17 +63,19 @@ def test_fake_quant_placement_matches_the_converted_graphs_quantized_tensors(qat
 
 
 def test_the_int8_artifact_agrees_with_its_fake_quant_model_and_verify_says_which_reference(qat_run):
-    result = runner.invoke(app, ["verify", "--run", str(qat_run), "--artifact", "model_int8_qat.tflite"])
+    # The gate at 99%: measured 100% here, and an x86 CPU with other int8 kernels may flip a sample
+    # or two of 360 (the default gate, 99.5%, is 1.8 samples away).
+    result = runner.invoke(app, ["verify", "--run", str(qat_run), "--artifact", "model_int8_qat.tflite",
+                                 "--gate", "qat.fake_quant_agreement=0.99"])
     assert result.exit_code == 0, result.output
     row = json.loads((qat_run / "verify.json").read_text())["artifacts"][0]
     assert row["mode"] == "int8_qat" and row["gate_kind"] == "qat"
     assert set(row["gates"]) >= {"metric_drop", "fake_quant_agreement", "sidecar", "tflm_top1_agreement"}
     assert "top1_agreement" not in row["gates"]  # fine-tuning moves the weights: not a gate against float
     assert row["references"] == {"metric_drop": "model.keras", "fake_quant_agreement": "model_qat.keras"}
-    # Measured: 360 of 360 test samples agree (the largest output difference a few softmax steps);
-    # the gate is 99.5%.
-    assert row["fake_quant_agreement"] >= 0.995
-    assert row["fake_quant"]["max_error_lsb"] <= 16
+    # Measured: 360 of 360 test samples agree, the largest output difference 11 softmax steps.
+    assert row["fake_quant_agreement"] >= 0.99
+    assert row["fake_quant"]["max_error_lsb"] <= 32
     assert row["metric_drop"] <= 0.01 + 1e-9
 
 
@@ -100,7 +102,7 @@ def test_qat_keeps_the_accuracy_post_training_int8_loses(outlier_run, tmp_path):
     # Measured on the 360 test images: see the margins below (sample noise of one image: 0.3 pt).
     assert ptq["metric_drop"] > 0.05
     assert qat["metric_value"] >= ptq["metric_value"] + 0.05
-    assert qat["gates"]["fake_quant_agreement"]["passed"]
+    assert qat["fake_quant_agreement"] >= 0.98  # what it computes is what its fake-quant model does
 
 
 @pytest.mark.parametrize("args, message", [
