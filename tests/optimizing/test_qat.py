@@ -142,3 +142,28 @@ def test_the_config_refuses_qat_without_int8():
     with pytest.raises(ConfigError, match="quantize.qat: .* add int8 to quantize.modes"):
         load_config(overrides=["quantize.qat=true", "quantize.modes=float16"])
     assert load_config(overrides=["quantize.qat=true"]).quantize.qat_epochs == 3
+
+
+def test_every_zoo_model_converts_fully_integer_or_is_refused_by_name():
+    """Untrained, calibrated on random inputs: what --qat makes of each zoo architecture
+    (residual adds, depthwise convs, pooling, Dense heads) computes in int8 throughout; a
+    recurrent model is refused in one line naming its layer."""
+    import models
+    from pipeline.core.errors import UsageError
+    from pipeline.formats.tflite import fake_quant_to_tflite, float_ops
+    from pipeline.optimizing import qat
+
+    samples = np.random.default_rng(0).random((16, 28, 28, 1)).astype(np.float32)
+    refused = {}
+    for name in models.model_names():
+        model = models.build_model(name, (28, 28, 1), 10)
+        try:
+            built = qat.build(model)
+        except UsageError as exc:
+            refused[name] = str(exc)
+            continue
+        qat.calibrate(built.model, samples)
+        assert float_ops(fake_quant_to_tflite(built.model)) == [], name
+    assert sorted(refused) == ["gru", "lstm"]
+    assert all(f"layer '{name}' ({name.upper()}) has no fake-quantized form here" in message
+               for name, message in refused.items())
