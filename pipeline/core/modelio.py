@@ -44,9 +44,10 @@ def is_model_path(value: str) -> bool:
     return path.is_dir() and value not in models.model_names()
 
 
-def load_model(path: str | os.PathLike, *, unsafe: bool | None = None):
+def load_model(path: str | os.PathLike, *, unsafe: bool | None = None, compile: bool = False):
     """Load a user's model for inference or conversion, in Keras' safe mode unless ``unsafe``
-    (default: what this invocation said with ``--unsafe``, see ``trusting_model_code``).
+    (default: what this invocation said with ``--unsafe``, see ``trusting_model_code``);
+    ``compile`` restores its loss and optimizer state too (a training checkpoint).
 
     Safe mode refuses deserialized Python code (``Lambda`` layers and the like); a SavedModel
     is a program (its graph runs when called), so it is refused too.
@@ -70,7 +71,7 @@ def load_model(path: str | os.PathLike, *, unsafe: bool | None = None):
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):
         raise ModelError(f"{path} is corrupt or truncated (not a valid .keras zip archive)")
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+        return keras.models.load_model(path, compile=compile, safe_mode=not unsafe)
     except ValueError as exc:
         message = str(exc)
         if "safe_mode" in message or "Lambda" in message or "unsafe" in message.lower():

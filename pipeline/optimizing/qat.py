@@ -223,32 +223,141 @@ def calibrate(qat_model, samples: np.ndarray, batch_size: int = 64) -> None:
             quantizer.set_range(*quantizer.seen)
 
 
+PATIENCE = 2  # epochs without a lower validation loss before fine-tuning stops
+
+
 def fine_tune(qat_model, train, val, *, task: str, epochs: int, learning_rate: float, batch_size: int = 32,
-              seed: int = 0, verbose: int = 0) -> dict:
+              seed: int = 0, verbose: int = 0, checkpoints=None):
     """Fine-tune every weight and range at ``learning_rate`` (Adam), early-stopped on the
-    validation loss with the best epoch's weights restored. The calibrated model before any
-    fine-tuning competes too: when no epoch lowers the validation loss below it, its weights are
-    kept (``kept`` says which). Returns the history of losses."""
+    validation loss (``PATIENCE``) with the best epoch's weights restored. The calibrated model
+    before any fine-tuning competes too: when no epoch lowers the validation loss below it, its
+    weights are kept (``kept`` says which). With ``checkpoints`` (a ``Checkpoints``), the state
+    after every epoch is saved there and a killed fine-tune resumes from it. Returns the model
+    (the resumed one where it resumed) and the history."""
     import keras
 
     from pipeline.core.backend import seed_everything
     from pipeline.core.recipes import compile_for_task
 
     seed_everything(seed)
-    compile_for_task(qat_model, task, keras.optimizers.Adam(learning_rate=learning_rate, name="qat_adam"))
     validating = val is not None and len(val[0]) > 0
-    callbacks, before, calibrated = [], None, None
-    if validating:
-        before = float(qat_model.evaluate(*val, batch_size=256, verbose=0, return_dict=True)["loss"])
-        calibrated = qat_model.get_weights()
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True))
-    history = qat_model.fit(*train, validation_data=val if validating else None, epochs=epochs,
-                            batch_size=batch_size, shuffle=True, callbacks=callbacks, verbose=verbose)
-    record = {key: [float(v) for v in values] for key, values in history.history.items()}
+    state = checkpoints.resume() if checkpoints is not None else None
+    if state is None:
+        compile_for_task(qat_model, task, keras.optimizers.Adam(learning_rate=learning_rate, name="qat_adam"))
+        before = (float(qat_model.evaluate(*val, batch_size=256, verbose=0, return_dict=True)["loss"])
+                  if validating else None)
+        state = {"epoch": 0, "history": {}, "val_loss_before": before, "best_val_loss": before, "best_epoch": 0,
+                 "wait": 0, "stopped": False, "resumed_from_epoch": None}
+        if checkpoints is not None:
+            checkpoints.save(qat_model, state, best=True)  # the calibrated model: the first candidate
+    else:
+        qat_model = checkpoints.last_model()
+        state["resumed_from_epoch"] = state["epoch"]
+        seed_everything(seed + state["epoch"])  # the epochs after a resume draw their own shuffles
+    tracker = _early_stopping(state, checkpoints, validating)
+    if checkpoints is None and validating:
+        tracker.best_weights = qat_model.get_weights()  # the calibrated model: the first candidate
+    if not state["stopped"] and state["epoch"] < epochs:
+        qat_model.fit(*train, validation_data=val if validating else None, epochs=epochs,
+                      initial_epoch=state["epoch"], batch_size=batch_size, shuffle=True,
+                      callbacks=[tracker], verbose=verbose)
+    record = {key: list(values) for key, values in state["history"].items()}
     record["kept"] = "fine-tuned"
     if validating:
-        record["val_loss_before"] = before
-        if min(record["val_loss"]) >= before:
-            qat_model.set_weights(calibrated)
+        record["val_loss_before"] = state["val_loss_before"]
+        if state["best_epoch"] == 0:
             record["kept"] = "calibrated (no epoch lowered the validation loss)"
-    return record
+        if checkpoints is not None:
+            qat_model = checkpoints.best_model()
+        else:
+            qat_model.set_weights(tracker.best_weights)
+    record["resumed_from_epoch"] = state["resumed_from_epoch"]
+    return qat_model, record
+
+
+def _early_stopping(state: dict, checkpoints, validating: bool):
+    """A Keras callback keeping the state a resume needs: the history, the best validation loss
+    and its epoch (0: the calibrated model), the epochs waited; saved after every epoch."""
+    import keras
+
+    class Tracker(keras.callbacks.Callback):
+        def __init__(self, state, checkpoints, validating):
+            super().__init__()
+            self.state, self.checkpoints, self.validating = state, checkpoints, validating
+            self.best_weights = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            state = self.state
+            for key, value in (logs or {}).items():
+                state["history"].setdefault(key, []).append(float(value))
+            state["epoch"] = epoch + 1
+            improved = False
+            if self.validating:
+                loss = float(logs["val_loss"])
+                improved = state["best_val_loss"] is None or loss < state["best_val_loss"]
+                if improved:
+                    state["best_val_loss"], state["best_epoch"], state["wait"] = loss, epoch + 1, 0
+                    if self.checkpoints is None:
+                        self.best_weights = self.model.get_weights()
+                else:
+                    state["wait"] += 1
+                    if state["wait"] >= PATIENCE:
+                        state["stopped"] = True
+                        self.model.stop_training = True
+            if self.checkpoints is not None:
+                self.checkpoints.save(self.model, state, best=improved)
+
+    return Tracker(state, checkpoints, validating)
+
+
+class Checkpoints:
+    """A fine-tune's state in ``directory`` (``last.keras`` with its optimizer, ``best.keras``,
+    ``state.json``), valid only for the same inputs (``fingerprint``): a killed fine-tune
+    resumes; one with other inputs starts afresh."""
+
+    def __init__(self, directory, fingerprint: str):
+        from pathlib import Path
+
+        self.directory, self.fingerprint = Path(directory), fingerprint
+
+    def resume(self) -> dict | None:
+        from pipeline.core.fsutil import read_json
+
+        path = self.directory / "state.json"
+        try:
+            state = read_json(path) if path.is_file() else None
+        except Exception:  # noqa: BLE001 - a damaged state is no state: start afresh
+            return None
+        valid = (isinstance(state, dict) and state.get("fingerprint") == self.fingerprint
+                 and isinstance(state.get("epoch"), int) and isinstance(state.get("history"), dict)
+                 and (self.directory / "last.keras").is_file() and (self.directory / "best.keras").is_file())
+        return {k: v for k, v in state.items() if k != "fingerprint"} if valid else None
+
+    def save(self, model, state: dict, best: bool) -> None:
+        from pipeline.core.fsutil import make_dirs, write_json
+        from pipeline.core.modelio import save_model
+
+        make_dirs(self.directory)
+        save_model(model, self.directory / "last.keras")
+        if best:
+            save_model(model, self.directory / "best.keras")
+        write_json(self.directory / "state.json", {**state, "fingerprint": self.fingerprint})
+
+    def _load(self, name: str, compile: bool = False):
+        import pipeline.core.fake_quant  # noqa: F401  (registers the layers)
+        from pipeline.core.modelio import load_model
+
+        return load_model(self.directory / name, unsafe=False, compile=compile)
+
+    def last_model(self):
+        """The model as the last epoch left it, compiled, with its optimizer's state."""
+        return self._load("last.keras", compile=True)
+
+    def best_model(self):
+        return self._load("best.keras")
+
+    def clear(self) -> None:
+        from pipeline.core.fsutil import remove_file
+
+        for name in ("state.json", "last.keras", "best.keras"):
+            remove_file(self.directory / name)

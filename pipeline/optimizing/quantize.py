@@ -1,6 +1,8 @@
 """``pipeline quantize``: post-training quantization to TFLite (int8, float16, dynamic, int16x8)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -85,12 +87,19 @@ def _quantization_aware(context: RunContext, options: QuantizeOptions, model, so
     qat.calibrate(built.model, samples)
     dataset = context.dataset
     train, val = (split_for_task(dataset, split, context.task) for split in ("train", "val"))
-    history = qat.fine_tune(built.model, train, val if len(val[0]) else None, task=context.task,
-                            epochs=options.qat_epochs, learning_rate=options.qat_learning_rate, seed=context.seed)
-    content = fake_quant_to_tflite(built.model, float_io=options.float_io, dynamic_batch=options.dynamic_batch)
-    fake_quant_path = save_model(built.model, context.run_dir / (PRUNED_QAT_MODEL if options.pruned else QAT_MODEL))
+    fingerprint = json.dumps({"model": sha256_file(source), "calibration": [int(i) for i in indices],
+                              "calibration_source": calibration_source, "epochs": options.qat_epochs,
+                              "learning_rate": options.qat_learning_rate, "seed": context.seed}, sort_keys=True)
+    checkpoints = qat.Checkpoints(context.run_dir / "checkpoints" / ("qat_pruned" if options.pruned else "qat"),
+                                  hashlib.sha256(fingerprint.encode()).hexdigest())
+    trained, history = qat.fine_tune(built.model, train, val if len(val[0]) else None, task=context.task,
+                                     epochs=options.qat_epochs, learning_rate=options.qat_learning_rate,
+                                     seed=context.seed, checkpoints=checkpoints)
+    content = fake_quant_to_tflite(trained, float_io=options.float_io, dynamic_batch=options.dynamic_batch)
+    fake_quant_path = save_model(trained, context.run_dir / (PRUNED_QAT_MODEL if options.pruned else QAT_MODEL))
     record = {"fake_quant_model": fake_quant_path.name, "fake_quant_sha256": sha256_file(fake_quant_path),
               "epochs": options.qat_epochs, "epochs_run": len(history.get("loss", [])),
+              "resumed_from_epoch": history.pop("resumed_from_epoch"),
               "learning_rate": options.qat_learning_rate, "activation_quantizers": built.quantizers,
               "folded_batchnorms": built.folded_batchnorms, "history": history}
     path = context.run_dir / QAT_INT8.file(options.pruned)
@@ -99,6 +108,7 @@ def _quantization_aware(context: RunContext, options: QuantizeOptions, model, so
                              options={"float_io": options.float_io, "dynamic_batch": options.dynamic_batch,
                                       "pruned": options.pruned, "qat": record})
     written += [path, fake_quant_path]
+    checkpoints.clear()  # the artifact is whole: a later run starts its own fine-tune
     return {**record, "artifact": path.name, "size_bytes": sidecar["size_bytes"], "sha256": sidecar["sha256"],
             "seconds": round(time.perf_counter() - started, 3)}
 

@@ -3,6 +3,7 @@ quantizes, a fully integer artifact that agrees with the fake-quant model it cam
 that keeps the accuracy post-training int8 loses, and bad settings in one line."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +168,41 @@ def test_every_zoo_model_converts_fully_integer_or_is_refused_by_name():
     assert sorted(refused) == ["gru", "lstm"]
     assert all(f"layer '{name}' ({name.upper()}) has no fake-quantized form here" in message
                for name, message in refused.items())
+
+
+def test_a_qat_run_killed_mid_fine_tune_resumes_from_its_last_epoch(trained_run, tmp_path):
+    """SIGKILL once the first epoch's checkpoint is written: the rerun goes on from that epoch
+    (not from the start), writes a verified artifact and leaves no checkpoint behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = _copy(trained_run.run_dir, tmp_path)
+    command = ["quantize", "--int8", "--qat", "--qat-epochs", "8", "--no-recover", "--run", str(run_dir)]
+    state_path = run_dir / "checkpoints" / "qat" / "state.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    child = subprocess.Popen([sys.executable, "-m", "pipeline.launcher", *command], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    deadline = time.monotonic() + 600
+    while killed_at is None and time.monotonic() < deadline and child.poll() is None:
+        if state_path.is_file():
+            epoch = json.loads(state_path.read_text()).get("epoch", 0)  # written atomically
+            if epoch >= 1:
+                child.send_signal(signal.SIGKILL)
+                killed_at = epoch
+        time.sleep(0.02)
+    child.wait(timeout=60)
+    assert killed_at is not None, "the fine-tune ended before its first checkpoint was seen"
+    assert not (run_dir / "model_int8_qat.tflite").exists()  # nothing half-made was left as an artifact
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    record = json.loads((run_dir / "quantize.json").read_text())["qat"]
+    assert record["resumed_from_epoch"] is not None and record["resumed_from_epoch"] >= killed_at
+    assert record["epochs_run"] > record["resumed_from_epoch"] or record["history"]["kept"]
+    assert not state_path.exists()
+    verified = runner.invoke(app, ["verify", "--run", str(run_dir), "--artifact", "model_int8_qat.tflite",
+                                   "--gate", "qat.fake_quant_agreement=0.99"])
+    assert verified.exit_code == 0, verified.output
