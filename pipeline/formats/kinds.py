@@ -135,6 +135,7 @@ ARTIFACT_KINDS: dict[str, ArtifactKind] = _kinds(
     ArtifactKind("int8.onnx", "onnx", "int8", parity_partner="int8.tflite", ort_source=True),
     ArtifactKind("int8_tflite.onnx", "onnx", "int8", parity_partner="int8.tflite", ort_source=True),
     ArtifactKind("int8_mixed.onnx", "onnx", MIXED_INT8.name, ort_source=True),
+    ArtifactKind("int8_qat.onnx", "onnx", QAT_INT8.name, parity_partner="int8_qat.tflite", ort_source=True),
 )
 
 ARTIFACT_SUFFIXES = tuple(f.suffix for f in FORMATS.values())

@@ -182,6 +182,67 @@ def with_metadata(proto, metadata: dict[str, Any]) -> bytes:
     return proto.SerializeToString()
 
 
+# Ops an activation's quantization passes through unchanged on its way to a convolution.
+_SAME_SCALE = ("Transpose", "Reshape", "MaxPool", "Identity", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def with_integer_weights(proto):
+    """A fake-quant model's ONNX (activations already Quantize/DequantizeLinear, weights float on
+    their int8 grid) with every convolution's weights stored as int8 behind a per-channel
+    DequantizeLinear (symmetric, narrow range: the fake quantization's own grid), and its bias as
+    int32 at the input scale times the weight scale where the input's scale is known: a QDQ
+    model ONNX Runtime runs with integer kernels, from the ranges the training learned."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+
+    def input_scale(name: str):
+        node = producers.get(name)
+        while node is not None and node.op_type in _SAME_SCALE:
+            node = producers.get(node.input[0])
+        if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in initializers:
+            return None
+        return float(numpy_helper.to_array(initializers[node.input[1]]).reshape(-1)[0])
+
+    added, nodes = [], []
+    for node in graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in initializers:
+            weights = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+            limit = np.maximum(np.abs(weights.reshape(len(weights), -1)).max(axis=1), 1e-12)
+            scale = (limit / 127.0).astype(np.float32)
+            shaped = scale.reshape(-1, *[1] * (weights.ndim - 1))
+            quantized = np.clip(np.round(weights / shaped), -127, 127).astype(np.int8)
+            base = f"{node.name}_weights"
+            added += [numpy_helper.from_array(quantized, f"{base}_q"), numpy_helper.from_array(scale, f"{base}_scale"),
+                      numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{base}_zero")]
+            nodes.append(helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale", f"{base}_zero"],
+                                          [f"{base}_dq"], name=f"{base}_dequantize", axis=0))
+            node.input[1] = f"{base}_dq"
+            activation_scale = input_scale(node.input[0])
+            if len(node.input) > 2 and node.input[2] in initializers and activation_scale is not None:
+                bias = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float64)
+                bias_scale = (scale.astype(np.float64) * activation_scale).astype(np.float32)
+                bias_q = np.round(bias / bias_scale).astype(np.int32)
+                name = f"{node.name}_bias"
+                added += [numpy_helper.from_array(bias_q, f"{name}_q"),
+                          numpy_helper.from_array(bias_scale, f"{name}_scale"),
+                          numpy_helper.from_array(np.zeros(len(bias_q), np.int32), f"{name}_zero")]
+                nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zero"],
+                                              [f"{name}_dq"], name=f"{name}_dequantize", axis=0))
+                node.input[2] = f"{name}_dq"
+        nodes.append(node)
+    used = {name for node in nodes for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + added)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto
+
+
 def convert(job) -> None:
     """``pipeline convert --to onnx``: the float32 ONNX of the run's model; with ``int8_onnx``,
     its QDQ int8 (ONNX Runtime's static quantizer, per channel, on the job's calibration
@@ -221,6 +282,7 @@ def convert(job) -> None:
         if options.recover is not False:
             recovery = job.recover_onnx(float_proto, path, int8_metadata)
         _int8_tflite_to_onnx(job, metadata)
+        _qat_to_onnx(job, metadata)
     mixed = job.path("int8_mixed.onnx")
     job.report["artifacts"].pop(mixed.name, None)
     job.report.pop("recovery", None)
@@ -257,6 +319,33 @@ def _int8_tflite_to_onnx(job, metadata: dict) -> None:
                              options={"opset": job.options.opset, "method": "tf2onnx-from-tflite",
                                       "tflite": int8_tflite.name})
     job.record(path, sidecar, started, method="tf2onnx-from-tflite")
+
+
+def _qat_to_onnx(job, metadata: dict) -> None:
+    """The QDQ ONNX of the run's quantization-aware model, from the ranges its training learned
+    (the fake-quant model the QAT TFLite artifact was converted from, when it is still that one)."""
+    import time
+
+    from edge_runtime.artifact import read_sidecar
+    from pipeline.core.fsutil import sha256_file
+    from pipeline.core.modelio import load_model
+    from pipeline.formats.sidecar import write_artifact
+
+    record = ((read_sidecar(job.path("int8_qat.tflite")) or {}).get("options") or {}).get("qat")
+    name = record.get("fake_quant_model") if isinstance(record, dict) else None
+    fake_quant = job.context.run_dir / name if isinstance(name, str) and Path(name).name == name else None
+    if fake_quant is None or not fake_quant.is_file() or sha256_file(fake_quant) != record.get("fake_quant_sha256"):
+        return  # `pipeline quantize --int8 --qat` makes it; its ONNX twin follows on the next convert
+    import pipeline.core.fake_quant  # noqa: F401  (registers the layers)
+
+    started = time.perf_counter()
+    proto = with_integer_weights(keras_to_onnx(load_model(fake_quant, unsafe=False), opset=job.options.opset))
+    path = job.path("int8_qat.onnx")
+    sidecar = write_artifact(path, with_metadata(proto, {**metadata, "mode": "int8_qat"}), fmt="onnx",
+                             mode="int8_qat", context=job.context, source=job.source,
+                             options={"opset": job.options.opset, "method": "tf2onnx-qdq-from-fake-quant",
+                                      "qat": record})
+    job.record(path, sidecar, started, method="tf2onnx-qdq-from-fake-quant")
 
 
 def _renamed_io(tflite_sidecar: dict, proto) -> dict | None:

@@ -206,3 +206,25 @@ def test_a_qat_run_killed_mid_fine_tune_resumes_from_its_last_epoch(trained_run,
     verified = runner.invoke(app, ["verify", "--run", str(run_dir), "--artifact", "model_int8_qat.tflite",
                                    "--gate", "qat.fake_quant_agreement=0.99"])
     assert verified.exit_code == 0, verified.output
+
+
+def test_the_qdq_onnx_from_the_learned_ranges_computes_what_the_fake_quant_model_does(qat_run, tmp_path):
+    """`pipeline convert` after `quantize --qat`: model_int8_qat.onnx, its weights int8 behind
+    per-channel DequantizeLinear and its activations at the learned ranges; ONNX Runtime's
+    outputs are the fake-quant model's (measured: all 360 test samples agree, the outputs 0 to 11
+    softmax steps apart: integer kernels round ties their own way)."""
+    import onnx
+
+    run_dir = tmp_path / "onnx"
+    shutil.copytree(qat_run, run_dir, ignore=shutil.ignore_patterns("*.lock"))
+    result = runner.invoke(app, ["convert", "--to", "onnx", "--run", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(run_dir / "model_int8_qat.onnx").graph
+    int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert len(int8_weights) == 4  # 2 convolutions and 2 Dense (as 1x1 convolutions)
+    result = runner.invoke(app, ["verify", "--run", str(run_dir), "--artifact", "model_int8_qat.onnx",
+                                 "--gate", "qat.fake_quant_agreement=0.99"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((run_dir / "verify.json").read_text())["artifacts"][0]
+    assert row["gate_kind"] == "qat" and row["fake_quant_agreement"] >= 0.99
+    assert row["fake_quant"]["max_error_lsb"] <= 32
