@@ -21,6 +21,7 @@ from pipeline.core.errors import UsageError
 from pipeline.core.fsutil import write_json
 from pipeline.data.context import RunContext
 from pipeline.formats.kinds import PRUNED_MODEL
+from pipeline.optimizing.splits import StreamedSplits, fine_tuning_splits
 
 log = logging.getLogger("pipeline")
 PRUNABLE_WEIGHTS = ("kernel", "depthwise_kernel", "recurrent_kernel")
@@ -54,7 +55,7 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
     keras = import_keras()
     keras.utils.set_random_seed(context.seed)
     model = context.load_model()
-    splits = _splits(keras, context)
+    splits = fine_tuning_splits(keras, context)
     unknown = sorted(set(options.skip_layers) - {layer.name for layer in model.layers})
     if unknown:
         from pipeline.core.errors import unknown_name
@@ -75,7 +76,7 @@ def _prune_locked(context: RunContext, options: PruneOptions) -> dict:
         "fine_tune_epochs": options.fine_tune_epochs,
         "skip_layers": options.skip_layers,
         "seconds": round(seconds, 2),
-        **({"streamed": True} if isinstance(splits, _StreamedSplits) else {}),
+        **({"streamed": True} if isinstance(splits, StreamedSplits) else {}),
         "before": before,
         "after": after,
         "accuracy_drop": (None if before["accuracy"] is None
@@ -116,73 +117,6 @@ def _fine_tune(keras, model, context: RunContext, options: PruneOptions, splits,
     _compile(keras, model, context.task, options, splits.num_train)
     if options.fine_tune_epochs:
         splits.fit(model, options.batch_size, options.fine_tune_epochs, callbacks)
-
-
-def _splits(keras, context: RunContext):
-    """The run's splits as pruning reads them: in memory, or streamed from the raw split where
-    the run's training streamed (``train.stream``), so memory does not grow with the data."""
-    from pipeline.data.streaming import STREAM_MODES, streams_split
-
-    mode = (context.train_info.get("config") or {}).get("stream")
-    if streams_split(mode if mode in STREAM_MODES else "auto", context.dataset):
-        return _StreamedSplits(keras, context.dataset, context.task, context.seed)
-    return _InMemorySplits(context.dataset, context.task)
-
-
-class _InMemorySplits:
-    """Every split preprocessed whole, as float32 (a small data set)."""
-
-    def __init__(self, dataset, task: str):
-        from pipeline.data.dataset import split_for_task
-
-        self.train, self.val, self.test = (split_for_task(dataset, split, task) for split in ("train", "val", "test"))
-        self.num_train, self.recalibration = len(self.train[0]), self.train[0]
-
-    def fit(self, model, batch_size: int, epochs: int, callbacks) -> None:
-        model.fit(*self.train, batch_size=batch_size, epochs=epochs,
-                  validation_data=self.val if len(self.val[0]) else None, verbose=0, callbacks=callbacks)
-
-    def test_metric(self, model, task: str) -> tuple[float | None, float | None]:
-        """(accuracy, reconstruction MSE) on the test split, the one that applies."""
-        predictions = model.predict(self.test[0], batch_size=256, verbose=0)
-        if task == "classifier":
-            return float(np.mean(predictions.argmax(-1) == self.test[1])), None
-        return None, float(np.mean((predictions - self.test[1]) ** 2))
-
-
-class _StreamedSplits:
-    """The splits read batch by batch from the raw (memory-mapped) split, preprocessed per
-    batch, as streamed training reads them; BatchNorm re-estimation takes its seeded samples."""
-
-    def __init__(self, keras, dataset, task: str, seed: int):
-        from pipeline.core.batchnorm import MAX_SAMPLES
-        from pipeline.data.streaming import Samples
-
-        self.keras, self.dataset, self.task, self.seed = keras, dataset, task, seed
-        self.num_train = dataset.size("train")
-        self.recalibration = Samples(dataset, "train", dataset.sample_indices("train", MAX_SAMPLES, seed))
-
-    def fit(self, model, batch_size: int, epochs: int, callbacks) -> None:
-        from pipeline.data.streaming import streamed_input
-
-        train = streamed_input(self.keras, self.dataset, "train", None, batch_size, task=self.task,
-                               shuffle_seed=self.seed)
-        val = (streamed_input(self.keras, self.dataset, "val", None, 256, task=self.task)
-               if self.dataset.size("val") else None)
-        model.fit(train, epochs=epochs, validation_data=val, verbose=0, callbacks=callbacks,
-                  shuffle=False)  # the input shuffles itself, seeded
-
-    def test_metric(self, model, task: str) -> tuple[float | None, float | None]:
-        from pipeline.data.dataset import release
-        from pipeline.data.streaming import predict_split
-
-        predictions = predict_split(model, self.dataset, "test")
-        if task == "classifier":
-            return float(np.mean(predictions.argmax(-1) == np.asarray(self.dataset.y_test))), None
-        squared = sum(float(np.sum((predictions[start:start + len(x)].astype(np.float64) - x) ** 2))
-                      for start, (x, _) in zip(range(0, len(predictions), 1024), self.dataset.chunks("test", 1024)))
-        release(self.dataset.x_test)
-        return None, squared / predictions.size
 
 
 def _compile(keras, model, task: str, options: PruneOptions, num_train: int) -> None:

@@ -226,12 +226,13 @@ def calibrate(qat_model, samples: np.ndarray, batch_size: int = 64) -> None:
 PATIENCE = 2  # epochs without a lower validation loss before fine-tuning stops
 
 
-def fine_tune(qat_model, train, val, *, task: str, epochs: int, learning_rate: float, batch_size: int = 32,
-              seed: int = 0, verbose: int = 0, checkpoints=None):
-    """Fine-tune every weight and range at ``learning_rate`` (Adam), early-stopped on the
-    validation loss (``PATIENCE``) with the best epoch's weights restored. The calibrated model
-    before any fine-tuning competes too: when no epoch lowers the validation loss below it, its
-    weights are kept (``kept`` says which). With ``checkpoints`` (a ``Checkpoints``), the state
+def fine_tune(qat_model, splits, *, task: str, epochs: int, learning_rate: float, batch_size: int = 32,
+              seed: int = 0, checkpoints=None):
+    """Fine-tune every weight and range at ``learning_rate`` (Adam) on the train split of
+    ``splits`` (``optimizing.splits``: in memory, or streamed as the run's training streamed),
+    early-stopped on the validation loss (``PATIENCE``) with the best epoch's weights restored.
+    The calibrated model before any fine-tuning competes too: when no epoch lowers the validation
+    loss below it, its weights are kept (``kept`` says which). With ``checkpoints`` (a ``Checkpoints``), the state
     after every epoch is saved there and a killed fine-tune resumes from it. Returns the model
     (the resumed one where it resumed) and the history."""
     import keras
@@ -240,12 +241,11 @@ def fine_tune(qat_model, train, val, *, task: str, epochs: int, learning_rate: f
     from pipeline.core.recipes import compile_for_task
 
     seed_everything(seed)
-    validating = val is not None and len(val[0]) > 0
+    validating = splits.has_val
     state = checkpoints.resume() if checkpoints is not None else None
     if state is None:
         compile_for_task(qat_model, task, keras.optimizers.Adam(learning_rate=learning_rate, name="qat_adam"))
-        before = (float(qat_model.evaluate(*val, batch_size=256, verbose=0, return_dict=True)["loss"])
-                  if validating else None)
+        before = splits.val_loss(qat_model) if validating else None
         state = {"epoch": 0, "history": {}, "val_loss_before": before, "best_val_loss": before, "best_epoch": 0,
                  "wait": 0, "stopped": False, "resumed_from_epoch": None}
         if checkpoints is not None:
@@ -258,9 +258,7 @@ def fine_tune(qat_model, train, val, *, task: str, epochs: int, learning_rate: f
     if checkpoints is None and validating:
         tracker.best_weights = qat_model.get_weights()  # the calibrated model: the first candidate
     if not state["stopped"] and state["epoch"] < epochs:
-        qat_model.fit(*train, validation_data=val if validating else None, epochs=epochs,
-                      initial_epoch=state["epoch"], batch_size=batch_size, shuffle=True,
-                      callbacks=[tracker], verbose=verbose)
+        splits.fit(qat_model, batch_size, epochs, [tracker], initial_epoch=state["epoch"])
     record = {key: list(values) for key, values in state["history"].items()}
     record["kept"] = "fine-tuned"
     if validating:

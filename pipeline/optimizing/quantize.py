@@ -75,29 +75,30 @@ def _quantization_aware(context: RunContext, options: QuantizeOptions, model, so
     """``model_int8_qat.tflite`` and the fake-quant model it is converted from: the model rebuilt
     with fake quantization, calibrated on the int8 model's samples, fine-tuned on the train split
     (early-stopped on validation), converted to a fully integer TFLite model."""
+    from pipeline.core.backend import import_keras
     from pipeline.core.fsutil import sha256_file
     from pipeline.core.modelio import save_model
-    from pipeline.data.dataset import split_for_task
     from pipeline.formats.kinds import PRUNED_QAT_MODEL, QAT_MODEL
     from pipeline.formats.tflite import fake_quant_to_tflite
     from pipeline.optimizing import qat
+    from pipeline.optimizing.splits import StreamedSplits, fine_tuning_splits
 
     started = time.perf_counter()
     built = qat.build(model)
     qat.calibrate(built.model, samples)
-    dataset = context.dataset
-    train, val = (split_for_task(dataset, split, context.task) for split in ("train", "val"))
+    splits = fine_tuning_splits(import_keras(), context)
     fingerprint = json.dumps({"model": sha256_file(source), "calibration": [int(i) for i in indices],
                               "calibration_source": calibration_source, "epochs": options.qat_epochs,
                               "learning_rate": options.qat_learning_rate, "seed": context.seed}, sort_keys=True)
     checkpoints = qat.Checkpoints(context.run_dir / "checkpoints" / ("qat_pruned" if options.pruned else "qat"),
                                   hashlib.sha256(fingerprint.encode()).hexdigest())
-    trained, history = qat.fine_tune(built.model, train, val if len(val[0]) else None, task=context.task,
+    trained, history = qat.fine_tune(built.model, splits, task=context.task,
                                      epochs=options.qat_epochs, learning_rate=options.qat_learning_rate,
                                      seed=context.seed, checkpoints=checkpoints)
     content = fake_quant_to_tflite(trained, float_io=options.float_io, dynamic_batch=options.dynamic_batch)
     fake_quant_path = save_model(trained, context.run_dir / (PRUNED_QAT_MODEL if options.pruned else QAT_MODEL))
     record = {"fake_quant_model": fake_quant_path.name, "fake_quant_sha256": sha256_file(fake_quant_path),
+              "streamed": isinstance(splits, StreamedSplits),
               "epochs": options.qat_epochs, "epochs_run": len(history.get("loss", [])),
               "resumed_from_epoch": history.pop("resumed_from_epoch"),
               "learning_rate": options.qat_learning_rate, "activation_quantizers": built.quantizers,

@@ -176,6 +176,13 @@ def test_streamed_training_learns_and_later_commands_hit_the_cache(tmp_path):
     report = json.loads((run / "prune.json").read_text())
     assert report["streamed"] is True and report["after"]["params"] < report["before"]["params"]
     assert report["after"]["accuracy"] >= 0.85  # 360 test digits; measured 0.9472 after 2 epochs
+    # So does quantization-aware training: its fine-tune reads streamed batches too.
+    qat = runner.invoke(app, ["quantize", "--run", str(run), "--int8", "--qat", "--qat-epochs", "1", "--no-recover"])
+    assert qat.exit_code == 0, qat.output
+    assert json.loads((run / "quantize.json").read_text())["qat"]["streamed"] is True
+    verified = runner.invoke(app, ["verify", "--run", str(run), "--artifact", "model_int8_qat.tflite",
+                                   "--gate", "qat.fake_quant_agreement=0.99"])
+    assert verified.exit_code == 0, verified.output
 
 
 def test_stream_takes_known_values_only():
