@@ -8,7 +8,9 @@ and tested on the 1,017 test images (``--val-fraction 0.2``, as ``benchmarks/cif
 For each: ``pipeline quantize --int8 --qat`` (both artifacts from the same calibration
 samples), ``pipeline verify`` and ``pipeline bench`` (interleaved rounds). Prints accuracy with
 95% intervals, the QAT − PTQ accuracy difference with its paired interval (same test samples),
-agreement of the QAT artifact with its fake-quant model, size and p50 ratios.
+agreement of the QAT artifact with its fake-quant model, the agreement of each int8 artifact
+with itself under two int8 implementations (XNNPACK and LiteRT's reference kernels: the floor of
+any integer-vs-float comparison), size and p50 ratios.
 """
 from __future__ import annotations
 
@@ -54,7 +56,34 @@ def measure(run_dir: Path, qat_epochs: int, bench_seconds: float) -> dict:
                for name in ("model_int8.tflite", "model_int8_qat.tflite")}
     difference = paired_drop(correct["model_int8.tflite"], correct["model_int8_qat.tflite"])
     return {"rows": rows, "p50": p50, "qat": read_json(run_dir / "quantize.json")["qat"],
-            "quantize_seconds": seconds, "qat_minus_ptq": difference, "test_samples": len(y)}
+            "quantize_seconds": seconds, "qat_minus_ptq": difference, "test_samples": len(y),
+            "kernels_agreement": {name: kernels_agreement(run_dir / name, context)
+                                  for name in ("model_int8.tflite", "model_int8_qat.tflite")}}
+
+
+def kernels_agreement(path: Path, context) -> float:
+    """Top-1 agreement of one int8 artifact with itself run by two int8 implementations:
+    LiteRT's default CPU path (XNNPACK) and its reference kernels. The floor below which no
+    comparison of an integer artifact with a float computation of it can be judged."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from pipeline.data.dataset import split_for_task
+
+    x, _ = split_for_task(context.dataset, "test", context.task)
+    answers = []
+    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_REF):
+        interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+        feed, fetch = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        scale, zero = feed["quantization"]
+        top1 = []
+        for sample in x:
+            quantized = np.clip(np.floor(sample[None] / scale + zero + 0.5), -128, 127) if scale else sample[None]
+            interpreter.set_tensor(feed["index"], quantized.astype(feed["dtype"]))
+            interpreter.invoke()
+            top1.append(int(np.argmax(interpreter.get_tensor(fetch["index"])[0])))
+        answers.append(np.asarray(top1))
+    return float(np.mean(answers[0] == answers[1]))
 
 
 def digits_case(work: Path, model: str, qat_epochs: int, bench_seconds: float) -> dict:
@@ -102,6 +131,9 @@ def lines(name: str, result: dict) -> list[str]:
     out.append(f"  QAT artifact vs its fake-quant model: agreement {qat['fake_quant_agreement']:.2%} "
                f"{_interval(qat.get('fake_quant_agreement_ci95'))}, largest difference "
                f"{qat['fake_quant']['max_error_lsb']:.0f} output steps")
+    floor = result["kernels_agreement"]
+    out.append(f"  each int8 artifact run by XNNPACK and by LiteRT's reference kernels agrees with itself on "
+               f"PTQ {floor['model_int8.tflite']:.2%}, QAT {floor['model_int8_qat.tflite']:.2%}")
     if ptq["artifact"] in p50 and qat["artifact"] in p50:
         out.append(f"  QAT / PTQ: size {qat['size_bytes'] / ptq['size_bytes']:.3f}, p50 "
                    f"{p50[qat['artifact']]['p50_ms'] / p50[ptq['artifact']]['p50_ms']:.3f}")

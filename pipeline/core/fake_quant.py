@@ -34,6 +34,20 @@ class ActivationQuantizer(keras.layers.Layer):
         self.initial_range = (float(minimum), float(maximum))
         self.observing = False
         self.seen: tuple[float, float] | None = None
+        self._source = None  # a weak reference: a tied quantizer is not a sublayer
+
+    def tie(self, source: ActivationQuantizer) -> None:
+        """Compute with ``source``'s range (trained through both uses) and hold a copy of it,
+        so that a saved model computes the same without the tie."""
+        import weakref
+
+        self._source = weakref.ref(source)
+        self.minimum.assign(source.minimum)
+        self.maximum.assign(source.maximum)
+
+    def _range(self):
+        source = self._source() if self._source is not None else None
+        return (source.minimum, source.maximum) if source is not None else (self.minimum, self.maximum)
 
     def build(self, input_shape):
         self.minimum = self.add_weight(shape=(), initializer=_constant(self.initial_range[0]), name="minimum",
@@ -46,7 +60,8 @@ class ActivationQuantizer(keras.layers.Layer):
             low, high = float(ops.min(inputs)), float(ops.max(inputs))
             self.seen = (low, high) if self.seen is None else (min(self.seen[0], low), max(self.seen[1], high))
             return inputs
-        return fake_quant_with_min_max_vars(inputs, self.minimum, self.maximum, num_bits=BITS)
+        minimum, maximum = self._range()
+        return fake_quant_with_min_max_vars(inputs, minimum, maximum, num_bits=BITS)
 
     def set_range(self, minimum: float, maximum: float) -> None:
         """The range a calibration found, widened to hold 0 (int8 represents 0 exactly)."""
@@ -174,16 +189,19 @@ def _takes_training(layer) -> bool:
 @keras.saving.register_keras_serializable(package="pipeline")
 class QuantizedOutput(keras.layers.Layer):
     """A layer of the model as it was (an activation, an add, a pooling that averages), with its
-    output fake-quantized: the point where the converter gives the tensor its own scale."""
+    output fake-quantized: the point where the converter gives the tensor its own scale. With
+    ``follows`` (the name of the layer whose quantized output it reads), the output is rounded
+    on that layer's range instead (``tie_ranges``): TFLite's int8 average pooling keeps its
+    input's scale and rounds its mean to it."""
 
     def __init__(self, layer_config: dict, output_range: tuple[float, float] = (0.0, 1.0), softmax: bool = False,
-                 **kwargs):
+                 follows: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.layer_config = layer_config
-        self.output_range, self.softmax = tuple(output_range), softmax
+        self.output_range, self.softmax, self.follows = tuple(output_range), softmax, follows
         self.inner = keras.layers.deserialize(layer_config)
         self.quantizer = (ActivationQuantizer(*SOFTMAX_RANGE, name="output", trainable=False) if softmax
-                          else ActivationQuantizer(*self.output_range, name="output"))
+                          else ActivationQuantizer(*self.output_range, name="output", trainable=follows is None))
 
     def build(self, input_shape):
         if not self.inner.built:
@@ -199,7 +217,36 @@ class QuantizedOutput(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "layer_config": self.layer_config, "output_range": list(self.output_range),
-                "softmax": self.softmax}
+                "softmax": self.softmax, "follows": self.follows}
+
+
+def output_quantizer(layer) -> ActivationQuantizer | None:
+    """The quantizer of a fake-quant layer's output (None where its output is not quantized)."""
+    if isinstance(layer, FakeQuantOp):
+        return layer.output_quantizer
+    if isinstance(layer, QuantizedOutput):
+        return layer.quantizer
+    return layer if isinstance(layer, ActivationQuantizer) else None
+
+
+def tie_ranges(model) -> None:
+    """Tie every ``QuantizedOutput`` that follows another layer's range to that range (after
+    building, after loading a model to train it further, and before saving: the copy it holds
+    is then current)."""
+    layers = {}
+
+    def walk(layer):
+        layers[layer.name] = layer
+        for child in getattr(layer, "layers", None) or []:
+            walk(child)
+
+    walk(model)
+    for layer in layers.values():
+        if isinstance(layer, QuantizedOutput) and layer.follows:
+            source = output_quantizer(layers.get(layer.follows))
+            if source is None:
+                raise ValueError(f"{layer.name} follows {layer.follows}, which has no quantized output")
+            layer.quantizer.tie(source)
 
 
 @keras.saving.register_keras_serializable(package="pipeline")

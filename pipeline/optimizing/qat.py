@@ -7,8 +7,9 @@ Placement, as the converter computes: BatchNorm after a Conv2D / DepthwiseConv2D
 only consumer, no activation between) is folded into the op's weights before the weight
 quantizer; an op's (or an add's) output is quantized after its fused activation, or after the
 ReLU layer it feeds alone; adds, concatenations, global average pooling and activation layers
-get their own output range; the model input its own. Flatten, reshape, pooling windows and
-dropout keep their input's range. Any other layer is refused by name."""
+get their own output range; the model input its own. Flatten, reshape, max pooling and dropout
+keep their input's range; average pooling rounds its mean on its input's range, as TFLite's int8
+kernel does. Any other layer is refused by name."""
 from __future__ import annotations
 
 import logging
@@ -24,10 +25,13 @@ QUANTIZED_OPS = ("Conv2D", "DepthwiseConv2D", "Dense")
 # Layers whose output the converter gives a scale of its own.
 OUTPUT_QUANTIZED = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
                     "GlobalAveragePooling2D", "BatchNormalization", "ReLU", "Activation", "Softmax", "LeakyReLU")
-# Layers that keep their input's scale (TFLite's int8 AVERAGE_POOL_2D and MAX_POOL_2D take their
-# input's scale for their output), or compute nothing at inference.
-PASS_THROUGH = ("InputLayer", "Flatten", "Reshape", "MaxPooling2D", "AveragePooling2D", "GlobalMaxPooling2D",
+# Layers that keep their input's scale (TFLite's int8 MAX_POOL_2D takes its input's scale for its
+# output), or compute nothing at inference.
+PASS_THROUGH = ("InputLayer", "Flatten", "Reshape", "MaxPooling2D", "GlobalMaxPooling2D",
                 "Dropout", "SpatialDropout2D", "ZeroPadding2D", "Identity", "Permute", "Cropping2D")
+# Layers whose int8 kernel keeps its input's scale but rounds what it computes to it (TFLite's
+# AVERAGE_POOL_2D): fake-quantized again on their input's range.
+ROUNDS_ON_INPUT_RANGE = ("AveragePooling2D",)
 # Element-wise layers the converter fuses a following ReLU into (one requantization, after it).
 FUSES_RELU = ("Add", "Subtract")
 # Activations the converter fuses into the op before them.
@@ -92,7 +96,7 @@ def check_supported(model) -> None:
                          f"{len(model.inputs)} and {len(model.outputs)}")
     for layer in model.layers:
         kind = type(layer).__name__
-        if kind not in (*QUANTIZED_OPS, *OUTPUT_QUANTIZED, *PASS_THROUGH):
+        if kind not in (*QUANTIZED_OPS, *OUTPUT_QUANTIZED, *PASS_THROUGH, *ROUNDS_ON_INPUT_RANGE):
             raise UsageError(f"--qat: layer '{layer.name}' ({kind}) has no fake-quantized form here "
                              f"(supported: {', '.join(QUANTIZED_OPS)}, activations, adds, concatenations, "
                              f"pooling, BatchNormalization, reshapes); use --recover for this model")
@@ -153,10 +157,30 @@ def build(model) -> QatModel:
         return (len(after) == 1 and type(by_name[after[0]]).__name__ in ("ReLU", "Activation")
                 and activation_of(by_name[after[0]]) in ("relu", "relu6"))
 
+    writers: dict[str, list[str]] = {name: [] for name in readers}
+    for name, after in readers.items():
+        for reader in after:
+            writers[reader].append(name)
+
+    def range_source(name: str) -> str | None:
+        """The layer whose quantized output ``name`` reads, looking through layers that keep
+        their input's range and folded BatchNorms (``input_quantizer`` for the model input)."""
+        before = writers[name]
+        while len(before) == 1:
+            kind = type(by_name[before[0]]).__name__
+            if kind == "InputLayer":
+                return "input_quantizer"
+            if kind not in PASS_THROUGH and before[0] not in fold:
+                return before[0]
+            before = writers[before[0]]
+        return None
+
     def clone(layer):
         kind, config = type(layer).__name__, layer.get_config()
         if layer.name in fold:
             return FoldedBatchNorm(name=layer.name)
+        if kind in ROUNDS_ON_INPUT_RANGE:
+            return QuantizedOutput(keras.layers.serialize(layer), follows=range_source(layer.name), name=layer.name)
         if kind in QUANTIZED_OPS:
             fused_later = activation_of(layer) == "linear" and relu_follows(layer.name)
             return FakeQuantOp(kind, config, quantize_output=not fused_later, name=layer.name)
@@ -182,7 +206,14 @@ def build(model) -> QatModel:
     inputs = keras.Input(shape=model.input_shape[1:], name="input")
     quantized_input = ActivationQuantizer(name="input_quantizer")(inputs)
     qat_model = keras.Model(inputs, inner(quantized_input), name=f"{model.name}_qat")
+    _tie(qat_model)
     return QatModel(qat_model, len(quantizers(qat_model)), sorted(fold))
+
+
+def _tie(model) -> None:
+    from pipeline.core.fake_quant import tie_ranges
+
+    tie_ranges(model)
 
 
 def quantizers(qat_model) -> list:
@@ -221,6 +252,7 @@ def calibrate(qat_model, samples: np.ndarray, batch_size: int = 64) -> None:
     for quantizer in trainable:
         if quantizer.seen is not None:
             quantizer.set_range(*quantizer.seen)
+    _tie(qat_model)
 
 
 PATIENCE = 2  # epochs without a lower validation loss before fine-tuning stops
@@ -270,6 +302,7 @@ def fine_tune(qat_model, splits, *, task: str, epochs: int, learning_rate: float
         else:
             qat_model.set_weights(tracker.best_weights)
     record["resumed_from_epoch"] = state["resumed_from_epoch"]
+    _tie(qat_model)
     return qat_model, record
 
 
@@ -336,6 +369,7 @@ class Checkpoints:
         from pipeline.core.modelio import save_model
 
         make_dirs(self.directory)
+        _tie(model)  # the copies a tied range holds are saved current
         save_model(model, self.directory / "last.keras")
         if best:
             save_model(model, self.directory / "best.keras")
@@ -345,7 +379,9 @@ class Checkpoints:
         import pipeline.core.fake_quant  # noqa: F401  (registers the layers)
         from pipeline.core.modelio import load_model
 
-        return load_model(self.directory / name, unsafe=False, compile=compile)
+        model = load_model(self.directory / name, unsafe=False, compile=compile)
+        _tie(model)
+        return model
 
     def last_model(self):
         """The model as the last epoch left it, compiled, with its optimizer's state."""

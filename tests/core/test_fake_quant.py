@@ -51,20 +51,25 @@ def test_each_pattern_converts_to_int8_and_computes_what_the_fake_quant_model_do
     built = qat.build(_model(pattern))
     qat.calibrate(built.model, samples)
     expected = built.model.predict(samples, verbose=0)
-    content = fake_quant_to_tflite(built.model, float_io=True)
+    content = fake_quant_to_tflite(built.model)
     assert float_ops(content) == []
     interpreter = Interpreter(model_content=content)
     interpreter.allocate_tensors()
-    feed, fetch = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    feed, fetch = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    (in_scale, in_zero), (out_scale, out_zero) = feed["quantization"], fetch["quantization"]
     got = []
     for sample in samples:
-        interpreter.set_tensor(feed, sample[None])
+        interpreter.set_tensor(feed["index"], np.clip(np.floor(sample[None] / in_scale + in_zero + 0.5), -128, 127)
+                               .astype(np.int8))
         interpreter.invoke()
-        got.append(interpreter.get_tensor(fetch)[0])
-    step = float(expected.max() - expected.min()) / 255
-    # Integer kernels round where float does not (requantization, the pools' averages): measured
-    # up to 2.3 output steps apart (the average pool); 3 is the margin.
-    assert float(np.max(np.abs(np.asarray(got) - expected))) <= 3 * step + 1e-7, pattern
+        got.append((interpreter.get_tensor(fetch["index"])[0].astype(np.float32) - out_zero) * out_scale)
+    # Every op rounds once where its int8 kernel rounds (the average pool's mean included, on its
+    # input's scale); the kernels' integer bias and requantization may round a tie the other
+    # way: one output step at most, and rarely (measured: mean 0.049 steps, the average pool).
+    # The int8 softmax approximates exp in fixed point: measured 2 steps at most, mean 0.005.
+    steps = np.abs(np.asarray(got) - expected) / out_scale
+    assert float(np.max(steps)) <= (2 if "softmax" in pattern else 1) + 1e-4, pattern
+    assert float(np.mean(steps)) <= 0.1, pattern
 
 
 def test_a_saved_fake_quant_model_loads_safely_and_computes_the_same(tmp_path):
@@ -77,6 +82,7 @@ def test_a_saved_fake_quant_model_loads_safely_and_computes_the_same(tmp_path):
     inputs = keras.Input((8, 8, 4))
     x = keras.layers.ReLU()(keras.layers.BatchNormalization()(keras.layers.DepthwiseConv2D(3, padding="same")(inputs)))
     x = keras.layers.Activation("relu")(keras.layers.Add()([keras.layers.Conv2D(4, 1)(x), inputs]))
+    x = keras.layers.AveragePooling2D(2)(x)  # rounds on its input's range: a tie, saved as a copy
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
     built = qat.build(keras.Model(inputs, outputs))
     samples = np.random.default_rng(0).normal(size=(16, 8, 8, 4)).astype(np.float32)
