@@ -76,6 +76,12 @@ def quantize(
         help="Fine-tuning epochs of --qat (early-stopped on validation).")] = DEFAULTS.quantize.qat_epochs,
     qat_learning_rate: Annotated[float, typer.Option(
         help="Learning rate of --qat's fine-tuning (Adam).")] = DEFAULTS.quantize.qat_learning_rate,
+    integer_only: Annotated[bool, typer.Option(
+        "--integer-only/--no-integer-only",
+        help="The target runs integer kernels only (a microcontroller, an NPU): when int8 fails its "
+             "gates on the validation split, recover by QAT (model_int8_qat.tflite), never by float or "
+             "int16 layers; with --recover, fail (exit 6) if the QAT model fails its accuracy-drop "
+             "gate.")] = DEFAULTS.quantize.integer_only,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -90,9 +96,9 @@ def quantize(
         modes=modes, pruned=pruned, calibration_samples=calibration_samples,
         float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
         calibration_data=str(calibration_data) if calibration_data else None, recover=recover,
-        qat=qat, qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate))
+        qat=qat, qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, integer_only=integer_only))
     _echo_artifacts(report, [*modes, "int8_mixed", "int8_qat"])
-    if report.get("qat") and qat:
+    if report.get("qat") and (qat or (report.get("recovery") or {}).get("artifact") == report["qat"]["artifact"]):
         record = report["qat"]
         typer.echo(f"quantization-aware: {record['epochs_run']} epoch(s) of fine-tuning, "
                    f"{record['activation_quantizers']} activation ranges learned, "
@@ -114,6 +120,11 @@ def _describe_recovery(recovery: dict) -> str:
                 + ("" if after is None else f" ({after:.2%})"))
     if recovery.get("needed") is False:
         return f"int8 recovery: not needed{before}, full int8 left alone"
+    if recovery.get("integer_only") and recovery.get("artifact"):
+        drop = recovery["validation"]["metric_drop"]
+        return (f"int8 recovery (integer only): full int8 fails its gates{before}; QAT instead of float "
+                f"layers → {recovery['artifact']} (validation accuracy drop {drop * 100:.2f} pt, "
+                f"{recovery['status']})")
     return f"int8 recovery: {recovery.get('status')}{before}"
 
 
@@ -136,6 +147,10 @@ def convert(
         help="When the QDQ int8 ONNX fails its gates on the validation split, leave the fewest nodes "
              "float → model_int8_mixed.onnx; --recover fails (exit 6) when no mix passes (default: try, "
              "and warn).")] = DEFAULTS.quantize.recover,
+    integer_only: Annotated[bool, typer.Option(
+        "--integer-only/--no-integer-only",
+        help="The target runs integer kernels only: never leave an int8 ONNX's nodes float (its fully "
+             "integer model is the QAT one, model_int8_qat.onnx).")] = DEFAULTS.quantize.integer_only,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -147,7 +162,7 @@ def convert(
         targets=_items(to, "--to") if to else list(DEFAULTS.convert.targets), opset=opset, pruned=pruned,
         calibration_samples=calibration_samples,
         calibration_data=str(calibration_data) if calibration_data else None, int8_onnx=int8_onnx,
-        recover=recover))
+        recover=recover, integer_only=integer_only))
     _echo_artifacts(report, None)
     if (report.get("recovery") or {}).get("needed"):
         typer.echo(_describe_recovery(report["recovery"]))

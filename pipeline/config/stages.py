@@ -105,6 +105,9 @@ class QuantizeOptions:
     qat: bool = False
     qat_epochs: int = 3
     qat_learning_rate: float = 1e-4
+    # The target runs integer kernels only (a microcontroller, an NPU): where full int8 fails
+    # its gates on the validation split, recovery trains the QAT model instead of raising layers.
+    integer_only: bool = False
     pruned: bool = per_command(False)
     dynamic_batch: bool = per_command(False)
     compat: str | None = per_command(None)
@@ -126,6 +129,14 @@ class QuantizeOptions:
                 raise UsageError("--qat makes a fully integer model: add --int8")
             check("qat_epochs", self.qat_epochs, label="--qat-epochs")
             check("qat_learning_rate", self.qat_learning_rate, label="--qat-learning-rate")
+        if self.integer_only:
+            if "int8" not in self.modes:
+                raise UsageError("--integer-only recovers a full int8 model: add --int8")
+            if self.recover is False:
+                raise UsageError("--integer-only recovers a failing int8 model by QAT, --no-recover "
+                                 "forbids recovery: choose one")
+            check("qat_epochs", self.qat_epochs, label="--qat-epochs")
+            check("qat_learning_rate", self.qat_learning_rate, label="--qat-learning-rate")
 
 
 @dataclass
@@ -142,6 +153,8 @@ class ConvertOptions:
     # When the QDQ int8 ONNX fails its gates on the validation split, leave the fewest nodes
     # float (model_int8_mixed.onnx): None tries and warns, True insists, False never tries.
     recover: bool | None = per_command(QuantizeOptions.recover)
+    # No node left float either: the int8 ONNX of an integer-only target is the QAT one.
+    integer_only: bool = per_command(QuantizeOptions.integer_only)
     gates: dict[str, dict[str, float]] = per_command(default_factory=dict)  # verify's overrides
 
     def validate(self) -> None:

@@ -50,6 +50,8 @@ def _recover_onnx(job: Conversion, float_proto, full_int8: Path, metadata: dict)
     context, options = job.context, job.options
     calibration_source, indices, samples = job.calibration
     mixed = job.path("int8_mixed.onnx")
+    if options.integer_only:  # a mix leaves nodes float: never for an integer-only target (a stale one goes)
+        return {"status": "integer only: no node left float", "integer_only": True}
     full = full_int8.read_bytes()
 
     def write(content: bytes, recovery: dict) -> dict:

@@ -63,7 +63,7 @@ class Recovery:
     raisable_layers: int = 0
 
 
-class _Validation:
+class Validation:
     """Scores a TFLite model on the validation split with the gates of quantized artifacts."""
 
     def __init__(self, model, x_val, y_val, task: str, rules: dict):
@@ -76,7 +76,8 @@ class _Validation:
             return float(np.mean(outputs.argmax(-1) == self.y))
         return float(np.mean((outputs - self.x) ** 2))
 
-    def score(self, content: bytes, suffix: str = ".tflite") -> Score:
+    def score(self, content: bytes, suffix: str = ".tflite", rules: dict | None = None) -> Score:
+        """``rules``: the gates it is held to (default: every gate of quantized artifacts)."""
         from edge_runtime import load
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +95,7 @@ class _Validation:
             return all(values.get(name) is None or (
                 values[name] <= limit - margin_scale * margins.get(name, 0.0) + 1e-12 if op == "<=" else
                 values[name] >= limit + margin_scale * margins.get(name, 0.0) - 1e-12)
-                for name, (op, limit) in self.rules.items() if name in values)
+                for name, (op, limit) in (self.rules if rules is None else rules).items() if name in values)
 
         return Score(agreement, float(drop), passes(0.0), passes(1.0), margins)
 
@@ -124,7 +125,7 @@ def recover_int8(model, full_int8: bytes, calibration: np.ndarray, x_val, y_val,
 
         raise UsageError("int8 recovery scores each try on the validation split, and this run "
                          "has none: train or import with a validation fraction above 0")
-    validation = _Validation(model, x_val, y_val, task, rules)
+    validation = Validation(model, x_val, y_val, task, rules)
     baseline = validation.score(full_int8)
     if baseline.passed:
         return Recovery(needed=False, baseline=baseline)
@@ -148,7 +149,7 @@ def recover_onnx_int8(model, float_proto, full_int8: bytes, calibration: np.ndar
 
         raise UsageError("int8 recovery scores each try on the validation split, and this run "
                          "has none: train or import with a validation fraction above 0")
-    validation = _Validation(model, x_val, y_val, task, rules)
+    validation = Validation(model, x_val, y_val, task, rules)
     baseline = validation.score(full_int8, ".onnx")
     if baseline.passed:
         return Recovery(needed=False, baseline=baseline)
@@ -168,7 +169,7 @@ class _Search:
     ranked; then the best moves are combined greedily, once per precision (int16 activations
     before float); ``make(raised, precision)`` quantizes a try."""
 
-    def __init__(self, candidates: list[tuple[str, str]], validation: _Validation, precisions: tuple[str, ...],
+    def __init__(self, candidates: list[tuple[str, str]], validation: Validation, precisions: tuple[str, ...],
                  make, *, suffix: str = ".tflite", named: str = "tensor"):
         self.candidates, self.validation, self.precisions, self.make = candidates, validation, precisions, make
         self.suffix, self.named = suffix, named

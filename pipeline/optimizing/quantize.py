@@ -51,18 +51,18 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
         }
         written.append(path)
     if options.qat:
-        report["qat"] = _quantization_aware(context, options, model, source, samples, indices,
-                                            calibration_source, written)
-        report["artifacts"][QAT_INT8.file(options.pruned)] = {
-            "mode": QAT_INT8.name, "format": "tflite", "pruned": options.pruned,
-            "size_bytes": report["qat"]["size_bytes"], "sha256": report["qat"]["sha256"],
-            "calibration_samples": len(indices)}
+        _add_qat(report, _quantization_aware(context, options, model, source, samples, indices,
+                                             calibration_source, written), options, len(indices))
     if "int8" in options.modes and options.recover is not False:
-        recovery = report["recovery"] = _recover(context, options, model, source, samples, indices,
-                                                 calibration_source, written)
+        if options.integer_only:
+            recovery = _integer_only(context, options, model, samples, indices, calibration_source, written,
+                                     report, source)
+        else:
+            recovery = _recover(context, options, model, source, samples, indices, calibration_source, written)
+        report["recovery"] = recovery
         mixed = MIXED_INT8.file(options.pruned)
         report["artifacts"].pop(mixed, None)
-        if recovery.get("artifact"):
+        if recovery.get("artifact") == mixed:
             report["artifacts"][mixed] = {"mode": "int8_mixed", "format": "tflite", "pruned": options.pruned,
                                           "size_bytes": recovery["size_bytes"], "sha256": recovery["sha256"]}
     write_json(report_path, report)
@@ -112,6 +112,65 @@ def _quantization_aware(context: RunContext, options: QuantizeOptions, model, so
     checkpoints.clear()  # the artifact is whole: a later run starts its own fine-tune
     return {**record, "artifact": path.name, "size_bytes": sidecar["size_bytes"], "sha256": sidecar["sha256"],
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _add_qat(report: dict, record: dict, options: QuantizeOptions, calibration_samples: int) -> None:
+    report["qat"] = record
+    report["artifacts"][QAT_INT8.file(options.pruned)] = {
+        "mode": QAT_INT8.name, "format": "tflite", "pruned": options.pruned, "size_bytes": record["size_bytes"],
+        "sha256": record["sha256"], "calibration_samples": calibration_samples}
+
+
+def _integer_only(context: RunContext, options: QuantizeOptions, model, samples, indices, calibration_source,
+                  written: list[Path], report: dict, source: Path) -> dict:
+    """Recovery for a target that runs integer kernels only: a full int8 model that fails its
+    gates on the validation split is replaced by the QAT model (trained here unless ``--qat``
+    already did), never by a mix with float or int16 layers. The QAT model is held to the
+    accuracy-drop gate against the float model (its agreement is with its fake-quant model,
+    which verify checks)."""
+    import logging
+
+    from edge_runtime.artifact import sidecar_path
+    from pipeline.config.gates import VerifyOptions
+    from pipeline.core.errors import ParityError, UsageError
+    from pipeline.optimizing.mixed_precision import Validation
+
+    mixed = context.run_dir / MIXED_INT8.file(options.pruned)
+    for stale in (mixed, sidecar_path(mixed)):  # no mix: nothing float or int16 is allowed
+        remove_file(stale)
+    x_val, y_val = context.dataset.split("val")
+    if len(x_val) == 0:
+        if options.recover:
+            raise UsageError("integer-only recovery scores int8 on the validation split, and this run has none: "
+                             "train or import with a validation fraction above 0")
+        return {"status": "skipped: no validation split", "integer_only": True}
+    rules = VerifyOptions(gates=options.gates).resolved_gates()["quantized"]
+    validation = Validation(model, x_val, y_val, context.task, rules)
+    full = (context.run_dir / quant_mode("int8").file(options.pruned)).read_bytes()
+    baseline = validation.score(full)
+    summary = {"integer_only": True, "needed": not baseline.passed, "validation_samples": int(len(x_val)),
+               "full_int8": baseline.as_dict()}
+    if baseline.passed:
+        return {**summary, "status": "full int8 passes: left alone"}
+    if not options.qat:
+        _add_qat(report, _quantization_aware(context, options, model, source, samples, indices,
+                                             calibration_source, written), options, len(indices))
+    qat_path = context.run_dir / QAT_INT8.file(options.pruned)
+    drop_rule = {name: rule for name, rule in rules.items() if name == "metric_drop"}
+    score = validation.score(qat_path.read_bytes(), rules=drop_rule)
+    record = {**summary, "status": "qat" if score.passed else "qat fails its gates",
+              "validation": score.as_dict(), "artifact": qat_path.name,
+              "size_bytes": report["qat"]["size_bytes"], "sha256": report["qat"]["sha256"],
+              "acceptance": "the QAT model's accuracy drop against the float model passes its gate on the "
+                            "validation split (its agreement is with its fake-quant model, checked by verify)"}
+    if not score.passed:
+        message = (f"integer-only recovery: full int8 fails its gates on the {len(x_val)} validation samples and "
+                   f"the QAT model still loses {score.metric_drop * 100:.2f} pt of accuracy "
+                   f"(gate {drop_rule['metric_drop'][1] * 100:.2f} pt); try more --qat-epochs")
+        if options.recover:
+            raise ParityError(message)
+        logging.getLogger("pipeline").warning("warning: %s", message)
+    return record
 
 
 def _recover(context: RunContext, options: QuantizeOptions, model, source: Path, samples,

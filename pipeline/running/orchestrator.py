@@ -20,7 +20,7 @@ from pipeline.config.schema import Config
 from pipeline.core import rundir
 from pipeline.core.errors import CollapseError, ParityError, UsageError
 from pipeline.core.fsutil import copy_file, make_dirs, read_json, sha256_file, write_json
-from pipeline.formats.kinds import MODEL, PRUNED_MODEL, artifact_file, quant_mode, source_model
+from pipeline.formats.kinds import MODEL, PRUNED_MODEL, QAT_INT8, artifact_file, quant_mode, source_model
 from pipeline.running.stage_cache import (
     STATE,
     Progress,
@@ -125,7 +125,8 @@ def stage_options(config: Config, stage: str, **per_command):
         "quantize": {"gates": config.verify.gates},
         "convert": {"calibration_samples": config.quantize.calibration_samples,
                     "calibration_data": config.quantize.calibration_data,
-                    "recover": config.quantize.recover, "gates": config.verify.gates},
+                    "recover": config.quantize.recover, "integer_only": config.quantize.integer_only,
+                    "gates": config.verify.gates},
     }.get(stage, {})
     return dataclasses.replace(section, **shared, **per_command)
 
@@ -276,8 +277,9 @@ def _quantize(config: Config, run_dir: Path, variant: Path, pruned: bool, stages
     def work() -> list[Path]:
         report = quantize(variant, options)
         made = {quant_mode(m).file(pruned) for m in config.quantize.modes}
-        made.add((report.get("recovery") or {}).get("artifact"))
-        qat = report.get("qat") if config.quantize.qat else None
+        recovered = (report.get("recovery") or {}).get("artifact")  # a mix, or QAT for an integer-only target
+        made.add(recovered)
+        qat = report.get("qat") if config.quantize.qat or recovered == QAT_INT8.file(pruned) else None
         if qat:
             made.add(qat["artifact"])
         artifacts = [variant / name for name in report["artifacts"] if name in made]
@@ -298,7 +300,8 @@ def _convert(config: Config, run_dir: Path, variant: Path, pruned: bool, stages:
               "calibration": [config.quantize.calibration_samples,
                               file_fingerprint(config.quantize.calibration_data)],
               "int8": sha256_file(int8) if int8.exists() else None,
-              "recover": config.quantize.recover, "gates": config.verify.gates}  # the int8 ONNX's recovery
+              "recover": config.quantize.recover, "integer_only": config.quantize.integer_only,
+              "gates": config.verify.gates}  # the int8 ONNX's recovery
 
     def work() -> list[Path]:
         report = convert(variant, options)
