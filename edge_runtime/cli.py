@@ -78,48 +78,34 @@ def _info(args) -> dict:
 
 
 def _load_array(path: Path, key: str | None = None) -> np.ndarray:
-    import zipfile
+    from edge_runtime.arrays import read_array
 
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"cannot read {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
-    try:  # an .npz is read lazily: a member's damage (or pickled objects) shows only here
-        return _member(path, data, key)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"cannot read {path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}") from None
-
-
-def _member(path: Path, data, key: str | None) -> np.ndarray:
-    if key is None:
-        if isinstance(data, np.ndarray):
-            return data
-        if not data.files:
-            raise InputError(f"{path} holds no arrays")
-        return data[data.files[0]]
-    if isinstance(data, np.ndarray):
-        raise InputError(f"{path} is a single .npy array; this needs an .npz with '{key}'")
-    if key not in data:
-        raise InputError(f"{path} has no '{key}' array (found: {', '.join(data.files)})")
-    return data[key]
+    return read_array(path, key)
 
 
 def _predict(args) -> dict:
+    from edge_runtime.arrays import check_samples
     from edge_runtime.runner import load
 
+    inputs = check_samples(_load_array(args.inputs), str(args.inputs))
     runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack, isolate=args.isolate)
-    outputs = runner.predict(_load_array(args.inputs), raw=args.raw)
-    names = runner.sidecar.get("class_names") or []
+    outputs = runner.predict(inputs, raw=args.raw)
+    names = _class_names(runner, outputs)
     top1 = outputs.reshape(len(outputs), -1).argmax(1)
     return {"outputs": outputs.tolist(), "top1": top1.tolist(),
             "labels": [names[i] for i in top1] if names and outputs.ndim == 2 else None}
 
 
 def _eval(args) -> dict:
+    from edge_runtime.arrays import check_labels, check_samples
     from edge_runtime.runner import load
 
+    x = check_samples(_load_array(args.inputs, "x"), f"{args.inputs}:x")
+    y = _load_array(args.inputs, "y")
     runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack, isolate=args.isolate)
-    x, y = _load_array(args.inputs, "x"), _load_array(args.inputs, "y").reshape(-1)
+    dims = runner.outputs[0].shape[1:]
+    classes = int(np.prod(dims)) if all(isinstance(d, int) and d > 0 for d in dims) else None
+    y = check_labels(y, classes, f"{args.inputs}:y")
     if len(x) != len(y):
         raise InputError(f"{args.inputs}: {len(x)} inputs but {len(y)} labels")
     outputs = runner.predict(x, raw=args.raw)
@@ -128,10 +114,23 @@ def _eval(args) -> dict:
             "accuracy": float(np.mean(predicted == y)), "stateful_reset": runner.stateful}
 
 
+def _class_names(runner, outputs: np.ndarray) -> list[str]:
+    """The sidecar's class names, when they name every output (a sidecar that names fewer or
+    more than the model has is not the model's)."""
+    from edge_runtime.errors import ArtifactError
+
+    names = runner.sidecar.get("class_names") or []
+    if names and outputs.ndim == 2 and len(names) != outputs.shape[1]:
+        raise ArtifactError(f"{runner.path.name}'s sidecar names {len(names)} classes but the model has "
+                            f"{outputs.shape[1]} outputs: the sidecar is not this model's")
+    return names
+
+
 def _bench(args) -> dict:
+    from edge_runtime.arrays import check_samples
     from edge_runtime.bench import bench_file, device_description
 
-    sample = _load_array(args.sample) if args.sample else None
+    sample = check_samples(_load_array(args.sample), str(args.sample)) if args.sample else None
     rows = bench_file(args.model, threads=args.threads, xnnpack=not args.no_xnnpack, isolate=args.isolate,
                       sample=sample, warmup=args.warmup, warmup_seconds=args.warmup_seconds,
                       runs=args.runs, min_seconds=args.min_seconds)

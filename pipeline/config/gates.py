@@ -3,6 +3,7 @@ kinds), their overrides from ``--gate`` or ``verify.gates``, and the microcontro
 Quantize's recovery and convert's QDQ recovery judge by the same gates."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from pipeline.config.fields import per_command
@@ -42,21 +43,42 @@ class VerifyOptions:
         self.resolved_gates()
 
     def resolved_gates(self) -> dict[str, dict[str, tuple[str, float]]]:
+        from pipeline.core.errors import unknown_name
+
         gates = {kind: dict(rules) for kind, rules in DEFAULT_GATES.items()}
+        if not isinstance(self.gates, dict):
+            raise UsageError(f"verify.gates must be a table of gate kinds, got {self.gates!r}")
         for kind, overrides in self.gates.items():
             if kind not in gates:
-                from pipeline.core.errors import unknown_name
-
                 raise unknown_name("gate kind", kind, gates)
+            if not isinstance(overrides, dict):
+                raise UsageError(f"verify.gates.{kind} must be a table of METRIC = NUMBER, got {overrides!r}")
             for metric, threshold in overrides.items():
-                known = {"max_abs_error": "<=", "mean_abs_error": "<=", "metric_drop": "<=",
-                         "top1_agreement": ">=", "sqnr_db": ">=", "fake_quant_agreement": ">="}
-                if metric not in known:
-                    from pipeline.core.errors import unknown_name
-
-                    raise unknown_name("gate metric", metric, known)
-                gates[kind][metric] = (known[metric], float(threshold))
+                if metric not in GATE_METRICS:
+                    raise unknown_name("gate metric", metric, GATE_METRICS)
+                gates[kind][metric] = (GATE_METRICS[metric][0], gate_threshold(f"{kind}.{metric}", threshold))
         return gates
+
+
+# Each gate metric: its comparison and the range a threshold may take (a gate outside it could
+# never fail, or never pass: a number a gate cannot use).
+GATE_METRICS: dict[str, tuple[str, float, float]] = {
+    "max_abs_error": ("<=", 0.0, math.inf), "mean_abs_error": ("<=", 0.0, math.inf),
+    "metric_drop": ("<=", 0.0, math.inf), "top1_agreement": (">=", 0.0, 1.0),
+    "fake_quant_agreement": (">=", 0.0, 1.0), "sqnr_db": (">=", -math.inf, math.inf),
+}
+
+
+def gate_threshold(name: str, value) -> float:
+    """A gate's threshold: a finite number in its metric's range, or one error line."""
+    _, low, high = GATE_METRICS[name.rpartition(".")[2]]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"gate {name} takes a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        where = " in [0, 1]" if high == 1.0 else " ≥ 0" if low == 0.0 else ""
+        raise UsageError(f"gate {name} must be a finite number{where}, got {value!r}")
+    return number
 
 
 def parse_gate(text: str) -> tuple[str, str, float]:

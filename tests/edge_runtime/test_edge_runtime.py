@@ -15,14 +15,20 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def artifacts(trained_run):
+def artifacts(trained_run, tmp_path_factory):
+    """The int8 TFLite and float32 ONNX of the trained run, in a copy of it (the shared run is
+    never modified: other tests start from it as trained)."""
+    import shutil
+
     from pipeline.config.stages import ConvertOptions, QuantizeOptions
     from pipeline.optimizing.convert import convert
     from pipeline.optimizing.quantize import quantize
 
-    quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
-    convert(trained_run.run_dir, ConvertOptions(int8_onnx=False))
-    return trained_run.run_dir
+    run_dir = tmp_path_factory.mktemp("edge") / "run"
+    shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns("*.lock"))
+    quantize(run_dir, QuantizeOptions(modes=["int8"]))
+    convert(run_dir, ConvertOptions(int8_onnx=False))
+    return run_dir
 
 
 @pytest.fixture(scope="module")

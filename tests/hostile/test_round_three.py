@@ -1,0 +1,178 @@
+"""Hostile round three: thresholds that are not numbers a gate can use (refused before any
+work, in the CLI and the config alike), and the device runtime's inputs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.hostile.helpers import invoke, one_error_line, snapshot
+
+
+@pytest.mark.parametrize("gate, message", [
+    ("quantized.metric_drop=nan", "gate quantized.metric_drop must be a finite number ≥ 0, got nan"),
+    ("quantized.metric_drop=inf", "gate quantized.metric_drop must be a finite number ≥ 0, got inf"),
+    ("quantized.metric_drop=-0.01", "gate quantized.metric_drop must be a finite number ≥ 0, got -0.01"),
+    ("quantized.top1_agreement=-1", "gate quantized.top1_agreement must be a finite number in [0, 1], got -1.0"),
+    ("quantized.top1_agreement=1e309", "gate quantized.top1_agreement must be a finite number in [0, 1], got inf"),
+    ("qat.fake_quant_agreement=1.5", "must be a finite number in [0, 1], got 1.5"),
+    ("float32.max_abs_error=-1e-4", "gate float32.max_abs_error must be a finite number ≥ 0"),
+    ("float16.sqnr_db=nan", "gate float16.sqnr_db must be a finite number, got nan"),
+])
+def test_a_gate_no_artifact_could_fail_or_pass_is_refused_before_any_work(run_copy, gate, message):
+    before = snapshot(run_copy)
+    line = one_error_line(invoke("verify", "--run", run_copy, "--gate", gate), 2)
+    assert message in line
+    assert snapshot(run_copy) == before  # refused before anything was verified or written
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[verify.gates.quantized]\nmetric_drop = nan\n", "gate quantized.metric_drop must be a finite number ≥ 0"),
+    ("[verify.gates.quantized]\ntop1_agreement = inf\n", "must be a finite number in [0, 1], got inf"),
+    ("[verify.gates.quantized]\ntop1_agreement = \"high\"\n",
+     "verify.gates.quantized.top1_agreement: expected a number, got 'high'"),
+    ("[verify.gates.quantized]\ntop1_agreement = true\n",
+     "verify.gates.quantized.top1_agreement: expected a number, got True"),
+    ("[verify.gates]\nquantized = 0.5\n", "verify.gates.quantized: expected a mapping, got 0.5"),
+])
+def test_a_config_with_an_unusable_gate_is_refused_and_writes_nothing(tmp_path, table, message):
+    config = tmp_path / "pipeline.toml"
+    config.write_text(table)
+    out = tmp_path / "out"
+    line = one_error_line(invoke("run", config, "--out", out), 2)
+    assert message in line
+    assert not (out / "config.json").exists()
+
+
+# The device runtime validates what it is given, as the pipeline's loaders do: one line, exit 3
+# for the user's input (4 for an artifact that is not what it says), before anything is run.
+
+@pytest.fixture(scope="module")
+def device_model(trained_run, tmp_path_factory):
+    """An int8 TFLite artifact with its sidecar, in a folder of its own."""
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
+
+    run_dir = tmp_path_factory.mktemp("device") / "run"
+    shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns("*.lock"))
+    quantize(run_dir, QuantizeOptions(modes=["int8"]))
+    return run_dir / "model_int8.tflite"
+
+
+def _edge(capsys, *args) -> tuple[int, str]:
+    from edge_runtime.cli import main
+
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return code, err[0]
+
+
+def _npy_declaring(path, shape, dtype="<f4", body=b"\0" * 64):
+    """An .npy whose header declares ``shape`` whatever the bytes after it hold."""
+    header = repr({"descr": dtype, "fortran_order": False, "shape": tuple(shape)}).encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + body)
+    return path
+
+
+def _input_shape(device_model):
+    from edge_runtime import load
+
+    return tuple(load(device_model).input.shape[1:])
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("empty batch", "holds no samples"),
+    ("strings", "holds <U3 values; samples are numbers"),
+    ("0-d", "is a single number (0-d)"),
+    ("NaN", "holds 1 NaN or inf values"),
+    ("petabytes", "declares 4,000,000,000,000,000 bytes of float32[1000000000000000] , more than the"),
+    ("declared beyond the file", "declares 4,000,000 bytes of float32[1000000] but holds"),
+    ("pickled objects", "holds Python objects"),
+    ("a directory", "is not a regular file"),
+])
+def test_predict_refuses_inputs_it_cannot_use_in_one_line(device_model, tmp_path, capsys, case, expect):
+    shape = _input_shape(device_model)
+    path = tmp_path / "inputs.npy"
+    if case == "empty batch":
+        np.save(path, np.zeros((0, *shape), np.float32))
+    elif case == "strings":
+        np.save(path, np.array(["abc"] * int(np.prod(shape))).reshape(1, *shape))
+    elif case == "0-d":
+        np.save(path, np.float32(3.0))
+    elif case == "NaN":
+        x = np.zeros((1, *shape), np.float32)
+        x.flat[0] = np.nan
+        np.save(path, x)
+    elif case == "petabytes":
+        _npy_declaring(path, (10 ** 15,))
+    elif case == "declared beyond the file":
+        _npy_declaring(path, (10 ** 6,))
+    elif case == "pickled objects":
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif case == "a directory":
+        path.mkdir()
+    code, line = _edge(capsys, "predict", device_model, path, *(["--raw"] if case == "strings" else []))
+    assert code == 3 and expect.replace(" , ", ", ") in line, line
+
+
+def test_inputs_from_a_fifo_are_refused_without_waiting(device_model, tmp_path):
+    """A FIFO never written to: opening it would block for ever."""
+    fifo = tmp_path / "inputs.npy"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "predict", str(device_model), str(fifo)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and done.stderr.strip() == f"error: {fifo} is not a regular file", done.stderr
+
+
+@pytest.mark.parametrize("labels, expect", [
+    (np.array(["cat"] * 4), "holds <U3 values that are not class indices"),
+    (np.array([0, 1, np.nan, 2]), "holds float64 values that are not class indices"),
+    (np.array([0.5, 1, 2, 3]), "holds float64 values that are not class indices"),
+    (np.array([0, 1, 2, 10]), "holds the label 10; the model has 10 classes (0 to 9)"),
+    (np.array([0, -1, 2, 3]), "holds the label -1; class indices start at 0"),
+    (np.int64(3), "is a single number (0-d); labels are one per sample"),
+])
+def test_eval_refuses_labels_that_are_not_class_indices(device_model, tmp_path, capsys, labels, expect):
+    """Before: string or NaN labels printed "accuracy 0.0000" and exited 0."""
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=np.zeros((4, *_input_shape(device_model)), np.float32), y=labels)
+    code, line = _edge(capsys, "eval", device_model, data)
+    assert code == 3 and expect in line, line
+
+
+def test_eval_refuses_a_0d_sample_array_and_a_member_declaring_petabytes(device_model, tmp_path, capsys):
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=np.float32(1.0), y=np.array([1]))
+    assert _edge(capsys, "eval", device_model, data) == (3, f"error: {data}:x is a single number (0-d); samples "
+                                                            "are a batch with one row each")
+    bomb = _npy_declaring(tmp_path / "x.npy", (10 ** 15, 8))
+    with zipfile.ZipFile(data, "w") as archive:
+        archive.write(bomb, "x.npy")
+        archive.writestr("y.npy", b"")
+    code, line = _edge(capsys, "eval", device_model, data)
+    assert code == 3 and "x.npy declares 32,000,000,000,000,000 bytes" in line, line
+
+
+def test_bench_refuses_a_sample_of_strings(device_model, tmp_path, capsys):
+    sample = tmp_path / "sample.npy"
+    np.save(sample, np.array(["x"] * int(np.prod(_input_shape(device_model)))).reshape(_input_shape(device_model)))
+    code, line = _edge(capsys, "bench", device_model, "--sample", sample, "--runs", "1", "--min-seconds", "0")
+    assert code == 3 and "holds <U1 values; samples are numbers" in line, line
+
+
+def test_a_sidecar_naming_fewer_classes_than_the_model_has_is_not_the_models(device_model, tmp_path, capsys):
+    model = tmp_path / device_model.name
+    shutil.copy(device_model, model)
+    sidecar = json.loads(device_model.with_name(device_model.name + ".json").read_text())
+    sidecar["class_names"] = sidecar["class_names"][:3]
+    model.with_name(model.name + ".json").write_text(json.dumps(sidecar))
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.zeros((2, *_input_shape(device_model)), np.float32))
+    code, line = _edge(capsys, "predict", model, inputs)
+    assert code == 4 and "sidecar names 3 classes but the model has 10 outputs" in line, line
