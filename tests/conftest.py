@@ -5,6 +5,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import importlib.util  # noqa: E402
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -28,15 +29,45 @@ def digits():
     return load_dataset("digits")
 
 
+_SHARED_RUNS: dict = {}  # run directory -> its files' (size, mtime) when the fixture made it
+
+
+def _state(run_dir: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(run_dir.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """The README's default: the seed CNN trained on digits with default settings."""
+    """The README's default: the seed CNN trained on digits with default settings. Shared by
+    every test, so read-only: a test that writes works on its own copy (checked after each)."""
     from pipeline.config.stages import TrainOptions
     from pipeline.training.train import train
 
     root = tmp_path_factory.mktemp("runs")
     result = train(root / "seed", TrainOptions(), runs_root=root, verbose=0)
+    _SHARED_RUNS[result.run_dir] = _state(result.run_dir)
     return result
+
+
+@pytest.fixture(autouse=True)
+def _shared_runs_are_left_as_they_were(request):
+    """A test that changed the shared trained run fails here, by name: the next test would see
+    its changes (an order-dependent suite)."""
+    yield
+    for run_dir, before in _SHARED_RUNS.items():
+        after = _state(run_dir)
+        if after != before:
+            _SHARED_RUNS[run_dir] = after  # report it once, for the test that did it
+            changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+            pytest.fail(f"{request.node.nodeid} changed the shared trained run: {', '.join(changed[:8])}")
+
+
+def copy_run(run_dir: Path, parent: Path) -> Path:
+    """A copy of a run directory (its locks left behind) that a test may change."""
+    destination = Path(parent) / Path(run_dir).name
+    shutil.copytree(run_dir, destination, ignore=shutil.ignore_patterns("*.lock"))
+    return destination
 
 
 def shared_data(*parts: str) -> Path:

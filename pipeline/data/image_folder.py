@@ -4,6 +4,7 @@ on every core, with decompression bombs and degenerate images refused."""
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,37 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a class folder; one that is not a regular file (a FIFO, a device, a
+    socket) is refused before anything opens it (opening a FIFO waits for a writer)."""
+    images = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    for file in images:
+        try:
+            regular = stat.S_ISREG(os.stat(file).st_mode)
+        except OSError as exc:
+            raise DataError(f"cannot read {file}: {exc.strerror}") from None
+        if not regular:
+            raise DataError(f"{file} is not a regular file (a FIFO, a device or a folder): remove it "
+                            f"from the data set")
+    return images
+
+
+# Without --image-size, images decode at the median shorter side of up to SIZE_SAMPLE of them
+# (evenly spread over the folder), at most MAX_DEFAULT_IMAGE_SIZE: one image of extreme aspect
+# or size does not decide it. Every folder's decoded bytes are bounded up front.
+SIZE_SAMPLE = 256
+MAX_DEFAULT_IMAGE_SIZE = 256
+MAX_DECODED_BYTES = 8 << 30
+
+
+def decode_size(Image, files: list[Path]) -> int:
+    """The side every image is resized to when the user gives none (headers only are read)."""
+    chosen = files if len(files) <= SIZE_SAMPLE else [
+        files[i] for i in np.linspace(0, len(files) - 1, SIZE_SAMPLE).astype(int)]
+    sides = []
+    for file in chosen:
+        with Image.open(file) as image:
+            sides.append(min(image.size))
+    return int(max(MIN_IMAGE_SIDE, min(MAX_DEFAULT_IMAGE_SIZE, np.median(sides))))
 
 
 def decode_into(Image, jobs, grey: bool, size: int) -> None:

@@ -17,7 +17,14 @@ import numpy as np
 from pipeline.core.errors import DataError, unknown_name
 from pipeline.data.dataset import Dataset, release  # noqa: F401 - Dataset and release are this module's API too
 from pipeline.data.idx import read_idx
-from pipeline.data.image_folder import GREY_MODES, SPLIT_FOLDERS, decode_into, scan_image_folder
+from pipeline.data.image_folder import (
+    GREY_MODES,
+    MAX_DECODED_BYTES,
+    SPLIT_FOLDERS,
+    decode_into,
+    decode_size,
+    scan_image_folder,
+)
 
 DEFAULT_DATASET = "digits"
 DEFAULT_VAL_FRACTION = 0.1
@@ -147,7 +154,18 @@ def _check_classes(name: str, y_train, y_test, class_names: list[str] | None) ->
     names = class_names or [str(i) for i in range(num_classes)]
     if len(names) < 2:
         raise DataError(f"data set '{name}' has one class ({names[0]!r}): a classifier needs at least two")
+    for class_name in names:  # one line each in the model's packed labels.txt and the device's output
+        if not isinstance(class_name, str) or not class_name.strip() or not class_name.isprintable() \
+                or len(class_name) > MAX_CLASS_NAME:
+            raise DataError(f"data set '{name}' has the class name {str(class_name)[:80]!r}: a class name is "
+                            f"printable text of 1 to {MAX_CLASS_NAME} characters, with no line break or "
+                            f"control character")
+    if len(set(names)) != len(names):
+        raise DataError(f"data set '{name}' names two classes alike: class names must be distinct")
     return names
+
+
+MAX_CLASS_NAME = 200
 
 
 def _spec(x_train: np.ndarray, names: list[str]) -> dict:
@@ -306,7 +324,7 @@ def load_image_folder(path: str, *, seed: int, image_size: int | None, val_fract
                       test_fraction: float, alloc=None) -> Dataset:
     """Images in ``DIR/<class name>/*.png|jpg``, or in ``DIR/train/<class>/`` and
     ``DIR/test/<class>/`` (optional ``DIR/val/<class>/``), which are then the splits;
-    resized to ``--image-size`` (default: the first image's). Each image is decoded straight
+    resized to ``--image-size`` (default: ``decode_size``'s). Each image is decoded straight
     into its split's array (``alloc(name, shape)`` makes it: in memory, or a file of the
     run's decode cache), so the data set is never held twice."""
     from PIL import Image, UnidentifiedImageError
@@ -332,8 +350,12 @@ def load_image_folder(path: str, *, seed: int, image_size: int | None, val_fract
     try:
         with Image.open(scan.files[0][0]) as first:
             grey = first.mode in GREY_MODES
-            size = image_size or first.size[0]
+        size = image_size or decode_size(Image, [f for f, _ in scan.files])
         shape = (size, size, 1) if grey else (size, size, 3)
+        decoded = len(scan.files) * int(np.prod(shape))
+        if decoded > MAX_DECODED_BYTES:
+            raise DataError(f"{scan.root}: {len(scan.files):,} images at {size}×{size} would decode to "
+                            f"{decoded:,} bytes, more than {MAX_DECODED_BYTES:,}: pass a smaller --image-size")
         arrays = {split: alloc(f"x_{split}", (len(parts[split]), *shape)) for split in SPLIT_FOLDERS}
         jobs = [(arrays[split], slot, scan.files[i][0]) for split in SPLIT_FOLDERS
                 for slot, i in enumerate(parts[split])]

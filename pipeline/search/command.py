@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.core.errors import UsageError
+from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.fsutil import make_dirs, read_json, write_json
 from pipeline.core.rundir import safe_name
 from pipeline.search.space import MARKER, RESUMABLE, SPACES, SearchOptions, _build
@@ -37,23 +37,32 @@ def search(options: SearchOptions, out: Path) -> dict:
     """Run (or resume) the search in ``out``; return what ``search.json`` holds."""
     options.validate()
     from pipeline.core.backend import import_keras
+    from pipeline.core.rundir import locked
     from pipeline.data.loaders import load_dataset
 
     out = Path(out)
     _check_search_dir(out, options)  # before any work: a bad --out is one line at once
-    import_keras()
-    data = load_dataset(options.dataset, seed=options.seed)
-    _check_builds(options, data)
+    created = not out.exists()
     make_dirs(out)
-    from pipeline.core.rundir import locked
-
-    # one search per directory; in a chief/worker search each worker holds its own lock there
+    # One search per directory, its lock taken before the heavy imports and the data set, so a
+    # second search there is refused within seconds; in a chief/worker search each worker holds
+    # its own lock there.
     tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "chief")
     lock = ".lock" if tuner_id == "chief" else f".lock-{safe_name(tuner_id)}"
-    with locked(out, name=lock, what="search directory"):
-        _check_search_dir(out, options)  # again, now that no other search can change it
-        write_json(out / "search_options.json", asdict(options))
-        return _search_locked(options, data, out)
+    try:
+        with locked(out, name=lock, what="search directory"):
+            _check_search_dir(out, options)  # again, now that no other search can change it
+            import_keras()
+            data = load_dataset(options.dataset, seed=options.seed)
+            _check_builds(options, data)
+            write_json(out / "search_options.json", asdict(options))
+            return _search_locked(options, data, out)
+    except PipelineError:
+        if created and {p.name for p in out.iterdir()} <= {lock}:  # refused before any work: no folder left
+            with contextlib.suppress(OSError):
+                (out / lock).unlink(missing_ok=True)
+                out.rmdir()
+        raise
 
 
 def _search_locked(options: SearchOptions, data, out: Path) -> dict:

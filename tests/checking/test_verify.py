@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from pipeline.checking.gates import sqnr_db
 from pipeline.cli import app
 from pipeline.config.gates import DEFAULT_GATES, VerifyOptions, parse_gate
+from tests.conftest import copy_run
 
 runner = CliRunner()
 
@@ -17,8 +18,8 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def verified_run(trained_run):
-    run_dir = trained_run.run_dir
+def verified_run(trained_run, tmp_path_factory):
+    run_dir = copy_run(trained_run.run_dir, tmp_path_factory.mktemp("verified"))
     for args in (["quantize", "--int8", "--float16", "--dynamic", "--int16x8"], ["convert"]):
         result = invoke(*args, "--run", run_dir)
         assert result.exit_code == 0, result.output
@@ -83,7 +84,7 @@ def test_sqnr():
 
 def test_int8_calibrated_on_zeros_fails_and_is_explained(trained_run, tmp_path):
     """A deliberately damaged artifact: calibrated on all-zero inputs."""
-    run_dir = trained_run.run_dir
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
     zeros = tmp_path / "zeros.npy"
     np.save(zeros, np.zeros((50, 28, 28, 1), dtype=np.uint8))
     result = invoke("quantize", "--int8", "--calibration-data", zeros, "--run", run_dir)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.core.fsutil import is_temporary
+from tests.conftest import copy_run
 
 PROJECT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -51,9 +52,10 @@ def test_corrupt_tflite_and_onnx_on_the_device_side(tmp_path, trained_run, capsy
     from pipeline.config.stages import ConvertOptions
     from pipeline.optimizing.convert import convert
 
-    convert(trained_run.run_dir, ConvertOptions(targets=["onnx"], int8_onnx=False))
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    convert(run_dir, ConvertOptions(targets=["onnx"], int8_onnx=False))
     onnx = tmp_path / "cut.onnx"
-    onnx.write_bytes((trained_run.run_dir / "model_float32.onnx").read_bytes()[:3000])
+    onnx.write_bytes((run_dir / "model_float32.onnx").read_bytes()[:3000])
     assert edge_main(["info", str(onnx)]) == 4
     assert "ONNX Runtime cannot load" in capsys.readouterr().err
     garbage = tmp_path / "garbage.tflite"
@@ -140,17 +142,18 @@ def test_lambda_layers_are_refused_unless_unsafe(tmp_path):
 # -- native crashes ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_two_hundred_mutated_models_never_kill_the_process(trained_run):
+def test_two_hundred_mutated_models_never_kill_the_process(trained_run, tmp_path):
     # 200 seeded cases here; `python benchmarks/fuzz_loaders.py --cases 1000` for more
     from pipeline.config.stages import ConvertOptions, QuantizeOptions
     from pipeline.optimizing.convert import convert
     from pipeline.optimizing.quantize import quantize
 
-    quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
-    convert(trained_run.run_dir, ConvertOptions(targets=["onnx"]))
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    quantize(run_dir, QuantizeOptions(modes=["int8"]))
+    convert(run_dir, ConvertOptions(targets=["onnx"]))
     done = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "fuzz_loaders.py"),
-                           "--tflite", str(trained_run.run_dir / "model_int8.tflite"),
-                           "--onnx", str(trained_run.run_dir / "model_int8.onnx"),
+                           "--tflite", str(run_dir / "model_int8.tflite"),
+                           "--onnx", str(run_dir / "model_int8.onnx"),
                            "--cases", "200", "--seed", "0", "--json"],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import copy_run
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +25,7 @@ def test_edge_runtime_on_emulated_raspberry_pi(trained_run, tmp_path):
     from pipeline.optimizing.convert import convert
     from pipeline.optimizing.quantize import quantize
 
-    run_dir = trained_run.run_dir
+    run_dir = copy_run(trained_run.run_dir, tmp_path / "copy")
     quantize(run_dir, QuantizeOptions(modes=["int8", "int16x8", "dynamic"]))
     convert(run_dir, ConvertOptions())
     # Integer models (LiteRT int8 and int16x8, tf2onnx's int8 graph): bit-identical on ARM64;

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config.devices import parse_device
+from tests.conftest import copy_run
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -108,22 +109,23 @@ def default_remote_dir():
 
 
 @pytest.mark.slow
-def test_remote_bench_over_loopback_ssh(sshd, trained_run, default_remote_dir):
+def test_remote_bench_over_loopback_ssh(sshd, trained_run, default_remote_dir, tmp_path):
     import getpass
 
     from pipeline.config.stages import QuantizeOptions
     from pipeline.optimizing.quantize import quantize
 
-    quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    quantize(run_dir, QuantizeOptions(modes=["int8"]))
     runner = CliRunner()
-    args = ["bench", "--run", str(trained_run.run_dir), "--artifact", "model_int8.tflite",
+    args = ["bench", "--run", str(run_dir), "--artifact", "model_int8.tflite",
             "--threads", "1,2", "--runs", "50", "--min-seconds", "0.1",
             "--device", f"ssh://{getpass.getuser()}@127.0.0.1:{sshd['port']}",
             "--ssh-option", f"-i={sshd['key']}", "--ssh-option", "StrictHostKeyChecking=no",
             "--ssh-option", f"UserKnownHostsFile={sshd['known_hosts']}"]  # default --remote-dir
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    report = json.loads((trained_run.run_dir / "bench.json").read_text())
+    report = json.loads((run_dir / "bench.json").read_text())
     assert report["device"]["location"].startswith("ssh://")
     assert report["device"]["cpu_count"] == os.cpu_count()
     assert "governor" in report["device"] and "temperature_c" in report["device"]
@@ -157,14 +159,14 @@ def test_search_times_every_trial_on_the_device(sshd, default_remote_dir, tmp_pa
     assert not list(default_remote_dir.glob("job.*"))  # every timing job cleaned up after itself
 
 
-def test_unreachable_device_is_one_line(trained_run):
+def test_unreachable_device_is_one_line(trained_run, tmp_path):
     from pipeline.config.stages import QuantizeOptions
     from pipeline.optimizing.quantize import quantize
 
-    if not (trained_run.run_dir / "model_int8.tflite").exists():  # an artifact to send
-        quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"]))
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    quantize(run_dir, QuantizeOptions(modes=["int8"]))  # an artifact to send
     runner = CliRunner()
-    result = runner.invoke(app, ["bench", "--run", str(trained_run.run_dir), "--device",
+    result = runner.invoke(app, ["bench", "--run", str(run_dir), "--device",
                                  f"ssh://nobody@127.0.0.1:{_free_port()}"])
     assert result.exit_code == 9
     assert result.stderr.startswith("error: nobody@127.0.0.1:") and len(result.stderr.splitlines()) == 1

@@ -4,8 +4,10 @@ lock taken over, a killed command's temporary files swept. Each case asserts wha
 about (their files unchanged)."""
 import json
 import os
+import subprocess
+import sys
 
-from tests.hostile.helpers import HeldLock, invoke, one_error_line
+from tests.hostile.helpers import PROJECT, HeldLock, invoke, one_error_line
 
 
 def test_a_second_command_is_refused_with_the_holder(int8_copy):
@@ -82,6 +84,20 @@ def test_a_search_directory_takes_one_search_at_a_time(tmp_path):
         (out / "search_options.json").write_text(json.dumps({**SearchOptions(**options).__dict__}))
         line = one_error_line(invoke("search", "--model", "mlp", "--out", out), 7)
         assert line.startswith(f"error: search directory {out} is in use by")
+        # Refused before TensorFlow, Keras or the data set are loaded (seconds, not a minute under
+        # load): in a process that cannot import them, the answer is the same line.
+        code = ("import importlib.abc, sys\n"
+                "class Block(importlib.abc.MetaPathFinder):\n"
+                "    def find_spec(self, name, path=None, target=None):\n"
+                "        if name.split('.')[0] in ('tensorflow', 'keras', 'keras_tuner', 'sklearn'):\n"
+                "            raise ImportError(name + ' is not loaded before the lock')\n"
+                "sys.meta_path.insert(0, Block())\n"
+                "from pipeline.cli import main\n"
+                "sys.argv = ['pipeline', 'search', '--model', 'mlp', '--out', sys.argv[1]]\n"
+                "main()\n")
+        done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
+                              timeout=300, cwd=PROJECT)
+        assert done.returncode == 7 and f"search directory {out} is in use by" in done.stderr, done.stderr[-500:]
     finally:
         holder.release()
     assert not (out / "tuner").exists()

@@ -176,3 +176,64 @@ def test_a_sidecar_naming_fewer_classes_than_the_model_has_is_not_the_models(dev
     np.save(inputs, np.zeros((2, *_input_shape(device_model)), np.float32))
     code, line = _edge(capsys, "predict", model, inputs)
     assert code == 4 and "sidecar names 3 classes but the model has 10 outputs" in line, line
+
+
+# Data folders: special files, one image that would set the decode size for all, class names
+# that would not fit a labels file, and the decoded bytes bounded up front.
+
+def _folder(root, classes=("cat", "dog"), per_class=6, size=(8, 8)):
+    from PIL import Image
+
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("L", size, color=(i * 40) % 256).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def _load(root, **kwargs):
+    from pipeline.data.loaders import load_dataset
+
+    return load_dataset(f"folder:{root}", **kwargs)
+
+
+def test_a_fifo_named_like_an_image_is_refused_before_it_is_opened(tmp_path):
+    """Before: `pipeline train` waited for ever on it, printing nothing."""
+    from pipeline.core.errors import DataError
+
+    root = _folder(tmp_path / "data")
+    os.mkfifo(root / "cat" / "00-fifo.png")
+    with pytest.raises(DataError, match=r"00-fifo.png is not a regular file \(a FIFO"):
+        _load(root)
+
+
+def test_one_image_of_extreme_aspect_does_not_set_every_images_size(tmp_path):
+    """Before: a 4096×4 PNG of a few hundred bytes placed first made a 156 KB folder a 513 MB
+    cache, then a 17 GB allocation. The median shorter side of the folder decides now."""
+    from PIL import Image
+
+    root = _folder(tmp_path / "data")
+    Image.new("L", (4096, 4)).save(root / "cat" / "00.png")
+    dataset = _load(root)
+    assert dataset.input_shape == (8, 8, 1)
+    assert _load(root, image_size=12).input_shape == (12, 12, 1)  # an explicit size always wins
+
+
+def test_decoded_bytes_are_bounded_before_anything_is_decoded(tmp_path, monkeypatch):
+    from pipeline.core.errors import DataError
+    from pipeline.data import loaders
+
+    root = _folder(tmp_path / "data")
+    monkeypatch.setattr(loaders, "MAX_DECODED_BYTES", 12 * 64 - 1)  # one byte short of 12 8×8 grey images
+    with pytest.raises(DataError, match="12 images at 8×8 would decode to 768 bytes, more than 767"):
+        _load(root)
+
+
+@pytest.mark.parametrize("name", ["two\nlines", "tab\there", "bell\a"])
+def test_a_class_name_that_would_break_the_labels_file_is_refused(tmp_path, name):
+    """Before: a folder named with a newline packed a labels.txt with more lines than outputs."""
+    from pipeline.core.errors import DataError
+
+    root = _folder(tmp_path / "data", classes=("cat", name))
+    with pytest.raises(DataError, match="a class name is printable text"):
+        _load(root)

@@ -9,6 +9,7 @@ from edge_runtime import load
 from edge_runtime.artifact import read_sidecar, sha256_file
 from pipeline.cli import app
 from pipeline.core.errors import ConversionError
+from tests.conftest import copy_run
 
 runner = CliRunner()
 
@@ -18,9 +19,9 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def converted(trained_run):
-    """Every quantization mode and conversion target, written into the trained run."""
-    run_dir = trained_run.run_dir
+def converted(trained_run, tmp_path_factory):
+    """Every quantization mode and conversion target, written into a copy of the trained run."""
+    run_dir = copy_run(trained_run.run_dir, tmp_path_factory.mktemp("converted"))
     result = invoke("quantize", "--int8", "--float16", "--dynamic", "--int16x8", "--run", run_dir)
     assert result.exit_code == 0, result.output
     result = invoke("convert", "--run", run_dir)
@@ -140,21 +141,19 @@ def test_float_io_dynamic_batch_and_compat(trained_run, tmp_path, keras_referenc
     from pipeline.optimizing.quantize import quantize
 
     x_test, _, expected = keras_reference
-    quantize(trained_run.run_dir, QuantizeOptions(modes=["int8"], float_io=True, dynamic_batch=True,
-                                                  calibration_samples=100))
-    runner = load(trained_run.run_dir / "model_int8.tflite")
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    quantize(run_dir, QuantizeOptions(modes=["int8"], float_io=True, dynamic_batch=True, calibration_samples=100))
+    runner = load(run_dir / "model_int8.tflite")
     assert runner.input.dtype == "float32" and runner.dynamic_batch
     # float-I/O int8 on 64 images: at most 4 may disagree (the int8 model above: none of 360)
     assert np.mean(runner.predict(x_test[:64]).argmax(1) == expected[:64].argmax(1)) >= 60 / 64
-    quantize(trained_run.run_dir, QuantizeOptions(modes=["dynamic"], compat="tflite-runtime"))
+    quantize(run_dir, QuantizeOptions(modes=["dynamic"], compat="tflite-runtime"))
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(trained_run.run_dir / "model_dynamic.tflite"))
+    interpreter = Interpreter(model_path=str(run_dir / "model_dynamic.tflite"))
     int8_weights = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
     assert int8_weights and all(len(t["quantization_parameters"]["scales"]) == 1
                                 for t in int8_weights if len(t["shape"]) == 2)
-    # restore the default artifacts for the other tests of this module
-    quantize(trained_run.run_dir, QuantizeOptions(modes=["int8", "dynamic"]))
 
 
 def test_quantization_without_calibration_data_fails_clearly(trained_run):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.optimizing.prune import magnitude_mask, polynomial_sparsity
+from tests.conftest import copy_run
 
 
 def test_polynomial_schedule():
@@ -23,15 +24,16 @@ def test_unstructured_pruning(trained_run, tmp_path):
     from pipeline.config.stages import PruneOptions
     from pipeline.optimizing.prune import prune
 
-    report = prune(trained_run.run_dir, PruneOptions(sparsity=0.8, structured=False))
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    report = prune(run_dir, PruneOptions(sparsity=0.8, structured=False))
     assert report["after"]["sparsity"] == pytest.approx(0.8, abs=0.002)
     assert all(value == pytest.approx(0.8, abs=0.01) for value in report["after"]["layer_sparsity"].values())
     # 80% of the weights gone costs about a point: measured drops 0.0083 / 0.0111 / 0.0139 (3-5
     # of 360 test images) on different machines; the bound of 9 images leaves 4 for noise.
     assert report["accuracy_drop"] <= 0.025, report["accuracy_drop"]
     assert report["gzip_ratio"] >= 3.0
-    model = keras.models.load_model(trained_run.run_dir / "model_pruned.keras")
-    original = keras.models.load_model(trained_run.run_dir / "model.keras")
+    model = keras.models.load_model(run_dir / "model_pruned.keras")
+    original = keras.models.load_model(run_dir / "model.keras")
     # a plain Keras model: same layer types, no wrappers, zeros in the kernels
     assert [type(layer) for layer in model.layers] == [type(layer) for layer in original.layers]
     kernel = model.get_layer(index=2).kernel.numpy()
@@ -90,17 +92,18 @@ def test_structured_pruning_with_residual_adds_is_exact_at_full_width():
     assert isinstance(smaller, keras.Model)
 
 
-def test_structured_cli_and_bad_values(trained_run):
+def test_structured_cli_and_bad_values(trained_run, tmp_path):
     from typer.testing import CliRunner
 
     from pipeline.cli import app
 
     runner = CliRunner()
-    result = runner.invoke(app, ["prune", "--sparsity", "1.5", "--run", str(trained_run.run_dir)])
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    result = runner.invoke(app, ["prune", "--sparsity", "1.5", "--run", str(run_dir)])
     assert result.exit_code == 2 and "--sparsity must lie strictly between 0 and 1" in result.stderr
-    result = runner.invoke(app, ["prune", "--skip", "dense_9", "--run", str(trained_run.run_dir)])
+    result = runner.invoke(app, ["prune", "--skip", "dense_9", "--run", str(run_dir)])
     assert result.exit_code == 2 and "unknown layer 'dense_9'" in result.stderr
     result = runner.invoke(app, ["prune", "--structured", "--sparsity", "0.5",
-                                 "--run", str(trained_run.run_dir)])
+                                 "--run", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "structured-l1" in result.output

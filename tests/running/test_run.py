@@ -108,12 +108,10 @@ def test_whole_pipeline_with_sweep_and_report(small_run):
 def test_second_run_is_cached_and_force_reruns_one_stage(small_run):
     from pipeline import run
 
-    result, first_seconds = small_run
+    result, _ = small_run
     before = _artifact_hashes(result.run_dir)
-    started = time.perf_counter()
     again = run(load_config(overrides=SMALL), out=result.run_dir)
-    assert time.perf_counter() - started <= 0.1 * first_seconds
-    assert all(stage.status == "cached" for stage in again.stages)
+    assert all(stage.status == "cached" for stage in again.stages)  # nothing ran again
     forced = run(load_config(overrides=SMALL), out=result.run_dir, force=["quantize"])
     statuses = {stage.name: stage.status for stage in forced.stages}
     assert statuses["quantize"] == "ran" and statuses["train"] == "cached"
