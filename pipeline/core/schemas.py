@@ -15,6 +15,8 @@ from typing import Any
 from pipeline.core.errors import RunDirError
 
 NUMBER, FRACTION, COUNT, SHA256 = "number", "fraction", "count", "sha256"
+NON_NEGATIVE = "non-negative"  # a finite number >= 0 (a time, a spread)
+INTERVAL = "interval"          # [low, high]: two finite numbers, low <= high
 
 
 def _kind_ok(value: Any, kind: str) -> bool:
@@ -28,7 +30,14 @@ def _kind_ok(value: Any, kind: str) -> bool:
         return 0.0 <= value <= 1.0
     if kind == COUNT:
         return isinstance(value, int) and value >= 0
+    if kind == NON_NEGATIVE:
+        return value >= 0
     return True
+
+
+def _interval_ok(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and all(_kind_ok(v, NUMBER) for v in value)
+            and value[0] <= value[1])
 
 
 def problems(value: Any, schema: Any, where: str = "") -> list[str]:
@@ -41,9 +50,10 @@ def problems(value: Any, schema: Any, where: str = "") -> list[str]:
         found = [problems(value, option, where) for option in schema]
         return [] if any(not f for f in found) else found[0]
     if isinstance(schema, str):
-        if _kind_ok(value, schema):
+        if _interval_ok(value) if schema == INTERVAL else _kind_ok(value, schema):
             return []
-        wanted = {NUMBER: "a number", FRACTION: "a number in [0, 1]", COUNT: "a count", SHA256: "a sha256"}[schema]
+        wanted = {NUMBER: "a number", FRACTION: "a number in [0, 1]", COUNT: "a count", SHA256: "a sha256",
+                  NON_NEGATIVE: "a number >= 0", INTERVAL: "an interval [low, high]"}[schema]
         return [f"{where} must be {wanted}, got {_shown(value)}"]
     if isinstance(schema, list):
         if not isinstance(value, list):
@@ -98,6 +108,11 @@ def load(path: str | os.PathLike, schema: Any, *, what: str | None = None) -> An
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{path} is unreadable ({type(exc).__name__}): "
                           f"{what or 'rerun the stage that writes it'}") from None
+    return check(value, schema, path, what=what)
+
+
+def check(value: Any, schema: Any, path: str | os.PathLike, *, what: str | None = None) -> Any:
+    """``value`` (read from ``path``) if it fits ``schema``; one RunDirError otherwise."""
     found = problems(value, schema)
     if found:
         raise RunDirError(f"{path} is damaged ({'; '.join(found[:3])}): {what or 'rerun the stage that writes it'}")
@@ -111,14 +126,21 @@ TRAIN_JSON = {
     "data": {"name": str, "sha256": SHA256, "preprocessing": dict, "*": Any},
     "*": Any,
 }
-GATE = {"passed": bool, "*": Any}
+GATE = {"passed": bool, "?verdict": (str, None), "*": Any}
+MICRO = {"?arena_bytes": COUNT, "?flash_bytes": COUNT, "?top1_agreement": (FRACTION, None), "*": Any}
 VERIFY_ARTIFACT = {
     "artifact": str, "mode": str, "format": str, "passed": bool, "size_bytes": COUNT, "metric": str,
     "metric_value": NUMBER, "metric_drop": NUMBER, "top1_agreement": (FRACTION, None),
-    "gates": {"*": GATE}, "?micro": (dict, None), "*": Any,
+    "?accuracy_ci95": (INTERVAL, None), "?top1_agreement_ci95": (INTERVAL, None),
+    "?metric_drop_ci95": (INTERVAL, None), "gates": {"*": GATE}, "?micro": (MICRO, None), "*": Any,
 }
 VERIFY_JSON = {"artifacts": [VERIFY_ARTIFACT], "*": Any}
-BENCH_RESULT = {"artifact": str, "p50_ms": NUMBER, "?p90_ms": NUMBER, "?threads": int, "*": Any}
+BENCH_RESULT = {"artifact": str, "p50_ms": NON_NEGATIVE, "?p90_ms": (NON_NEGATIVE, None), "?threads": (int, None),
+                "?p50_spread_ms": (NON_NEGATIVE, None), "?p50_ci95_ms": (INTERVAL, None), "*": Any}
+# quantize.json's / convert.json's recovery record, where it says a mix was written
+SCORE = {"?top1_agreement": (FRACTION, None), "*": Any}
+RECOVERED = {"status": str, "artifact": str, "raised": [{"op": str, "precision": str, "*": Any}],
+             "raisable_layers": COUNT, "?full_int8": (SCORE, None), "?validation": (SCORE, None), "*": Any}
 BENCH_JSON = {"results": [BENCH_RESULT], "*": Any}
 CONSTRAINTS = {"?max_accuracy_drop": (NUMBER, None), "?max_latency_ms": (NUMBER, None), "?max_size_kb": (NUMBER, None),
                "?max_ram_kb": (NUMBER, None), "?max_flash_kb": (NUMBER, None), "*": Any}

@@ -116,3 +116,19 @@ def split_for_task(dataset, split: str, task: str):
     """``(x, y)`` of a split, where an autoencoder's target is its input."""
     x, y = dataset.split(split)
     return (x, x) if task == "autoencoder" else (x, y)
+
+
+MAX_CLASS_NAME = 200
+
+
+def check_class_names(name: str, names: list) -> None:
+    """Class names as they enter a data set: each becomes one line of the model's packed
+    ``labels.txt`` and the device's answer, so printable, 1-200 characters, distinct."""
+    for class_name in names:
+        if not isinstance(class_name, str) or not class_name.strip() or not class_name.isprintable() \
+                or len(class_name) > MAX_CLASS_NAME:
+            raise DataError(f"data set '{name}' has the class name {str(class_name)[:80]!r}: a class name is "
+                            f"printable text of 1 to {MAX_CLASS_NAME} characters, with no line break or "
+                            f"control character")
+    if len(set(names)) != len(names):
+        raise DataError(f"data set '{name}' names two classes alike: class names must be distinct")

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.core.errors import DataError, unknown_name
-from pipeline.data.dataset import Dataset, release  # noqa: F401 - Dataset and release are this module's API too
+from pipeline.data.dataset import Dataset, check_class_names, release  # noqa: F401 - Dataset and release are this module's API too
 from pipeline.data.idx import read_idx
 from pipeline.data.image_folder import (
     GREY_MODES,
@@ -154,18 +154,8 @@ def _check_classes(name: str, y_train, y_test, class_names: list[str] | None) ->
     names = class_names or [str(i) for i in range(num_classes)]
     if len(names) < 2:
         raise DataError(f"data set '{name}' has one class ({names[0]!r}): a classifier needs at least two")
-    for class_name in names:  # one line each in the model's packed labels.txt and the device's output
-        if not isinstance(class_name, str) or not class_name.strip() or not class_name.isprintable() \
-                or len(class_name) > MAX_CLASS_NAME:
-            raise DataError(f"data set '{name}' has the class name {str(class_name)[:80]!r}: a class name is "
-                            f"printable text of 1 to {MAX_CLASS_NAME} characters, with no line break or "
-                            f"control character")
-    if len(set(names)) != len(names):
-        raise DataError(f"data set '{name}' names two classes alike: class names must be distinct")
+    check_class_names(name, names)
     return names
-
-
-MAX_CLASS_NAME = 200
 
 
 def _spec(x_train: np.ndarray, names: list[str]) -> dict:

@@ -67,8 +67,9 @@ def convert(job) -> None:
     for onnx_path in onnx_files:
         from edge_runtime import load
 
-        load(onnx_path)  # checked against its sidecar's sha256 before it is converted
+        runner = load(onnx_path)  # checked against its sidecar's sha256 before it is converted
         onnx_sidecar = read_sidecar(onnx_path) or {}
+        _check_tensors(onnx_path, onnx_sidecar, runner)
         started = time.perf_counter()
         path = context.run_dir / ort_name(onnx_path.name)
         calibration = onnx_sidecar.get("calibration") or {}
@@ -83,3 +84,17 @@ def convert(job) -> None:
                      "optimization_style": "Fixed", "target_platform": "arm"})
         job.record(path, sidecar, started, method="onnxruntime.tools.convert_onnx_models_to_ort")
         job.report["artifacts"][path.name]["onnx"] = onnx_path.name
+
+
+def _check_tensors(onnx_path: Path, sidecar: dict, runner) -> None:
+    """The ``.ort`` takes its ONNX source's tensor description (their quantization): it must name
+    the tensors the ONNX model really has (the sidecar's sha256 covers the model, not itself)."""
+    for kind, actual in (("inputs", runner.inputs), ("outputs", runner.outputs)):
+        given = sidecar.get(kind)
+        if given is None:
+            continue
+        described = [(t.get("name"), t.get("shape"), t.get("dtype")) if isinstance(t, dict) else t
+                     for t in (given if isinstance(given, list) else [given])]
+        if described != [(t.name, list(t.shape), t.dtype) for t in actual]:
+            raise ConversionError(f"{onnx_path.name}.json describes {kind} that {onnx_path.name} does not have: "
+                                  f"the sidecar was edited, convert the ONNX model again")

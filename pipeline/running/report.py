@@ -101,7 +101,7 @@ def timing_host(run_dir: Path) -> str | None:
 
 def _micro_memory(micro: dict) -> dict:
     """A row's TFLite Micro numbers: measured arena and flash (None when not measured)."""
-    measured = "arena_bytes" in micro
+    measured = "arena_bytes" in micro and "flash_bytes" in micro
     return {"arena_kb": micro["arena_bytes"] / 1024 if measured else None,
             "flash_kb": micro["flash_bytes"] / 1024 if measured else None,
             "tflm_agreement": micro.get("top1_agreement")}
@@ -113,9 +113,11 @@ def recovery_costs(run_dir: Path, rows: list[dict]) -> list[dict]:
     costs = []
     for variant, stage in ((v, stage) for v in _variants(run_dir) for stage in ("quantize.json", "convert.json")):
         record = variant / stage
-        recovery = read_json(record).get("recovery") if record.exists() else None
+        recovery = (schemas.load(record, {"?recovery": Any, "*": Any}).get("recovery")
+                    if record.exists() else None)
         if not isinstance(recovery, dict) or recovery.get("status") != "recovered":
             continue
+        schemas.check(recovery, schemas.RECOVERED, record, what=f"rerun `pipeline {record.stem}`")
         label = "base" if variant == run_dir else variant.name
         by_name = {r["artifact"]: r for r in rows if r["variant"] == label}
         mixed, full = by_name.get(recovery["artifact"]), by_name.get(recovery["artifact"].replace("_mixed", ""))
@@ -127,8 +129,8 @@ def recovery_costs(run_dir: Path, rows: list[dict]) -> list[dict]:
             "raisable_layers": recovery["raisable_layers"],
             "size_ratio": mixed["size_kb"] / full["size_kb"],
             "p50_ratio": (mixed["p50_ms"] / full["p50_ms"]) if mixed["p50_ms"] and full["p50_ms"] else None,
-            "validation_agreement": (recovery.get("full_int8", {}).get("top1_agreement"),
-                                     recovery.get("validation", {}).get("top1_agreement")),
+            "validation_agreement": ((recovery.get("full_int8") or {}).get("top1_agreement"),
+                                     (recovery.get("validation") or {}).get("top1_agreement")),
         })
     return costs
 

@@ -149,11 +149,16 @@ def _budget_metrics(artifact: Path, options: SearchOptions, timer: Timer, expect
     return metrics
 
 
+PLAUSIBLE_P50_MS = 60_000.0  # one inference of a model the search may choose: never a minute
+
+
 def _timings(value) -> list[float]:
-    """A recorded list of p50s, if it is one (the files it comes from are untrusted)."""
+    """A recorded list of p50s, if it is one of plausible times (the files it comes from are
+    untrusted: a budget of 1e300 ms would silently be no budget)."""
     if not isinstance(value, list) or not 0 < len(value) <= 1000:
         return []
-    valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in value)
+    valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                and 0 < v <= PLAUSIBLE_P50_MS for v in value)
     return [float(v) for v in value] if valid else []
 
 

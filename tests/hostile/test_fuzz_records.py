@@ -102,3 +102,38 @@ def test_a_search_timed_on_an_unreachable_device_is_one_line(tmp_path):
     assert done.returncode == 9, done.stderr[-2000:]
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_records_the_report_reads_are_checked_to_their_leaves(quantized_run, tmp_path):
+    """verify.json, bench.json and quantize.json mutated at any depth (an interval, the TFLite
+    Micro arena, a timing spread, a recovery's raised layers): `pipeline report` writes its report
+    or says in one line which file is damaged (exit 7); never a traceback. Before: a wrong type one
+    level down ended in a traceback."""
+    import shutil
+
+    from tests.hostile.helpers import invoke
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(quantized_run, run_dir, ignore=shutil.ignore_patterns("*.lock"))
+    assert invoke("verify", "--run", run_dir, "--artifact", "model_int8.tflite").exit_code == 0
+    assert invoke("bench", "--run", run_dir, "--runs", "5", "--warmup", "1", "--min-seconds", "0").exit_code == 0
+    records = {name: json.loads((run_dir / name).read_text()) for name in ("verify.json", "bench.json")}
+    recovered = {"status": "recovered", "artifact": "model_int8_mixed.tflite", "raisable_layers": 4,
+                 "raised": [{"op": "FULLY_CONNECTED", "precision": "int16"}],
+                 "full_int8": {"top1_agreement": 0.9}, "validation": {"top1_agreement": 0.99}}
+    records["quantize.json"] = {**json.loads((run_dir / "quantize.json").read_text()), "recovery": recovered}
+    rng = np.random.default_rng(34)
+    outcomes = []
+    for name, count in (("verify.json", 14), ("bench.json", 8), ("quantize.json", 6)):
+        original = records[name]
+        for field, mutated in _mutations(original, rng, count):
+            (run_dir / name).write_text(json.dumps(mutated, allow_nan=True))
+            result = invoke("report", "--run", run_dir)
+            assert result.exit_code in (0, 7), (name, field, result.output[-800:])
+            assert "Traceback" not in result.output and not (
+                result.exception and not isinstance(result.exception, SystemExit)), (name, field, result.exception)
+            if result.exit_code == 7:
+                assert result.stderr.count("\n") == 1 and f"{name} is damaged" in result.stderr, result.stderr
+            outcomes.append(result.exit_code)
+        (run_dir / name).write_text(json.dumps(original))
+    assert outcomes.count(7) >= 8  # most mutations of a record the report uses are refused

@@ -237,3 +237,32 @@ def test_a_class_name_that_would_break_the_labels_file_is_refused(tmp_path, name
     root = _folder(tmp_path / "data", classes=("cat", name))
     with pytest.raises(DataError, match="a class name is printable text"):
         _load(root)
+
+
+@pytest.mark.parametrize("recorded, kept", [
+    ([0.02, 0.021, 0.019], True),
+    ([1e300, 1e300, 1e300], False),  # before: taken, and the latency budget silently disappeared
+    ([0.02, -1.0, 0.02], False), ([0.02, float("nan"), 0.02], False), ([0.02, True, 0.02], False),
+    ("0.02", False),
+])
+def test_a_search_resumes_only_plausible_recorded_timings(recorded, kept):
+    from pipeline.search.timer import _timings
+
+    assert (_timings(recorded) == recorded) is kept
+
+
+def test_an_ort_is_not_given_a_tensor_description_its_model_does_not_have(trained_run, tmp_path):
+    """`convert --to ort` carries the ONNX sidecar's tensors over to the .ort (their
+    quantization): an edited description is refused, not copied onto a model that takes other
+    tensors (the ONNX file's own sha256 still matches, so only its tensors can tell)."""
+    from tests.conftest import copy_run
+
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    assert invoke("convert", "--to", "onnx", "--no-int8-onnx", "--run", run_dir).exit_code == 0
+    sidecar = run_dir / "model_float32.onnx.json"
+    edited = json.loads(sidecar.read_text())
+    edited["inputs"][0]["shape"] = [1, 3, 3, 1]
+    sidecar.write_text(json.dumps(edited))
+    line = one_error_line(invoke("convert", "--to", "ort", "--run", run_dir), 5)
+    assert "model_float32.onnx.json describes inputs that model_float32.onnx does not have" in line
+    assert not (run_dir / "model_float32.ort").exists()
