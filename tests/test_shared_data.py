@@ -114,39 +114,3 @@ def test_mlperf_reference_int8_models_run_on_tflite_micro(model):
     assert micro["arena_bytes"] > 0 and micro["flash_bytes"] == path.stat().st_size
 
 
-@pytest.mark.slow
-def test_the_cifar10_recovery_benchmark_runs_on_real_images(tmp_path, monkeypatch):
-    """benchmarks/cifar_recover.py on a slice of the real CIFAR-10 images (400 train, 150
-    test), with the recovery's search cut to the classifier head so the suite stays short
-    (the benchmark itself searches every layer on all 6,499 images). Whatever the recovery
-    decides, it is consistent: a mix it writes passed validation with its margin, a refusal
-    is one line and leaves no mix, and every test figure carries its interval."""
-    import importlib.util
-
-    import pipeline.optimizing.mixed_precision
-
-    shared = shared_data()
-    shared_data("cifar10", "cifar10_train_partial.npz")
-    shared_data("mlperf_tiny", "ic", "pretrainedResnet.h5")
-    spec = importlib.util.spec_from_file_location("cifar_recover", PROJECT / "benchmarks" / "cifar_recover.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    every_layer = pipeline.optimizing.mixed_precision._raisable_layers
-    monkeypatch.setattr(pipeline.optimizing.mixed_precision, "_raisable_layers", lambda model: every_layer(model)[-4:])
-    monkeypatch.setattr(pipeline.optimizing.mixed_precision, "PRECISIONS", ("float",))
-    result = benchmark.run_case(shared, tmp_path, train=400, test=150, bench_seconds=0)
-    recovery, rows = result["recovery"], result["rows"]
-    assert result["test_samples"] == 150 and {"model_float32.tflite", "model_int8.tflite"} <= set(rows)
-    if recovery["status"] == "recovered":
-        assert recovery["validation"]["passed_with_margin"] and "model_int8_mixed.tflite" in rows
-    elif recovery["status"] == "refused":
-        assert recovery["message"].startswith("int8 recovery: no mix") and "\n" not in recovery["message"]
-        assert "model_int8_mixed.tflite" not in rows
-    else:
-        assert recovery["status"] == "full int8 passes: left alone", recovery
-    for row in rows.values():
-        low, high = row["accuracy_ci95"]
-        assert low <= row["metric_value"] <= high and all(g["verdict"] for g in row["gates"].values())
-    printed = benchmark.lines(result)
-    assert printed[0].startswith(f"recovery: {recovery['status']}")
-    assert any(line.startswith("test (150 images") for line in printed)

@@ -89,4 +89,25 @@ def _mobile_ready(content: bytes, *, mode: str, context) -> bytes:
     fields = tflite_meta.metadata_fields(
         name=f"{model_name}_{mode}", description=description, version=__version__,
         spec=context.preprocessing, inputs=[tensor], quantized=tensor.get("quantization") is not None)
-    return tflite_meta.with_metadata(content, fields)
+    ready = tflite_meta.with_metadata(content, fields)
+    _check_labels(ready, fields.get("labels") or [])
+    return ready
+
+
+def _check_labels(content: bytes, labels: list[str]) -> None:
+    """The packed ``labels.txt`` read back before the artifact is written: one line per class
+    name, as many as the model has outputs (a name with a line break would add lines)."""
+    from pipeline.core.errors import ConversionError
+    from pipeline.formats import tflite_meta
+
+    if not labels:
+        return
+    packed = tflite_meta.packed_files(content).get(tflite_meta.LABELS_FILE, b"").decode("utf-8", "replace")
+    model = tflite_meta.read_model(tflite_meta._flatbuffer_part(content))
+    graph = model.subgraphs[0]
+    shape = list(graph.tensors[graph.outputs[0]].shape)
+    if packed.split("\n")[:-1] != list(labels) or (len(shape) == 2 and shape[-1] != len(labels)):
+        raise ConversionError(f"the class names packed as {tflite_meta.LABELS_FILE} read back as "
+                              f"{packed.count(chr(10))} lines for {len(labels)} names and a model with "
+                              f"{shape[-1] if shape else '?'} outputs: the artifact would say other classes than "
+                              f"the model has")

@@ -138,27 +138,6 @@ def test_remote_bench_over_loopback_ssh(sshd, trained_run, default_remote_dir, t
     assert not list(device.glob("job.*"))
 
 
-@pytest.mark.slow
-def test_search_times_every_trial_on_the_device(sshd, default_remote_dir, tmp_path):
-    import getpass
-
-    pytest.importorskip("keras_tuner")
-    out = tmp_path / "search"
-    args = ["search", "--model", "mlp", "--epochs", "1", "--trials", "1", "--bench-seconds", "0.1",
-            "--device", f"ssh://{getpass.getuser()}@127.0.0.1:{sshd['port']}",
-            "--ssh-option", f"-i={sshd['key']},StrictHostKeyChecking=no,UserKnownHostsFile={sshd['known_hosts']}",
-            "--out", str(out), "--quiet"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "search.json").read_text())
-    timing = summary["timing"]  # what the device's edge-runtime said about itself
-    assert timing["location"].startswith("ssh://") and timing["cpu_count"] == os.cpu_count()
-    assert summary["trials"][0]["metrics"]["p50_ms"] > 0
-    assert len(summary["baseline"]["p50_ms_rounds"]) == len(summary["best"]["p50_ms_rounds"]) == 3
-    assert (default_remote_dir / "venv" / "bin" / "edge-runtime").exists()
-    assert not list(default_remote_dir.glob("job.*"))  # every timing job cleaned up after itself
-
-
 def test_unreachable_device_is_one_line(trained_run, tmp_path):
     from pipeline.config.stages import QuantizeOptions
     from pipeline.optimizing.quantize import quantize

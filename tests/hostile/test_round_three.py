@@ -266,3 +266,17 @@ def test_an_ort_is_not_given_a_tensor_description_its_model_does_not_have(traine
     line = one_error_line(invoke("convert", "--to", "ort", "--run", run_dir), 5)
     assert "model_float32.onnx.json describes inputs that model_float32.onnx does not have" in line
     assert not (run_dir / "model_float32.ort").exists()
+
+
+def test_packed_labels_are_read_back_before_an_artifact_is_written(device_model):
+    """The last line of defence behind the class-name check: what labels.txt reads back as must
+    be the class names, one per output."""
+    from pipeline.core.errors import ConversionError
+    from pipeline.formats.sidecar import _check_labels
+
+    content = device_model.read_bytes()
+    names = json.loads(device_model.with_name(device_model.name + ".json").read_text())["class_names"]
+    _check_labels(content, names)  # the artifact as written: consistent
+    for wrong in (names[:9], [*names[:9], "eight\nnine"], [*names[:9], "x"]):
+        with pytest.raises(ConversionError, match="the artifact would say other classes than the model has"):
+            _check_labels(content, wrong)

@@ -2,11 +2,8 @@
 the report (rendered in headless Chromium)."""
 import hashlib
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,6 @@ from typer.testing import CliRunner
 from pipeline import load_config
 from pipeline.cli import app
 from pipeline.config.schema import ConfigError
-from pipeline.core.fsutil import is_temporary
 
 SMALL = ["train.model=mlp", "train.epochs=2", "prune.sparsity=[0, 0.5, 0.8]", 'quantize.modes=["int8", "float16"]',
          "bench.runs=20", "bench.min_seconds=0", "export.c_array=true"]
@@ -127,59 +123,6 @@ def test_changed_config_reruns_from_the_changed_stage(small_run, tmp_path):
     changed = run(load_config(overrides=[*SMALL, "bench.runs=25"]), out=copy)
     statuses = {stage.name: stage.status for stage in changed.stages}
     assert statuses["bench"] == "ran" and statuses["verify"] == "cached" and statuses["train"] == "cached"
-
-
-def _cli(*args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.mark.slow
-def test_killed_during_quantize_resumes_to_the_same_artifacts(small_run, tmp_path):
-    result, _ = small_run
-    sets = [item for s in SMALL for item in ("--set", s)]
-    process = _cli(*sets, "--out", str(tmp_path / "run"), cwd=tmp_path)
-    for line in process.stderr:
-        if line.startswith("▶ quantize"):
-            time.sleep(0.5)
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait(timeout=300)
-    assert process.returncode == -signal.SIGKILL
-    state = json.loads((tmp_path / "run" / "pipeline_state.json").read_text())
-    assert "train" in state["stages"] and "verify@base" not in state["stages"]
-    for path in (tmp_path / "run").rglob("*"):  # every file under its own name is whole
-        if path.is_file() and not is_temporary(path.name):
-            assert _whole(path), path
-    resumed = _cli(*sets, "--out", str(tmp_path / "run"), cwd=tmp_path)
-    stdout, stderr = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, stderr[-2000:]
-    assert "• train" in stderr and "(cached)" in stderr and "report:" in stdout
-    assert _artifact_hashes(tmp_path / "run") == _artifact_hashes(result.run_dir)
-    # the killed write's hidden temporary file, if the kill left one, is gone
-    assert not [p for p in (tmp_path / "run").rglob("*") if is_temporary(p.name)]
-
-
-def _whole(path: Path) -> bool:
-    """A file that opens as what its name says (benchmarks/kill_resume.py run kills at 20
-    seeded random instants and checks the same)."""
-    import zipfile
-
-    if path.suffix == ".json":
-        json.loads(path.read_text())
-    elif path.suffix == ".keras":
-        with zipfile.ZipFile(path) as archive:
-            assert archive.testzip() is None
-    elif path.suffix == ".tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        Interpreter(model_path=str(path)).allocate_tensors()
-    elif path.suffix == ".onnx":
-        import onnx
-
-        onnx.checker.check_model(str(path))
-    return True
 
 
 def test_cli_run_reports_where_the_report_is(small_run, tmp_path, monkeypatch):
