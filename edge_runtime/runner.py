@@ -328,7 +328,8 @@ def load(path: str | os.PathLike, *, threads: int | None = None, xnnpack: bool =
     """
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"model file {path} does not exist")
+        raise ArtifactError(f"model file {path} is not a regular file" if path.exists()
+                            else f"model file {path} does not exist")
     if not os.access(path, os.R_OK):
         raise ArtifactError(f"model file {path} is not readable")
     if path.stat().st_size == 0:

@@ -66,8 +66,10 @@ def check_values(config: Config) -> None:
         check_symbol(config.export.symbol)
     except UsageError as exc:
         raise ConfigError(f"export.symbol: {exc}") from None
-    if config.quantize.calibration_data and not Path(config.quantize.calibration_data).is_file():
-        raise ConfigError(f"quantize.calibration_data: {config.quantize.calibration_data} does not exist")
+    calibration = config.quantize.calibration_data
+    if calibration and not Path(calibration).is_file():
+        raise ConfigError(f"quantize.calibration_data: {calibration} "
+                          f"{'is not a regular file' if Path(calibration).exists() else 'does not exist'}")
 
 
 # Numeric fields, checked against pipeline.core.limits before the first stage runs, so a typo

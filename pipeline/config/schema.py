@@ -82,7 +82,8 @@ def _count_values(data: Any, budget: int = MAX_CONFIG_VALUES) -> int:
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} is not a regular file" if path.exists()
+                          else f"config file {path} does not exist")
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:

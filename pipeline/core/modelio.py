@@ -64,6 +64,8 @@ def load_model(path: str | os.PathLike, *, unsafe: bool | None = None, compile: 
             raise ModelError(f"{path} is a SavedModel: its graph is code that runs when the "
                              f"model does; pass --unsafe if you trust it")
         return _load_saved_model(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} is not a regular file (a FIFO, a device or a socket)")
     if not os.access(path, os.R_OK):
         raise ModelError(f"model file {path} is not readable")
     if path.suffix not in MODEL_SUFFIXES:

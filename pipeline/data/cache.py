@@ -50,7 +50,8 @@ def source_key(spec: str, path: str, options: dict) -> str:
         info = root.stat()
         listing = [[root.name, info.st_size, info.st_mtime_ns]]
     else:
-        raise DataError(f"{spec}: {root} does not exist")
+        raise DataError(f"{spec}: {root} is not a regular file or a folder" if root.exists()
+                        else f"{spec}: {root} does not exist")
     payload = json.dumps([FORMAT, spec.partition(":")[0], listing, options], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 

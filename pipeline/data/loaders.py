@@ -393,7 +393,7 @@ def load_idx(path: str, *, seed: int, image_size: int | None, val_fraction: floa
 def _existing_file(path: str) -> Path:
     file = Path(path)
     if not file.is_file():
-        raise DataError(f"file {file} does not exist")
+        raise DataError(f"file {file} is not a regular file" if file.exists() else f"file {file} does not exist")
     if not os.access(file, os.R_OK):
         raise DataError(f"file {file} is not readable")
     return file

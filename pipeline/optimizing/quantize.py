@@ -270,7 +270,8 @@ def calibration_from_file(context: RunContext, path: str, count: int):
 
     file = Path(path)
     if not file.is_file():
-        raise DataError(f"calibration file {file} does not exist")
+        raise DataError(f"calibration file {file} is not a regular file" if file.exists()
+                        else f"calibration file {file} does not exist")
     try:
         loaded = np.load(file, allow_pickle=False)
         raw = loaded if isinstance(loaded, np.ndarray) else loaded["x"]

@@ -48,7 +48,7 @@ def test_edge_runtime_on_emulated_raspberry_pi(trained_run, tmp_path):
     (tmp_path / "expected.json").write_text(json.dumps(policy))
     env = {**os.environ, "EDGE_DEVICE_ARTIFACTS": str(tmp_path), "EDGE_DEVICE_MACHINE": "aarch64",
            "QEMU_CPU": "cortex-a72"}
-    done = subprocess.run([str(PROJECT / "scripts" / "arm64-python"), "-m", "pytest", "-q",
+    done = subprocess.run([str(PROJECT / "scripts" / "arm64-python"), "-m", "pytest", "-q", "-o", "addopts=",
                            "-p", "no:cacheprovider", "tests/on_device"],
                           cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

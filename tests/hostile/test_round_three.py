@@ -280,3 +280,38 @@ def test_packed_labels_are_read_back_before_an_artifact_is_written(device_model)
     for wrong in (names[:9], [*names[:9], "eight\nnine"], [*names[:9], "x"]):
         with pytest.raises(ConversionError, match="the artifact would say other classes than the model has"):
             _check_labels(content, wrong)
+
+
+@pytest.fixture
+def no_hang():
+    """Fails a case that blocks (a FIFO opened for reading waits for a writer for ever)."""
+    import signal
+
+    def expired(*_):
+        raise TimeoutError("blocked on a special file")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("case", ["import a model", "calibration data", "npz data set", "config file",
+                                  "device model"])
+def test_every_path_a_command_reads_is_refused_when_it_is_a_fifo(run_copy, tmp_path, capsys, no_hang, case):
+    fifo = tmp_path / {"import a model": "model.keras", "calibration data": "samples.npy",
+                       "npz data set": "data.npz", "config file": "pipeline.toml",
+                       "device model": "model.tflite"}[case]
+    os.mkfifo(fifo)
+    if case == "device model":
+        code, line = _edge(capsys, "info", fifo)
+        assert code == 4 and "not a regular file" in line, line
+        return
+    args = {"import a model": ["import", fifo, "--dataset", "digits", "--out", tmp_path / "imported"],
+            "calibration data": ["quantize", "--int8", "--calibration-data", fifo, "--run", run_copy],
+            "npz data set": ["train", "--dataset", f"npz:{fifo}", "--epochs", "1", "--out", tmp_path / "trained"],
+            "config file": ["run", fifo, "--out", tmp_path / "out"]}[case]
+    result = invoke(*args)
+    assert result.exit_code in (2, 3, 4), (result.exit_code, result.output)
+    assert "is not a regular file" in one_error_line(result, result.exit_code)  # not "does not exist"

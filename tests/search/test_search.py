@@ -1,11 +1,10 @@
 """pipeline search: trials that learn and are measured, a winner that is a normal run, a
-search that resumes after a kill without repeating trials, and a chief with two workers."""
+search that resumes from its folds, and one that a run continues from (benchmarks/e2e: a search
+killed and resumed, and a chief with two workers)."""
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -164,36 +163,6 @@ def test_cross_validation_holds_out_every_sample_once_and_resumes_from_its_folds
     assert len(trained) == 1 and np.array_equal(third["correct"], first["correct"])  # deterministic retraining
 
 
-def test_a_chief_and_two_workers_share_one_search(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    out = tmp_path / "search"
-    common = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
-    command = [*PIPELINE, *SMALL, "--trials", "3", "--rescore", "0", "--out", str(out)]  # the last --rescore counts
-    chief = subprocess.Popen(command, env={**os.environ, **common, "KERASTUNER_TUNER_ID": "chief"},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and chief.poll() is None:  # the chief's oracle listens first
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.2)
-    workers = [subprocess.Popen(command, env={**os.environ, **common, "KERASTUNER_TUNER_ID": f"tuner{i}"},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for worker in workers:
-        _, err = worker.communicate(timeout=900)
-        assert worker.returncode == 0, err[-3000:]
-    _, err = chief.communicate(timeout=900)
-    assert chief.returncode == 0, err[-3000:]
-    summary = json.loads((out / "search.json").read_text())
-    assert [t["status"] for t in summary["trials"]] == ["COMPLETED"] * 3
-    runs = (out / "tuner" / "trials.log").read_text().split()[0::2]
-    assert sorted(runs) == sorted(set(runs)) and len(runs) == 3  # no trial ran twice
-    ran_by = {json.loads(p.read_text())["tuner_id"] for p in out.glob("tuner/trial_*/measurement.json")}
-    assert ran_by <= {"tuner0", "tuner1"} and ran_by  # the workers ran them, the chief served
-
-
 @pytest.mark.parametrize("args, message", [
     (["--space", "filterz=8"], "error: unknown hyperparameter for mnist_cnn 'filterz'. Did you mean 'filters'?"),
     (["--space", "filters=8-x"], "error: --space filters: '8-x' is not layer widths joined by '-'"),
@@ -248,18 +217,19 @@ def test_pipeline_run_continues_from_the_searched_model(tmp_path):
     assert not (run_dir / "report" / "search_trials.png").exists()
 
 
-def test_every_searchable_model_has_a_default_space_that_builds(digits):
-    """Each zoo model's default space: every architecture in it builds for digits, and the
-    builder options really change the model (a space whose values were ignored would search
-    one network many times)."""
+@pytest.mark.parametrize("model", ["mnist_cnn", "mlp"])
+def test_a_searchable_models_default_space_builds(digits, model):
+    """A zoo model's default space: every architecture in it builds for digits, and the builder
+    options really change the model (a space whose values were ignored would search one network
+    many times). benchmarks/e2e checks every searchable model's space."""
     from pipeline.search.command import _check_builds
     from pipeline.search.space import SPACES, SearchOptions, _build
 
-    for model, space in SPACES.items():
-        options = SearchOptions(model=model)
-        options.validate()
-        _check_builds(options, digits)
-        smallest = {name: values[0] for name, values in space.items()}
-        largest = {name: values[-1] for name, values in space.items()}
-        sizes = [_build(model, digits, values).count_params() for values in (smallest, largest)]
-        assert sizes[0] != sizes[1], model
+    space = SPACES[model]
+    options = SearchOptions(model=model)
+    options.validate()
+    _check_builds(options, digits)
+    smallest = {name: values[0] for name, values in space.items()}
+    largest = {name: values[-1] for name, values in space.items()}
+    sizes = [_build(model, digits, values).count_params() for values in (smallest, largest)]
+    assert sizes[0] != sizes[1]
