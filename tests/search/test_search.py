@@ -222,6 +222,10 @@ def test_a_searchable_models_default_space_builds(digits, model):
     """A zoo model's default space: every architecture in it builds for digits, and the builder
     options really change the model (a space whose values were ignored would search one network
     many times). benchmarks/e2e checks every searchable model's space."""
+    check_default_space(model, digits)
+
+
+def check_default_space(model: str, digits) -> None:
     from pipeline.search.command import _check_builds
     from pipeline.search.space import SPACES, SearchOptions, _build
 
@@ -232,4 +236,4 @@ def test_a_searchable_models_default_space_builds(digits, model):
     smallest = {name: values[0] for name, values in space.items()}
     largest = {name: values[-1] for name, values in space.items()}
     sizes = [_build(model, digits, values).count_params() for values in (smallest, largest)]
-    assert sizes[0] != sizes[1]
+    assert sizes[0] != sizes[1], model
