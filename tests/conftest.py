@@ -41,11 +41,22 @@ def _state(run_dir: Path) -> dict[str, tuple[int, int]]:
 def trained_run(tmp_path_factory):
     """The README's default: the seed CNN trained on digits with default settings. Shared by
     every test, so read-only: a test that writes works on its own copy (checked after each)."""
-    from pipeline.config.stages import TrainOptions
-    from pipeline.training.train import train
+    import fcntl
 
-    root = tmp_path_factory.mktemp("runs")
-    result = train(root / "seed", TrainOptions(), runs_root=root, verbose=0)
+    from pipeline.config.stages import TrainOptions
+    from pipeline.core.fsutil import read_json
+    from pipeline.training.train import TrainResult, train
+
+    # Under pytest-xdist the workers share one training: the first trains, the others wait for
+    # it and read its record (every worker's temporary folders lie in one parent).
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    root = tmp_path_factory.getbasetemp().parent / "shared-runs" if shared else tmp_path_factory.mktemp("runs")
+    root.mkdir(exist_ok=True)
+    with open(root / ".train-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = root / "seed" / "train.json"
+        result = (TrainResult(root / "seed", read_json(record)) if record.exists()
+                  else train(root / "seed", TrainOptions(), runs_root=root, verbose=0))
     _SHARED_RUNS[result.run_dir] = _state(result.run_dir)
     return result
 
