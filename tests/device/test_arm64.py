@@ -46,8 +46,9 @@ def test_edge_runtime_on_emulated_raspberry_pi(trained_run, tmp_path):
                                          for s in x])
     np.savez(tmp_path / "expected.npz", **expected)
     (tmp_path / "expected.json").write_text(json.dumps(policy))
-    env = {**os.environ, "EDGE_DEVICE_ARTIFACTS": str(tmp_path), "EDGE_DEVICE_MACHINE": "aarch64",
-           "QEMU_CPU": "cortex-a72"}
+    # the device's own pytest: none of the host suite's options (addopts, PYTEST_ADDOPTS) apply there
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}, "EDGE_DEVICE_ARTIFACTS": str(tmp_path),
+           "EDGE_DEVICE_MACHINE": "aarch64", "QEMU_CPU": "cortex-a72"}
     done = subprocess.run([str(PROJECT / "scripts" / "arm64-python"), "-m", "pytest", "-q", "-o", "addopts=",
                            "-p", "no:cacheprovider", "tests/on_device"],
                           cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1500)
