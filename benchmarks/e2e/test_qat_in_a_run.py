@@ -25,3 +25,31 @@ def test_a_run_with_qat_reports_ptq_and_qat_side_by_side(tmp_path):
     assert "model_int8_qat.tflite" in (run_dir / "report.md").read_text()
     passing = {f"{r['dir']}/{r['artifact']}" for r in report["rows"] if r["passed"] and r["pareto"]}
     assert report["recommended"] in passing
+
+
+def test_qat_of_a_jax_trained_run_fine_tunes_under_jax(tmp_path):
+    """A run trained under jax: its fake-quant model is fine-tuned under jax (a child process),
+    converted under TensorFlow, and its int8 artifact computes what its fake-quant model does.
+    Measured here (qat.seconds, one epoch): 23.7 under jax, 2.3 under TensorFlow."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
+
+    pytest.importorskip("jax")
+    run_dir = tmp_path / "jax"
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--backend", "jax", "--model", "mlp",
+                           "--epochs", "2", "--quiet", "--out", str(run_dir)], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = quantize(run_dir, QuantizeOptions(modes=["int8"], qat=True, qat_epochs=1, recover=False))
+    assert report["qat"]["fine_tuned_under"] == "jax" and report["qat"]["epochs_run"] == 1
+    verified = verify(run_dir, VerifyOptions(artifacts=["model_int8_qat.tflite"]))
+    row = verified["artifacts"][0]
+    assert row["gates"]["fake_quant_agreement"]["passed"] and row["passed"]

@@ -81,6 +81,7 @@ def _quantization_aware(context: RunContext, options: QuantizeOptions, model, so
     from pipeline.formats.kinds import PRUNED_QAT_MODEL, QAT_MODEL
     from pipeline.formats.tflite import fake_quant_to_tflite
     from pipeline.optimizing import qat
+    from pipeline.optimizing.qat_fine_tune import CHILD_BACKENDS, Checkpoints, fine_tune, fine_tune_in_child
     from pipeline.optimizing.splits import StreamedSplits, fine_tuning_splits
 
     started = time.perf_counter()
@@ -90,15 +91,23 @@ def _quantization_aware(context: RunContext, options: QuantizeOptions, model, so
     fingerprint = json.dumps({"model": sha256_file(source), "calibration": [int(i) for i in indices],
                               "calibration_source": calibration_source, "epochs": options.qat_epochs,
                               "learning_rate": options.qat_learning_rate, "seed": context.seed}, sort_keys=True)
-    checkpoints = qat.Checkpoints(context.run_dir / "checkpoints" / ("qat_pruned" if options.pruned else "qat"),
-                                  hashlib.sha256(fingerprint.encode()).hexdigest())
-    trained, history = qat.fine_tune(built.model, splits, task=context.task,
-                                     epochs=options.qat_epochs, learning_rate=options.qat_learning_rate,
-                                     seed=context.seed, checkpoints=checkpoints)
+    checkpoints = Checkpoints(context.run_dir / "checkpoints" / ("qat_pruned" if options.pruned else "qat"),
+                              hashlib.sha256(fingerprint.encode()).hexdigest())
+    backend = str(context.train_info.get("backend") or "tensorflow")
+    if backend in CHILD_BACKENDS:  # fine-tuned as the run was trained, converted here
+        trained, history = fine_tune_in_child(backend, built.model, splits, context, epochs=options.qat_epochs,
+                                              learning_rate=options.qat_learning_rate, seed=context.seed,
+                                              checkpoints=checkpoints)
+    else:
+        backend = "tensorflow"
+        trained, history = fine_tune(built.model, splits, task=context.task, epochs=options.qat_epochs,
+                                     learning_rate=options.qat_learning_rate, seed=context.seed,
+                                     checkpoints=checkpoints)
+    history.pop("backend", None)
     content = fake_quant_to_tflite(trained, float_io=options.float_io, dynamic_batch=options.dynamic_batch)
     fake_quant_path = save_model(trained, context.run_dir / (PRUNED_QAT_MODEL if options.pruned else QAT_MODEL))
     record = {"fake_quant_model": fake_quant_path.name, "fake_quant_sha256": sha256_file(fake_quant_path),
-              "streamed": isinstance(splits, StreamedSplits),
+              "streamed": isinstance(splits, StreamedSplits), "fine_tuned_under": backend,
               "epochs": options.qat_epochs, "epochs_run": len(history.get("loss", [])),
               "resumed_from_epoch": history.pop("resumed_from_epoch"),
               "learning_rate": options.qat_learning_rate, "activation_quantizers": built.quantizers,
