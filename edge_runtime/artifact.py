@@ -25,11 +25,19 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+MAX_SIDECAR_BYTES = 16 << 20  # the largest sidecar holds a few thousand calibration indices
+
+
 def read_sidecar(artifact: str | os.PathLike) -> dict[str, Any] | None:
     """The artifact's metadata, or None for a model that came without one."""
     path = sidecar_path(artifact)
     if not path.exists():
         return None
+    if not path.is_file():  # a FIFO would block the reader
+        raise ArtifactError(f"sidecar {path} is not a regular file")
+    if path.stat().st_size > MAX_SIDECAR_BYTES:
+        raise ArtifactError(f"sidecar {path} is {path.stat().st_size:,} bytes: not a sidecar (at most "
+                            f"{MAX_SIDECAR_BYTES:,})")
     try:
         with open(path, encoding="utf-8") as fh:
             sidecar = json.load(fh)

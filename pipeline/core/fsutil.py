@@ -259,7 +259,17 @@ def move_into(path: str | os.PathLike, directory: str | os.PathLike) -> None:
         os.close(target_fd)
 
 
+MAX_JSON_BYTES = 64 << 20  # a record or state file this pipeline wrote is far smaller
+
+
 def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file: a regular file of at most ``MAX_JSON_BYTES`` (a FIFO planted under a
+    record's name would block its reader; OSError), parsed (ValueError if it is not JSON)."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    if info.st_size > MAX_JSON_BYTES:
+        raise ValueError(f"{os.fspath(path)} is {info.st_size:,} bytes, more than a record may be ({MAX_JSON_BYTES:,})")
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 

@@ -315,3 +315,17 @@ def test_every_path_a_command_reads_is_refused_when_it_is_a_fifo(run_copy, tmp_p
     result = invoke(*args)
     assert result.exit_code in (2, 3, 4), (result.exit_code, result.output)
     assert "is not a regular file" in one_error_line(result, result.exit_code)  # not "does not exist"
+
+
+def test_a_fifo_planted_as_a_record_or_a_sidecar_is_one_line_not_a_wait(run_copy, device_model, tmp_path, capsys,
+                                                                      no_hang):
+    """A FIFO in place of a record `pipeline report` reads, or of an artifact's sidecar."""
+    (run_copy / "verify.json").unlink(missing_ok=True)
+    os.mkfifo(run_copy / "verify.json")
+    line = one_error_line(invoke("report", "--run", run_copy), 7)
+    assert "verify.json is unreadable" in line
+    model = tmp_path / device_model.name
+    shutil.copy(device_model, model)
+    os.mkfifo(model.with_name(model.name + ".json"))
+    code, line = _edge(capsys, "info", model)
+    assert code == 4 and "is not a regular file" in line, line
