@@ -14,7 +14,7 @@ from edge_runtime.errors import CodedError
 from pipeline.core.fsutil import append_line, make_dirs, read_json, write_bytes, write_json
 from pipeline.search.screening import NEW_ARCHITECTURE_DRAWS, SCREEN_DRAWS, Screen
 from pipeline.search.space import SearchOptions, _build, _pruned, architecture
-from pipeline.search.timer import Timer, _budget_metrics, _over_budget
+from pipeline.search.timer import PLAUSIBLE_P50_MS, Timer, _budget_metrics, _over_budget
 
 log = logging.getLogger("pipeline")
 
@@ -210,12 +210,19 @@ def _finished_measurement(trial_dir: Path, values: dict) -> dict | None:
     if not isinstance(recorded, dict) or recorded.get("hyperparameters") != values:
         return None
     metrics = recorded.get("metrics")
-    needed = ("val_accuracy", "val_log_loss", "p50_ms", "size_kb", "feasible", "score")
     if not isinstance(metrics, dict) or not all(
             isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)
-            and np.isfinite(metrics[k]) for k in needed):
+            and np.isfinite(metrics[k]) and low <= metrics[k] <= high for k, (low, high) in PLAUSIBLE.items()):
+        return None
+    if metrics["p50_ms"] == 0 or metrics["size_kb"] == 0 or metrics["feasible"] not in (0, 1):
         return None
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# What a finished trial's measurement can hold (a record outside these ranges is measured again:
+# a planted p50 of 1e300 ms or an accuracy of 7 would otherwise decide the search).
+PLAUSIBLE = {"val_accuracy": (0.0, 1.0), "val_log_loss": (0.0, np.inf), "p50_ms": (0.0, PLAUSIBLE_P50_MS),
+             "size_kb": (0.0, np.inf), "feasible": (0.0, 1.0), "score": (-np.inf, np.inf)}
 
 
 def _trial_table(tuner) -> list[dict]:

@@ -329,3 +329,22 @@ def test_a_fifo_planted_as_a_record_or_a_sidecar_is_one_line_not_a_wait(run_copy
     os.mkfifo(model.with_name(model.name + ".json"))
     code, line = _edge(capsys, "info", model)
     assert code == 4 and "is not a regular file" in line, line
+
+
+@pytest.mark.parametrize("field, value, kept", [
+    (None, None, True),
+    ("val_accuracy", 7.0, False), ("val_log_loss", -0.3, False), ("p50_ms", 1e300, False),
+    ("p50_ms", 0.0, False), ("size_kb", -30.0, False), ("feasible", 0.5, False),
+])
+def test_a_search_resumes_only_plausible_trial_measurements(tmp_path, field, value, kept):
+    """A finished trial's measurement.json outside what a measurement can be is measured again,
+    not taken (a planted p50 of 1e300 ms or an accuracy of 7 would decide the search)."""
+    from pipeline.search.trials import _finished_measurement
+
+    values = {"hidden": "32", "learning_rate": 0.001}
+    metrics = {"val_accuracy": 0.9, "val_log_loss": 0.3, "p50_ms": 0.01, "size_kb": 30.0, "feasible": 1.0,
+               "score": 0.9}
+    if field:
+        metrics[field] = value
+    (tmp_path / "measurement.json").write_text(json.dumps({"hyperparameters": values, "metrics": metrics}))
+    assert (_finished_measurement(tmp_path, values) is not None) is kept
