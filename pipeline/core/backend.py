@@ -87,3 +87,24 @@ def seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
+
+
+def run_under_backend(backend: str, module: str, args: list[str], run_dir, what: str) -> str:
+    """``python -m module *args`` in a child process under ``backend``, working in ``run_dir``
+    under this process's lock; its stdout, or one PipelineError naming ``what`` with the child's
+    last error line and exit code."""
+    import subprocess
+    import sys
+
+    from pipeline.core import rundir
+    from pipeline.core.errors import PipelineError
+
+    env = {**os.environ, "KERAS_BACKEND": backend, **rundir.handed_lock_env(run_dir)}
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        message = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
+        error = PipelineError(f"{what} under {backend} failed: {message}")
+        error.exit_code = done.returncode if 0 < done.returncode < 64 else 1
+        raise error
+    return done.stdout

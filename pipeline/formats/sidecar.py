@@ -103,7 +103,7 @@ def _check_labels(content: bytes, labels: list[str]) -> None:
     if not labels:
         return
     packed = tflite_meta.packed_files(content).get(tflite_meta.LABELS_FILE, b"").decode("utf-8", "replace")
-    model = tflite_meta.read_model(tflite_meta._flatbuffer_part(content))
+    model = tflite_meta.read_model(tflite_meta.flatbuffer_part(content))
     graph = model.subgraphs[0]
     shape = list(graph.tensors[graph.outputs[0]].shape)
     if packed.split("\n")[:-1] != list(labels) or (len(shape) == 2 and shape[-1] != len(labels)):

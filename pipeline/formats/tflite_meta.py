@@ -87,7 +87,7 @@ def write_model(model) -> bytes:
 
 def signatures(content: bytes) -> dict[str, dict[str, list[str]]]:
     """Each SignatureDef's key with its input and output names, read from the flatbuffer."""
-    model = read_model(_flatbuffer_part(content))
+    model = read_model(flatbuffer_part(content))
     return {_text(s.signatureKey): {"inputs": [_text(t.name) for t in s.inputs or []],
                                     "outputs": [_text(t.name) for t in s.outputs or []]}
             for s in model.signatureDefs or []}
@@ -123,7 +123,7 @@ def with_signature(content: bytes, inputs: list[str] | None = None, outputs: lis
 def input_tensor(content: bytes) -> dict[str, Any]:
     """Subgraph 0's first input: shape, and its quantization when it is an integer tensor."""
     schema = _schema()
-    model = read_model(_flatbuffer_part(content))
+    model = read_model(flatbuffer_part(content))
     graph = model.subgraphs[0]
     tensor = graph.tensors[graph.inputs[0]]
     found: dict[str, Any] = {"shape": [int(d) for d in tensor.shape], "quantization": None}
@@ -153,7 +153,7 @@ def with_metadata(content: bytes, fields: dict[str, Any]) -> bytes:
     class names packed as ``labels.txt`` (TENSOR_AXIS_LABELS of the output); earlier metadata
     of the same name, and an earlier packed archive, are replaced."""
     schema = _schema()
-    model = read_model(_flatbuffer_part(content))
+    model = read_model(flatbuffer_part(content))
     blob = _metadata_flatbuffer(fields)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(blob, dtype=np.uint8)
@@ -170,11 +170,11 @@ def with_metadata(content: bytes, fields: dict[str, Any]) -> bytes:
 def without_metadata(content: bytes) -> bytes:
     """``content`` with the TFLITE_METADATA entry, its buffer and the packed files removed
     (what a microcontroller's flash does not need)."""
-    model = read_model(_flatbuffer_part(content))
+    model = read_model(flatbuffer_part(content))
     keep = [m for m in model.metadata or [] if _text(m.name) != METADATA_NAME]
     dropped = {m.buffer for m in model.metadata or []} - {m.buffer for m in keep}
     if not dropped:
-        return _flatbuffer_part(content)
+        return flatbuffer_part(content)
     model.metadata = keep or None
     for index in dropped:  # empty the buffer; renumbering would touch every tensor
         model.buffers[index].data = None
@@ -293,7 +293,7 @@ def _with_zip(content: bytes, files: dict[str, bytes]) -> bytes:
     return stream.getvalue()
 
 
-def _flatbuffer_part(content: bytes) -> bytes:
+def flatbuffer_part(content: bytes) -> bytes:
     """The model without a packed zip archive after it (the flatbuffer ignores trailing
     bytes, but a rewrite must not carry a stale archive along)."""
     try:
@@ -324,7 +324,7 @@ def read_metadata(content: bytes) -> dict[str, Any] | None:
     """The TFLITE_METADATA flatbuffer decoded into the fields an app reads, or None."""
     import flatbuffers
 
-    model = read_model(_flatbuffer_part(content))
+    model = read_model(flatbuffer_part(content))
     entry = next((m for m in model.metadata or [] if _text(m.name) == METADATA_NAME), None)
     if entry is None:
         return None

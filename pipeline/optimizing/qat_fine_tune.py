@@ -5,8 +5,6 @@ converted under TensorFlow here)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -114,7 +112,6 @@ class Checkpoints:
     resumes; one with other inputs starts afresh."""
 
     def __init__(self, directory, fingerprint: str):
-
         self.directory, self.fingerprint = Path(directory), fingerprint
 
     def resume(self) -> dict | None:
@@ -172,8 +169,7 @@ def fine_tune_in_child(backend: str, qat_model, splits, context, *, epochs: int,
     validation loss before any epoch, the calibrated model saved in ``checkpoints``), trained in
     a child process under ``backend`` from that checkpoint (a killed one resumes from its last
     epoch, as here), and the chosen model loaded back here, under TensorFlow, to be converted."""
-    from pipeline.core import rundir
-    from pipeline.core.errors import PipelineError
+    from pipeline.core.backend import run_under_backend
     from pipeline.core.fsutil import read_json, remove_file
 
     if checkpoints.resume() is None:
@@ -183,15 +179,8 @@ def fine_tune_in_child(backend: str, qat_model, splits, context, *, epochs: int,
     remove_file(record_path)
     job = {"run": str(context.run_dir), "task": context.task, "epochs": epochs, "learning_rate": learning_rate,
            "seed": seed, "checkpoints": str(checkpoints.directory), "fingerprint": checkpoints.fingerprint}
-    env = {**os.environ, "KERAS_BACKEND": backend, **rundir.handed_lock_env(context.run_dir)}
-    done = subprocess.run([sys.executable, "-m", "pipeline.optimizing.qat_fine_tune", json.dumps(job)],
-                          capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        error = PipelineError(f"QAT fine-tune under {backend} failed: "
-                              f"{lines[-1].removeprefix('error: ') if lines else f'exit code {done.returncode}'}")
-        error.exit_code = done.returncode if 0 < done.returncode < 64 else 1
-        raise error
+    run_under_backend(backend, "pipeline.optimizing.qat_fine_tune", [json.dumps(job)], context.run_dir,
+                      "QAT fine-tune")
     record = read_json(record_path)
     remove_file(record_path)
     return (checkpoints.best_model() if splits.has_val else checkpoints.last_model()), record
@@ -216,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    write_json(checkpoints.directory / "record.json", {**record, "backend": keras.backend.backend()})
+    write_json(checkpoints.directory / "record.json", record)
     return 0
 
 

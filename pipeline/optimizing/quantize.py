@@ -103,7 +103,6 @@ def _quantization_aware(context: RunContext, options: QuantizeOptions, model, so
         trained, history = fine_tune(built.model, splits, task=context.task, epochs=options.qat_epochs,
                                      learning_rate=options.qat_learning_rate, seed=context.seed,
                                      checkpoints=checkpoints)
-    history.pop("backend", None)
     content = fake_quant_to_tflite(trained, float_io=options.float_io, dynamic_batch=options.dynamic_batch)
     fake_quant_path = save_model(trained, context.run_dir / (PRUNED_QAT_MODEL if options.pruned else QAT_MODEL))
     record = {"fake_quant_model": fake_quant_path.name, "fake_quant_sha256": sha256_file(fake_quant_path),

@@ -213,22 +213,11 @@ def _search(config: Config, run_dir: Path, stages: Stages) -> None:
 
 def _train_in_child(train_config, run_dir: Path) -> None:
     import dataclasses
-    import os
-    import subprocess
-    import sys
 
-    from pipeline.core.errors import PipelineError
+    from pipeline.core.backend import run_under_backend
 
-    env = {**os.environ, "KERAS_BACKEND": train_config.backend, **rundir.handed_lock_env(run_dir)}
-    done = subprocess.run([sys.executable, "-m", "pipeline.training.train",
-                           json.dumps(dataclasses.asdict(train_config)), str(run_dir)],
-                          capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        message = lines[-1].removeprefix("error: ") if lines else f"exit code {done.returncode}"
-        error = PipelineError(f"training under {train_config.backend} failed: {message}")
-        error.exit_code = done.returncode if 0 < done.returncode < 64 else 1
-        raise error
+    run_under_backend(train_config.backend, "pipeline.training.train",
+                      [json.dumps(dataclasses.asdict(train_config)), str(run_dir)], run_dir, "training")
 
 
 def _variants(config: Config, run_dir: Path, stages: Stages) -> list[tuple[Path, bool]]:
