@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-Task = Literal["classifier", "autoencoder"]
+Task = Literal["classifier", "reconstruction", "regression"]
 
 # The training recipe every zoo model starts from; a model's own ``recipe`` overrides fields
 # where this one does not suit it. Command-line options and config fields override both.
@@ -39,7 +39,7 @@ def register_model(name: str, *, task: Task = "classifier", int8: bool = True,
     """Register a builder under ``name``; a duplicate or malformed name is a bug, raised at import."""
     if not name.isidentifier() or name != name.lower():
         raise ValueError(f"model name '{name}' must be a lower-case identifier")
-    if task not in ("classifier", "autoencoder"):
+    if task not in ("classifier", "reconstruction", "regression"):
         raise ValueError(f"model '{name}': unknown task '{task}'")
     unknown = sorted(set(recipe or {}) - set(DEFAULT_RECIPE))
     if unknown:

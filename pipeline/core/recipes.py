@@ -33,7 +33,8 @@ def recipe_for(model: str) -> dict[str, Any]:
 
 
 def model_task(model: str) -> str:
-    """``classifier`` or ``autoencoder``: a zoo model's task (a user's model file classifies)."""
+    """``classifier``, ``reconstruction`` or ``regression``: a zoo model's task (a user's model
+    file classifies unless its run says otherwise)."""
     from pipeline.core.modelio import is_model_path
 
     if is_model_path(model):
@@ -43,9 +44,11 @@ def model_task(model: str) -> str:
 
 def compile_for_task(model, task: str, optimizer=None) -> None:
     """The loss and metrics of a task, in one place: training, resuming and fine-tuning agree."""
-    model.compile(optimizer=optimizer if optimizer is not None else "rmsprop",
-                  loss="sparse_categorical_crossentropy" if task == "classifier" else "mse",
-                  metrics=["accuracy"] if task == "classifier" else [])
+    from pipeline.core.tasks import loss_for, normalize_task
+
+    task = normalize_task(task)
+    model.compile(optimizer=optimizer if optimizer is not None else "rmsprop", loss=loss_for(task),
+                  metrics={"classifier": ["accuracy"], "regression": ["mae"]}.get(task, []))
 
 
 def optimizer_for(keras, config, num_train: int):

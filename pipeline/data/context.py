@@ -54,7 +54,9 @@ class RunContext:
 
     @property
     def task(self) -> str:
-        return self.train_info.get("task", "classifier")
+        from pipeline.core.tasks import normalize_task
+
+        return normalize_task(self.train_info.get("task"))
 
     @property
     def seed(self) -> int:
@@ -75,7 +77,8 @@ class RunContext:
                                image_size=config.get("image_size"),
                                val_fraction=config.get("val_fraction", 0.1),
                                test_fraction=config.get("test_fraction", 0.2),
-                               cache=self.run_dir / CACHE_DIR, write_cache=rundir.holds_lock(self.run_dir))
+                               cache=self.run_dir / CACHE_DIR, write_cache=rundir.holds_lock(self.run_dir),
+                               task=self.task)
         recorded = self.train_info["data"]["sha256"]
         if dataset.sha256() != recorded:
             raise DataError(f"data set '{config['dataset']}' changed since this run was trained "

@@ -26,6 +26,11 @@ class Dataset:
     y_test: np.ndarray
     preprocessing: dict
     class_names: list[str] = field(default_factory=list)
+    # classifier, reconstruction (an autoencoder: labels 0 normal / 1 anomalous, or -1 where
+    # none are given) or regression (float targets); the groups of the test samples
+    # (samples of one recording share a group: it is scored as their mean)
+    task: str = "classifier"
+    groups_test: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -75,6 +80,11 @@ class Dataset:
         for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
             digest.update(str(array.shape).encode() + str(array.dtype).encode())
             _hash_array(digest, array)
+        if self.task != "classifier":  # a classifier's hash is what it always was
+            digest.update(self.task.encode())
+        if self.groups_test is not None:
+            digest.update(b"groups" + str(self.groups_test.dtype).encode())
+            _hash_array(digest, np.ascontiguousarray(self.groups_test))
         return digest.hexdigest()
 
     def describe(self) -> dict:
@@ -87,6 +97,7 @@ class Dataset:
             "class_names": self.class_names,
             "sizes": {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)},
             "preprocessing": self.preprocessing,
+            **({"task": self.task, "groups_test": self.groups_test is not None} if self.task != "classifier" else {}),
         }
 
 
@@ -115,7 +126,7 @@ def release(array: np.ndarray) -> None:
 def split_for_task(dataset, split: str, task: str):
     """``(x, y)`` of a split, where an autoencoder's target is its input."""
     x, y = dataset.split(split)
-    return (x, x) if task == "autoencoder" else (x, y)
+    return (x, x) if task in ("reconstruction", "autoencoder") else (x, y)
 
 
 MAX_CLASS_NAME = 200

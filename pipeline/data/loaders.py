@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from pipeline.core.errors import DataError, unknown_name
-from pipeline.data.dataset import Dataset, check_class_names, release  # noqa: F401 - Dataset and release are this module's API too
+from pipeline.data.classes import _check_classes, _finish, _spec, stratified_split
+from pipeline.data.dataset import Dataset, release  # noqa: F401 - Dataset and release are this module's API too
 from pipeline.data.idx import read_idx
 from pipeline.data.image_folder import (
     GREY_MODES,
@@ -41,16 +42,19 @@ class DatasetLoader:
     help: str
     takes_path: bool
     load: Callable[..., Dataset]
+    tasks: tuple[str, ...] = ("classifier",)  # what its labels can be read as
+    argument: str = "path"  # what follows "name:" ("digit" for digits-anomaly:N)
 
 
 _LOADERS: dict[str, DatasetLoader] = {}
 
 
-def register_dataset(name: str, *, takes_path: bool = False, help: str = ""):
+def register_dataset(name: str, *, takes_path: bool = False, help: str = "",
+                     tasks: tuple[str, ...] = ("classifier",), argument: str = "path"):
     def decorator(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
         if name in _LOADERS:
             raise ValueError(f"data set '{name}' is registered twice")
-        _LOADERS[name] = DatasetLoader(name, help or (fn.__doc__ or "").strip(), takes_path, fn)
+        _LOADERS[name] = DatasetLoader(name, help or (fn.__doc__ or "").strip(), takes_path, fn, tasks, argument)
         return fn
     return decorator
 
@@ -63,23 +67,35 @@ def loaders() -> list[DatasetLoader]:
 def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int | None = None,
                  val_fraction: float = DEFAULT_VAL_FRACTION,
                  test_fraction: float = DEFAULT_TEST_FRACTION,
-                 cache: str | os.PathLike | None = None, write_cache: bool = True) -> Dataset:
-    """Load a data set by name (``digits``) or by ``kind:PATH`` (``npz:data.npz``).
+                 cache: str | os.PathLike | None = None, write_cache: bool = True,
+                 task: str = "classifier") -> Dataset:
+    """Load a data set by name (``digits``) or by ``kind:PATH`` (``npz:data.npz``), for a model
+    of ``task`` (its labels read as class labels, anomaly labels or regression targets).
 
-    With ``cache`` (a run's ``data_cache`` folder), a data set given by path is decoded once
-    into it and memory-mapped from it afterwards (``pipeline.data.cache``); ``write_cache``
-    False reads a sound entry but writes none (the caller does not hold the run's lock)."""
+    With ``cache`` (a run's ``data_cache`` folder), a classifier's data set given by path is
+    decoded once into it and memory-mapped from it afterwards (``pipeline.data.cache``);
+    ``write_cache`` False reads a sound entry but writes none (the caller does not hold the
+    run's lock)."""
     loader, path = _loader_for(spec)
     if not 0 <= val_fraction < 1 or not 0 < test_fraction < 1:
         raise DataError("validation and test fractions must lie in [0, 1) and (0, 1)")
+    if task not in loader.tasks and not (task == "reconstruction" and "classifier" in loader.tasks):
+        raise DataError(f"data set '{loader.name}' is for a {' or '.join(loader.tasks)} model, not for "
+                        f"{task}: give an npz data set with y_train/y_test as {task} needs them")
     kwargs = dict(seed=seed, image_size=image_size, val_fraction=val_fraction,
                   test_fraction=test_fraction)
-    if loader.takes_path and cache is not None:
+    if len(loader.tasks) > 1:
+        kwargs["task"] = task
+    if loader.takes_path and cache is not None and task == "classifier":
         from pipeline.data.cache import cached_load
 
         dataset = cached_load(Path(cache), spec, loader.load, path, kwargs, writable=write_cache, check=_validate)
     else:
         dataset = loader.load(path, **kwargs) if loader.takes_path else loader.load(**kwargs)
+    if task == "reconstruction" and dataset.task == "classifier":
+        from pipeline.data.tasks import without_labels
+
+        dataset = without_labels(dataset)  # its class labels say nothing about anomalies
     _validate(dataset)
     return dataset
 
@@ -90,7 +106,7 @@ def check_source(spec: str) -> None:
     loader, path = _loader_for(spec)
     if loader.name == "folder":
         scan_image_folder(path)
-    elif loader.takes_path and not Path(path).exists():
+    elif loader.takes_path and loader.argument == "path" and not Path(path).exists():
         raise DataError(f"data set '{spec}': {path} does not exist")
 
 
@@ -100,114 +116,13 @@ def _loader_for(spec: str) -> tuple[DatasetLoader, str]:
     if loader is None:
         raise unknown_name("data set", name, _LOADERS)
     if loader.takes_path and not path:
-        raise DataError(f"data set '{name}' needs a path: --dataset {name}:PATH")
+        raise DataError(f"data set '{name}' needs a {loader.argument}: --dataset {name}:{loader.argument.upper()}")
     if not loader.takes_path and path:
         raise DataError(f"data set '{name}' takes no path (got '{spec}')")
     return loader, path
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-def stratified_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    """Seeded, stratified split: ``(x_rest, y_rest, x_part, y_part)`` with ``fraction`` in part."""
-    from sklearn.model_selection import train_test_split
-
-    if fraction <= 0:
-        return x, y, x[:0], y[:0]
-    counts = np.bincount(y)
-    classes = int(np.count_nonzero(counts))
-    part = int(np.ceil(len(y) * fraction))
-    # Stratify when every class can appear on both sides; tiny data sets fall back to random.
-    can_stratify = counts[counts > 0].min() >= 2 and classes <= part <= len(y) - classes
-    stratify = y if can_stratify else None
-    x_rest, x_part, y_rest, y_part = train_test_split(
-        x, y, test_size=fraction, random_state=seed, stratify=stratify)
-    return x_rest, y_rest, x_part, y_part
-
-
-def _finish(name: str, x_train, y_train, x_test, y_test, *, seed: int, val_fraction: float,
-            image_size: int | None, class_names: list[str] | None = None) -> Dataset:
-    """Common tail of every loader: shape, resize, validation split, preprocessing spec."""
-    x_train, x_test = _as_nhwc(x_train, "x_train"), _as_nhwc(x_test, "x_test")
-    for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        labels = np.asarray(y)
-        if labels.ndim == 0 or len(x) != len(labels):
-            raise DataError(f"data set '{name}': x_{split} has {len(x)} samples but y_{split} "
-                            f"has {labels.size if labels.ndim == 0 else len(labels)} labels")
-    if image_size is not None and x_train.ndim == 4:
-        x_train, x_test = _resize(x_train, image_size), _resize(x_test, image_size)
-    y_train, y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
-    names = _check_classes(name, y_train, y_test, class_names)
-    x_train, y_train, x_val, y_val = stratified_split(x_train, y_train, val_fraction, seed)
-    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, _spec(x_train, names), names)
-
-
-def _check_classes(name: str, y_train, y_test, class_names: list[str] | None) -> list[str]:
-    """The data set's class names (given, or "0".."N-1"), after checking the labels fit them."""
-    if len(y_train) == 0 or len(y_test) == 0:
-        raise DataError(f"data set '{name}' is empty: {len(y_train)} training and "
-                        f"{len(y_test)} test samples")
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    if class_names is not None and len(class_names) < num_classes:
-        raise DataError(f"data set '{name}' has labels up to {num_classes - 1} but only {len(class_names)} "
-                        f"class names: give one name per class (labels 0..N-1)")
-    names = class_names or [str(i) for i in range(num_classes)]
-    if len(names) < 2:
-        raise DataError(f"data set '{name}' has one class ({names[0]!r}): a classifier needs at least two")
-    check_class_names(name, names)
-    return names
-
-
-def _spec(x_train: np.ndarray, names: list[str]) -> dict:
-    """The preprocessing spec of raw training samples like ``x_train``."""
-    integer_pixels = x_train.dtype == np.uint8
-    return {
-        "raw_dtype": str(x_train.dtype),
-        "scale": 1.0 / 255.0 if integer_pixels else 1.0,
-        "mean": None,
-        "std": None,
-        "input_shape": list(x_train.shape[1:]),
-        "layout": "NHWC" if x_train.ndim == 4 else "NF",
-        "class_names": names,
-    }
-
-
-def _as_nhwc(x, what: str = "x") -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype.kind not in "fiub":
-        raise DataError(f"{what} must hold numbers, got dtype {x.dtype}")
-    if x.ndim < 1:
-        raise DataError(f"{what} must be an array of samples, got a scalar")
-    if x.ndim == 3:  # (N, H, W) grey images
-        x = x[..., None]
-    return x
-
-
-def _as_labels(y, what: str) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
-        y = y.argmax(axis=1)
-    y = y.reshape(-1)
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
-            raise DataError(f"{what} must hold integer class labels, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if y.size and y.min() < 0:
-        raise DataError(f"{what} has label {int(y.min())}: labels must lie in 0..num_classes-1")
-    return y
-
-
-def _resize(x: np.ndarray, size: int) -> np.ndarray:
-    from scipy.ndimage import zoom
-
-    if x.shape[1:3] == (size, size):
-        return x
-    factors = (size / x.shape[1], size / x.shape[2], 1)
-    resized = np.stack([zoom(img.astype(np.float32), factors, order=1) for img in x])
-    if x.dtype == np.uint8:
-        resized = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
-    return resized
-
 
 def _validate(dataset: Dataset) -> None:
     problems = []
@@ -219,7 +134,7 @@ def _validate(dataset: Dataset) -> None:
             bad = int(np.count_nonzero(~np.isfinite(x)))
             if bad:
                 problems.append(f"x_{which} holds {bad} NaN or inf values")
-    if dataset.y_test.size and dataset.y_test.max() >= dataset.num_classes:
+    if dataset.task == "classifier" and dataset.y_test.size and dataset.y_test.max() >= dataset.num_classes:
         problems.append(f"y_test has label {int(dataset.y_test.max())} but the data set has "
                         f"{dataset.num_classes} class names")
     if dataset.x_test.shape[1:] != dataset.x_train.shape[1:]:
@@ -285,26 +200,54 @@ register_dataset("cifar10", help="CIFAR-10 through keras.datasets")(
                      "ship", "truck"]))
 
 
-@register_dataset("npz", takes_path=True, help="an .npz with x_train, y_train, x_test, y_test")
+@register_dataset("npz", takes_path=True, tasks=("classifier", "reconstruction", "regression"),
+                  help="an .npz with x_train, x_test and y_train, y_test (class labels; anomaly labels "
+                       "0/1, optional, for an autoencoder; float targets for a regression), optional "
+                       "groups_test and preprocessing ('none' or 'standardize')")
 def load_npz(path: str, *, seed: int, image_size: int | None, val_fraction: float,
-             test_fraction: float, alloc=None) -> Dataset:
-    """A NumPy archive with ``x_train, y_train, x_test, y_test`` (optional ``class_names``)."""
+             test_fraction: float, alloc=None, task: str = "classifier") -> Dataset:
+    """A NumPy archive with ``x_train, y_train, x_test, y_test`` (optional ``class_names``);
+    for an autoencoder the labels are optional, and ``groups_test`` may say which test samples
+    come from one recording."""
     file = _existing_file(path)
+    needed = ("x_train", "x_test") if task == "reconstruction" else ("x_train", "y_train", "x_test", "y_test")
     try:
         with np.load(file, allow_pickle=False) as archive:
-            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive]
+            missing = [k for k in needed if k not in archive]
             if missing:
-                raise DataError(f"{file} lacks {', '.join(missing)}: an npz data set needs "
-                                f"x_train, y_train, x_test, y_test")
-            arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+                raise DataError(f"{file} lacks {', '.join(missing)}: an npz data set for a {task} model "
+                                f"needs {', '.join(needed)}")
+            arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test", "groups_test")
+                      if k in archive}
             class_names = [str(c) for c in archive["class_names"]] if "class_names" in archive else None
+            preprocessing = str(archive["preprocessing"]) if "preprocessing" in archive else None
     except DataError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DataError(f"{file} is not a readable .npz archive ({exc})") from None
+    if task != "classifier":
+        from pipeline.data.tasks import finish_for_task
+
+        return finish_for_task(f"npz:{path}", task, arrays, seed=seed, val_fraction=val_fraction,
+                               preprocessing=preprocessing)
+    if "groups_test" in arrays or preprocessing is not None:
+        raise DataError(f"{file} has {'groups_test' if 'groups_test' in arrays else 'preprocessing'}, which "
+                        f"only an autoencoder's or a regression's data set takes (a classifier's pixels are scaled)")
     return _finish(f"npz:{path}", arrays["x_train"], arrays["y_train"], arrays["x_test"],
                    arrays["y_test"], seed=seed, val_fraction=val_fraction,
                    image_size=image_size, class_names=class_names)
+
+
+@register_dataset("digits-anomaly", takes_path=True, tasks=("reconstruction",), argument="digit",
+                  help="digits as one-class anomaly detection: train on digit N only, test on all "
+                       "(label 1 for the other digits), 64-value vectors (offline)")
+def load_digits_anomaly(digit: str, *, seed: int, image_size: int | None, val_fraction: float,
+                        test_fraction: float) -> Dataset:
+    """scikit-learn's 8x8 digits as 64-value vectors: the normal class is digit N."""
+    from pipeline.data.tasks import digits_anomaly
+
+    return digits_anomaly(digit, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                          split=stratified_split)
 
 
 @register_dataset("folder", takes_path=True,

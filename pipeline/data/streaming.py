@@ -132,7 +132,7 @@ def tf_records(dataset, split: str, indices, batch_size: int, *, task: str, shuf
             x = x - np.asarray(spec["mean"], dtype=np.float32)
         if spec.get("std") is not None:
             x = x / np.asarray(spec["std"], dtype=np.float32)
-        return (x, x) if task == "autoencoder" else (x, y)
+        return (x, x) if task in ("reconstruction", "autoencoder") else (x, y)
 
     data = data.batch(batch_size).map(preprocess).prefetch(2)
     options = tf.data.Options()
@@ -180,7 +180,7 @@ class StreamedSplit:
                     release(raw)
                 if augment:
                     x = shift(x, np.random.default_rng([shuffle_seed or 0, index, int(picked[0])]))
-                return (x, x) if task == "autoencoder" else (x, labels[picked])
+                return (x, x) if task in ("reconstruction", "autoencoder") else (x, labels[picked])
 
         return Streamed()
 

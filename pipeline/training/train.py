@@ -93,7 +93,7 @@ def train(run: str | os.PathLike | None, config: TrainOptions, *, resume: bool =
             # Decoded once into the run's cache; every later command on the run maps it.
             dataset = load_dataset(config.dataset, seed=config.seed, image_size=config.image_size,
                                    val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                                   cache=run_dir / CACHE_DIR)
+                                   cache=run_dir / CACHE_DIR, task=model_task(config.model))
             result = _train_locked(keras, config, dataset, run_dir, resume, verbose, chief)
     finally:
         if not chief:
@@ -226,12 +226,22 @@ def _evaluate(model, config: TrainOptions, dataset, task: str, history: dict) ->
     return {
         "test_accuracy": float(evaluation["accuracy"]) if "accuracy" in evaluation else None,
         "test_loss": float(evaluation["loss"]),
+        **({} if task == "classifier" else {"test_metric": _task_metric(model, dataset, task)}),
         "collapsed": bool(collapse and collapse["collapsed"]),
         "collapse_check": collapse,
         "batchnorm_recalibrated_layers": recalibrated,
     }
 
 
+
+
+def _task_metric(model, dataset, task: str) -> dict:
+    """An autoencoder's test AUC (or mean reconstruction error) or a regression's MAE, with
+    its 95% interval."""
+    from pipeline.core.tasks import evaluate
+
+    x_test, y_test = dataset.split("test")
+    return evaluate(task, model.predict(x_test, batch_size=256, verbose=0), x_test, y_test, dataset.groups_test)
 
 
 def _model_label(model: str) -> str:
