@@ -94,8 +94,29 @@ def runs_on_micro(path: Path, mode: str) -> bool:
 MICRO_SAMPLES = 1000
 
 
+def _micro_task(task: str, both: dict, x, y, threshold: float | None) -> dict:
+    """An autoencoder's anomaly scores and decisions, or a regression's MAE, from TFLM's outputs
+    against those from LiteRT's reference kernels on the same samples."""
+    from edge_runtime.tasks import anomaly_scores
+    from pipeline.core.stats import wilson
+
+    shape = (len(x), -1)
+    tflm, reference = both["tflm"].reshape(shape), both["reference"].reshape(shape)
+    if task == "regression":
+        mae = [float(np.mean(np.abs(o - np.asarray(y, np.float64).reshape(shape)))) for o in (reference, tflm)]
+        return {"mae": mae[1], "reference_mae": mae[0], "metric_drop": (mae[1] - mae[0]) / max(mae[0], 1e-12)}
+    scores = [anomaly_scores(o, x) for o in (reference, tflm)]
+    relative = np.abs(scores[1] - scores[0]) / np.maximum(scores[0], 1e-12)
+    found = {"score_max_relative_difference": float(np.max(relative))}
+    if threshold is not None:
+        same = (scores[0] > threshold) == (scores[1] > threshold)
+        found.update(decision_agreement=float(same.mean()),
+                     decision_agreement_ci95=list(wilson(int(same.sum()), len(same))))
+    return found
+
+
 def micro_check(path: Path, x_test, y_test, verified, task: str, rules, options: VerifyOptions,
-           seed: int = 0) -> dict:
+                seed: int = 0, threshold: float | None = None) -> dict:
     """TFLM parity and memory of one integer TFLite artifact, with its gates: agreement with
     LiteRT, and the RAM/flash budgets when given. A model TFLM cannot run fails only when a
     budget says a microcontroller is the target."""
@@ -122,6 +143,9 @@ def micro_check(path: Path, x_test, y_test, verified, task: str, rules, options:
         micro["top1_agreement_ci95"] = list(wilson(round(micro["top1_agreement"] * micro["samples"]), micro["samples"]))
     micro["test_samples"] = {"checked": int(len(picked)), "of": int(len(x_test)),
                              "seed": seed if len(picked) < len(x_test) else None}
+    both = micro.pop("outputs")
+    if task != "classifier":  # the task's own figures: TFLM's against LiteRT's reference kernels'
+        micro.update(_micro_task(task, both, x_test[picked], None if y_test is None else y_test[picked], threshold))
     gates = {f"tflm_{metric}": result for metric, result in apply_gates(micro, rules).items()}
     measured = {"ram_kb": micro["arena_bytes"], "flash_kb": micro["flash_bytes"]}
     for name, budget in budgets.items():

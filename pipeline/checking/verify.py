@@ -22,6 +22,7 @@ from pipeline.config.gates import VerifyOptions
 from pipeline.core import rundir
 from pipeline.core.errors import ParityError, UsageError
 from pipeline.core.fsutil import write_json
+from pipeline.core.tasks import compare, evaluate, metric_name, roc_points
 from pipeline.data.context import RunContext
 from pipeline.formats.kinds import GPU_DELEGATE_MODES, MODEL, PRUNED_MODEL, mode_spec
 
@@ -30,6 +31,8 @@ def verify(run: str | Path | None, options: VerifyOptions) -> dict:
     options.validate()
     gates = options.resolved_gates()
     with RunContext.locked(run) as context:
+        if context.task != "classifier":
+            gates = options.resolved_gates(context.task)
         report = _verify_locked(context, options, gates)
         path = write_json(context.run_dir / "verify.json", report)
         rundir.update_manifest(context.run_dir, "verify", artifacts=[path])
@@ -56,6 +59,7 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
                          f"or `pipeline convert` first")
     check_fresh(context.run_dir, paths)
     x_test, y_test = context.dataset.split("test")
+    groups = context.dataset.groups_test
     references: dict[str, np.ndarray] = {}
     outputs: dict[str, np.ndarray] = {}
     rows = []
@@ -69,7 +73,7 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
         # As the device sees it: raw test samples through the sidecar's own preprocessing.
         outputs[path.name], inference = _artifact_predict(path, raw_test, found, context.preprocessing, context.seed)
         rows.append(_verify_artifact(context, path, found, sidecar, source, references[source],
-                                     outputs[path.name], gates, options, (x_test, y_test)))
+                                     outputs[path.name], gates, options, (x_test, y_test, groups)))
         rows[-1]["inference"] = inference
     for row, path in zip(rows, paths):
         if path.suffix == ".ort":  # the same graph as its .onnx: ONNX Runtime must agree with itself
@@ -79,14 +83,12 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
         lost = any(not row["gates"][m]["passed"] for m in gates["quantized"] if m in row["gates"])
         if row["gate_kind"] == "quantized" and path.suffix != ".ort" and (options.explain or lost):
             row["explain"] = _explain(context, path, x_test, options.explain_top)
-    keras_metrics = {source: task_metric(ref, y_test, x_test, context.task)
-                     for source, ref in references.items()}
     report = {
         "passed": all(r["passed"] for r in rows),
         "task": context.task,
-        "metric": "accuracy" if context.task == "classifier" else "reconstruction_mse",
+        "metric": metric_name(context.task, y_test),
         "test_samples": int(len(y_test)),
-        "keras": keras_metrics,
+        "keras": _keras_metrics(context, references, x_test, y_test, groups),
         "gates": {kind: {m: {"op": op, "threshold": t} for m, (op, t) in rules.items()}
                   for kind, rules in gates.items()},
         "artifacts": rows,
@@ -99,8 +101,11 @@ def _verify_locked(context: RunContext, options: VerifyOptions, gates) -> dict:
 def _verify_artifact(context: RunContext, path: Path, found: dict | None, sidecar: dict, source: str,
                      reference, output, gates, options: VerifyOptions, test) -> dict:
     """One artifact's row: its metrics against Keras, its gates, and TFLite Micro's view."""
-    x_test, y_test = test
-    row = _compare(path, sidecar, reference, output, x_test, y_test, context.task)
+    x_test, y_test, groups = test
+    if context.task == "classifier":
+        row = _compare(path, sidecar, reference, output, x_test, y_test, context.task)
+    else:
+        row = _compare_task(context, path, sidecar, source, reference, output, test)
     row["source_model"] = source
     if row["gate_kind"] == "qat":  # judged against the fake-quant model it was converted from
         row.update(_fake_quant_parity(context, found, source, output, x_test))
@@ -118,12 +123,51 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
         if sidecar.get("mode") in GPU_DELEGATE_MODES:
             row["gpu_delegate"] = gpu_delegate(path)
     if runs_on_micro(path, sidecar["mode"]):
-        row.update(micro_check(path, x_test, y_test, output, context.task, gates["micro"], options, context.seed))
+        row.update(micro_check(path, x_test, y_test, output, context.task, gates["micro"], options, context.seed,
+                               row.get("threshold")))
         row["gates"].update(row.pop("micro_gates"))
     for gate in row["gates"].values():  # exact checks (sidecar, budgets): the verdict is the result
         gate.setdefault("verdict", "pass" if gate["passed"] else "fail")
     row["passed"] = all(g["passed"] for g in row["gates"].values())
     return row
+
+
+def _keras_metrics(context: RunContext, references: dict, x_test, y_test, groups) -> dict:
+    """Each Keras source's test metric: a classifier's accuracy (a number, as before); another
+    task's metric with its interval (an autoencoder's AUC also with its ROC curve)."""
+    if context.task == "classifier":
+        return {source: task_metric(ref, y_test, x_test, context.task) for source, ref in references.items()}
+    found = {}
+    for source, reference in references.items():
+        found[source] = evaluate(context.task, reference, x_test, y_test, groups)
+        if found[source]["metric"] == "auc":
+            found[source]["roc"] = roc_points(reference, x_test, y_test, groups)
+    return found
+
+
+def _compare_task(context: RunContext, path: Path, sidecar: dict, source: str, reference, output, test) -> dict:
+    """An autoencoder's or a regression's artifact against its Keras source: the task's metric
+    with intervals, its drop with a paired interval, output error; an autoencoder's decisions at
+    the threshold its sidecar carries (or the one its source model gives, for a foreign file)."""
+    x_test, y_test, groups = test
+    mode = sidecar["mode"]
+    threshold = None
+    if context.task == "reconstruction":
+        anomaly = sidecar.get("anomaly") if isinstance(sidecar.get("anomaly"), dict) else None
+        value = (anomaly or {}).get("threshold")
+        threshold = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else context.task_output(context.run_dir / source)["anomaly"]["threshold"]
+    compared = compare(context.task, reference, output, x_test, y_test, groups, threshold)
+    error = np.abs(output.astype(np.float64) - reference)
+    if compared["metric"] == "auc":
+        compared["roc"] = roc_points(output, x_test, y_test, groups)
+    return {
+        "artifact": path.name, "format": path.suffix.lstrip("."), "mode": mode,
+        "gate_kind": mode_spec(mode).gate_kind if mode_spec(mode) else "quantized",
+        **compared, "top1_agreement": None,
+        "max_abs_error": float(error.max()), "mean_abs_error": float(error.mean()),
+        "sqnr_db": sqnr_db(reference, output), "size_bytes": path.stat().st_size,
+    }
 
 
 def _fake_quant_parity(context: RunContext, sidecar: dict | None, source: str, output, x_test) -> dict:

@@ -68,6 +68,11 @@ def _describe_micro(micro: dict) -> str:
     if micro["accuracy"] is not None:
         parts.append(f"accuracy {micro['accuracy']:.2%}, top-1 agreement {micro['top1_agreement']:.2%} "
                      f"with LiteRT's reference kernels ({micro['top1_agreement_xnnpack']:.2%} with XNNPACK)")
+    if micro.get("decision_agreement") is not None:
+        parts.append(f"anomaly decisions agree {micro['decision_agreement']:.2%} with LiteRT's reference kernels, "
+                     f"scores within {micro['score_max_relative_difference']:.2%}")
+    if micro.get("mae") is not None:
+        parts.append(f"MAE {micro['mae']:.4g} (LiteRT's reference kernels {micro['reference_mae']:.4g})")
     parts.append(f"largest output difference {micro['max_output_difference']:g} "
                  f"{micro['output_difference_unit']}")
     parts.append(f"arena {micro['arena_bytes']:,} B, flash {micro['flash_bytes']:,} B")
@@ -86,13 +91,15 @@ def _print_verify_table(report: dict) -> None:
     typer.echo(f"{'artifact':28s} {'mode':8s} {metric:>10s} {'95% interval':>15s} {'Δ':>8s} {'95% interval':>17s} "
                f"{'agree':>7s} {'95% interval':>15s} {'max err':>9s} {'SQNR dB':>8s}  gates (? inconclusive)")
     for row in report["artifacts"]:
-        agreement = "-" if row["top1_agreement"] is None else f"{row['top1_agreement']:.2%}"
+        agreed = "top1_agreement" if row.get("top1_agreement") is not None else "decision_agreement"
+        agreement = "-" if row.get(agreed) is None else f"{row[agreed]:.2%}"
         gates = " ".join(f"{'?' if g.get('verdict') == 'inconclusive' else '✓' if g['passed'] else '✗'}{name}"
                          for name, g in row["gates"].items())
         typer.echo(f"{row['artifact']:28s} {row['mode']:8s} {row['metric_value']:10.4f} "
-                   f"{_interval(row.get('accuracy_ci95')):>15s} {0.0 - row['metric_drop']:+8.4f} "
+                   f"{_interval(row.get('accuracy_ci95') or row.get('metric_ci95')):>15s} "
+                   f"{0.0 - row['metric_drop']:+8.4f} "
                    f"{_interval(row.get('metric_drop_ci95'), negate=True):>17s} {agreement:>7s} "
-                   f"{_interval(row.get('top1_agreement_ci95')):>15s} {row['max_abs_error']:9.2e} "
+                   f"{_interval(row.get(f'{agreed}_ci95')):>15s} {row['max_abs_error']:9.2e} "
                    f"{row['sqnr_db']:8.1f}  {gates}")
         for layer in (row.get("explain") or {}).get("worst_layers", []):
             measure = ", ".join(f"{k} {v:.3g}" for k, v in layer.items()
@@ -102,6 +109,12 @@ def _print_verify_table(report: dict) -> None:
             typer.echo(f"    hint: {hint}")
         if row.get("micro"):
             typer.echo(f"    {_describe_micro(row['micro'])}")
+    for source, keras in report.get("keras", {}).items():
+        if isinstance(keras, dict):  # a task beyond classification: its metric with its interval
+            typer.echo(f"Keras {source}: {keras['metric']} {keras['value']:.4f} {_interval(keras.get('ci95'))}"
+                       + (f", partial AUC (FPR <= {keras['partial_auc_max_fpr']:g}) {keras['partial_auc']:.4f}"
+                          if "partial_auc" in keras else "")
+                       + (f", RMSE {keras['rmse']:.4g}" if "rmse" in keras else ""))
     for pair in report.get("cross_runtime", []):
         typer.echo(f"{pair['tflite']} vs {pair['onnx']}: top-1 agreement {pair['top1_agreement']:.2%}, "
                    f"max diff {pair['max_abs_difference']:.2e}")

@@ -22,6 +22,39 @@ DEFAULT_GATES: dict[str, dict[str, tuple[str, float]]] = {
 }
 
 
+# A model that is not a classifier has no top-1 answer: its gates instead. An autoencoder's
+# metric_drop is the AUC lost (the relative rise of its mean error without labels) and its
+# anomaly decisions must agree with Keras's at the sidecar's threshold; a regression's is the
+# relative MAE rise, and its outputs' SQNR against Keras's bounds the output error. TFLite
+# Micro: its outputs within one quantization step of LiteRT's reference kernels.
+# float16's output error is judged relative to the outputs (SQNR), not in absolute units.
+# An int8 autoencoder's decisions flip for test samples whose score lies within quantization
+# noise of the threshold (measured: 97.5% agreement on digits-anomaly:0 with an AUC drop of
+# 0.006): the AUC drop is the primary gate, the decisions' agreement a floor at 95%.
+TASK_GATES: dict[str, dict[str, dict[str, tuple[str, float]]]] = {
+    "reconstruction": {"float16": {"sqnr_db": (">=", 40.0)},
+                       "quantized": {"metric_drop": ("<=", 0.01), "decision_agreement": (">=", 0.95)},
+                       "qat": {"metric_drop": ("<=", 0.01)},
+                       "micro": {"decision_agreement": (">=", 0.99)}},
+    "regression": {"float16": {"sqnr_db": (">=", 40.0)},
+                   "quantized": {"metric_drop": ("<=", 0.05), "sqnr_db": (">=", 20.0)},
+                   "qat": {"metric_drop": ("<=", 0.05)},
+                   "micro": {"metric_drop": ("<=", 0.01)}},
+}
+
+
+def default_gates(task: str = "classifier") -> dict[str, dict[str, tuple[str, float]]]:
+    """The default gates per artifact kind for a model of ``task``."""
+    gates = {kind: dict(rules) for kind, rules in DEFAULT_GATES.items()}
+    if task == "classifier":
+        return gates
+    for kind, rules in gates.items():
+        dropped = ("top1_agreement", "fake_quant_agreement") + (("max_abs_error",) if kind == "float16" else ())
+        kept = {m: rule for m, rule in rules.items() if m not in dropped}
+        gates[kind] = {**kept, **TASK_GATES[task].get(kind, {})}
+    return gates
+
+
 @dataclass
 class VerifyOptions:
     """``verify``: the config file's gate overrides, and what one invocation checks."""
@@ -42,10 +75,10 @@ class VerifyOptions:
         check("max_flash_kb", self.max_flash_kb, label="--flash-kb")
         self.resolved_gates()
 
-    def resolved_gates(self) -> dict[str, dict[str, tuple[str, float]]]:
+    def resolved_gates(self, task: str = "classifier") -> dict[str, dict[str, tuple[str, float]]]:
         from pipeline.core.errors import unknown_name
 
-        gates = {kind: dict(rules) for kind, rules in DEFAULT_GATES.items()}
+        gates = default_gates(task)
         if not isinstance(self.gates, dict):
             raise UsageError(f"verify.gates must be a table of gate kinds, got {self.gates!r}")
         for kind, overrides in self.gates.items():
@@ -66,6 +99,7 @@ GATE_METRICS: dict[str, tuple[str, float, float]] = {
     "max_abs_error": ("<=", 0.0, math.inf), "mean_abs_error": ("<=", 0.0, math.inf),
     "metric_drop": ("<=", 0.0, math.inf), "top1_agreement": (">=", 0.0, 1.0),
     "fake_quant_agreement": (">=", 0.0, 1.0), "sqnr_db": (">=", -math.inf, math.inf),
+    "decision_agreement": (">=", 0.0, 1.0), "max_output_difference": ("<=", 0.0, math.inf),
 }
 
 

@@ -139,7 +139,7 @@ def threshold_for(val_outputs, x_val) -> dict[str, Any]:
     scores = anomaly_scores(val_outputs, x_val)
     if not len(scores):
         raise TaskError("the validation split is empty: an anomaly threshold is chosen on it (--val-fraction > 0)")
-    return {"value": float(np.quantile(scores, THRESHOLD_QUANTILE)), "score": "mean squared reconstruction error",
+    return {"threshold": float(np.quantile(scores, THRESHOLD_QUANTILE)), "score": "mean squared reconstruction error",
             "rule": f"anomaly when the score is above the {THRESHOLD_QUANTILE:.0%} quantile of the validation "
                     f"split's scores ({len(scores)} normal samples)"}
 

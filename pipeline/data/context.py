@@ -100,6 +100,26 @@ class RunContext:
         # train.json included) is a file like any other and never grants trust.
         return float32_copy(load_model(self.model_path(pruned)))
 
+    @functools.cached_property
+    def thresholds(self) -> dict[str, dict]:
+        return {}
+
+    def task_output(self, source: Path | str) -> dict:
+        """What a device needs beyond class names to read the outputs of a model made from
+        ``source``: an autoencoder's anomaly score and threshold (chosen on the validation
+        split, normal samples, with that model), under ``anomaly``; nothing for other tasks."""
+        if self.task != "reconstruction":
+            return {}
+        from pipeline.core.tasks import threshold_for
+        from pipeline.formats.kinds import PRUNED_MODEL
+
+        name = Path(source).name
+        if name not in self.thresholds:
+            x_val, _ = self.dataset.split("val")
+            outputs = self.load_model(pruned=name == PRUNED_MODEL).predict(x_val, batch_size=256, verbose=0)
+            self.thresholds[name] = threshold_for(outputs, x_val)
+        return {"anomaly": self.thresholds[name]}
+
     def calibration(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``count`` training samples drawn with the run's seed: ``(indices, model-ready x)``
         (only those samples are preprocessed)."""

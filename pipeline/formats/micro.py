@@ -128,6 +128,8 @@ def micro_parity(path: Path, x_model: np.ndarray, y: np.ndarray | None,
         "recorded_arena_bytes": result.recorded_arena_bytes,
         "flash_bytes": result.flash_bytes,
         "samples": int(len(feeds)),
+        # both sides' outputs as floats, for a task's own comparison (not recorded)
+        "outputs": {"tflm": dequantize(tflm, runner.outputs[0]), "reference": dequantize(reference, runner.outputs[0])},
     }
 
 
