@@ -95,6 +95,12 @@ def sidecar_problems(sidecar: dict[str, Any]) -> list[str]:
     for key in ("options", "source_model", "calibration", "versions"):
         if sidecar.get(key) is not None and not isinstance(sidecar[key], dict):
             problems.append(f"{key} must be an object")
+    anomaly = sidecar.get("anomaly")
+    if anomaly is not None:
+        threshold = anomaly.get("threshold") if isinstance(anomaly, dict) else None
+        if not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                and threshold >= 0 and threshold < float("inf")):
+            problems.append("anomaly.threshold must be a finite number >= 0")
     return problems
 
 

@@ -90,10 +90,28 @@ def _predict(args) -> dict:
     inputs = check_samples(_load_array(args.inputs), str(args.inputs))
     runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack, isolate=args.isolate)
     outputs = runner.predict(inputs, raw=args.raw)
+    task = runner.sidecar.get("task")
+    if task in ("reconstruction", "autoencoder"):
+        scores = _anomaly_scores(runner, inputs, outputs, args.raw)
+        threshold = (runner.sidecar.get("anomaly") or {}).get("threshold")
+        return {"task": "reconstruction", "anomaly_score": scores.tolist(), "threshold": threshold,
+                "anomaly": None if threshold is None else [bool(s > threshold) for s in scores]}
+    if task == "regression":
+        return {"task": "regression", "values": outputs.reshape(len(outputs), -1).tolist()}
     names = _class_names(runner, outputs)
     top1 = outputs.reshape(len(outputs), -1).argmax(1)
     return {"outputs": outputs.tolist(), "top1": top1.tolist(),
             "labels": [names[i] for i in top1] if names and outputs.ndim == 2 else None}
+
+
+def _anomaly_scores(runner, inputs: np.ndarray, outputs: np.ndarray, raw: bool) -> np.ndarray:
+    """Each sample's reconstruction error against the model input it was given (the raw
+    samples through the sidecar's preprocessing, as the model saw them)."""
+    from edge_runtime.preprocessing import apply_preprocessing
+    from edge_runtime.tasks import anomaly_scores
+
+    fed = apply_preprocessing(inputs, runner.sidecar.get("preprocessing")) if raw else inputs
+    return anomaly_scores(outputs, fed)
 
 
 def _eval(args) -> dict:
@@ -103,6 +121,8 @@ def _eval(args) -> dict:
     x = check_samples(_load_array(args.inputs, "x"), f"{args.inputs}:x")
     y = _load_array(args.inputs, "y")
     runner = load(args.model, threads=args.threads, xnnpack=not args.no_xnnpack, isolate=args.isolate)
+    if runner.sidecar.get("task") in ("reconstruction", "autoencoder", "regression"):
+        return _eval_task(args, runner, x, y)
     dims = runner.outputs[0].shape[1:]
     classes = int(np.prod(dims)) if all(isinstance(d, int) and d > 0 for d in dims) else None
     y = check_labels(y, classes, f"{args.inputs}:y")
@@ -112,6 +132,31 @@ def _eval(args) -> dict:
     predicted = outputs.reshape(len(outputs), -1).argmax(1)
     return {"model": str(args.model), "samples": int(len(y)),
             "accuracy": float(np.mean(predicted == y)), "stateful_reset": runner.stateful}
+
+
+def _eval_task(args, runner, x: np.ndarray, y: np.ndarray) -> dict:
+    """An autoencoder's ROC AUC (labels 0 normal, 1 anomalous) with DeLong's interval; a
+    regression's MAE, with its interval."""
+    from edge_runtime.tasks import TaskError, auc_interval, check_scores, delong, mean_interval
+
+    y = np.asarray(y)
+    if y.dtype.kind not in "fiub" or len(y) != len(x) or not np.all(np.isfinite(y)):
+        raise InputError(f"{args.inputs}:y must hold one finite number per input ({len(x)}), "
+                         f"got {y.dtype}{list(y.shape)}")
+    outputs = runner.predict(x, raw=args.raw)
+    found = {"model": str(args.model), "samples": int(len(x)), "task": runner.sidecar["task"]}
+    try:
+        if runner.sidecar["task"] == "regression":
+            errors = np.abs(outputs.reshape(len(x), -1).astype(np.float64) - y.reshape(len(x), -1)).mean(axis=1)
+            return {**found, "mae": float(errors.mean()), "mae_ci95": mean_interval(errors)}
+        if not np.all(np.isin(y, (0, 1))):
+            raise InputError(f"{args.inputs}:y must hold anomaly labels 0 (normal) or 1 (anomalous)")
+        scores = _anomaly_scores(runner, x, outputs, args.raw)
+        check_scores(scores)
+        aucs, covariance = delong(scores, y.astype(np.int64))
+    except TaskError as exc:
+        raise InputError(f"{args.inputs}: {exc}") from None
+    return {**found, "auc": float(aucs[0]), "auc_ci95": auc_interval(aucs[0], covariance[0, 0])}
 
 
 def _class_names(runner, outputs: np.ndarray) -> list[str]:
@@ -144,7 +189,10 @@ def _print_human(command: str, result: dict) -> None:
                   f"p50 {row['p50_ms']:.3f} ms, p90 {row['p90_ms']:.3f} ms, p99 {row['p99_ms']:.3f} ms, "
                   f"{row['throughput_per_s']:.0f}/s ({row['method']['runs']} runs)")
     elif command == "eval":
-        print(f"accuracy {result['accuracy']:.4f} on {result['samples']} samples")
+        metric = next(m for m in ("accuracy", "auc", "mae") if m in result)
+        interval = result.get(f"{metric}_ci95")
+        print(f"{metric} {result[metric]:.4f} on {result['samples']} samples"
+              + (f" (95% interval {interval[0]:.4f} to {interval[1]:.4f})" if interval else ""))
     elif command == "info":
         _print_info(result)
     else:
@@ -152,7 +200,17 @@ def _print_human(command: str, result: dict) -> None:
 
 
 def _print_predictions(result: dict) -> None:
-    """One line a sample: the top class and its score, or the output values of a regressor."""
+    """One line a sample: the top class and its score; an autoencoder's anomaly score and
+    decision; a regression's values."""
+    if "anomaly_score" in result:
+        for i, score in enumerate(result["anomaly_score"]):
+            decision = "" if result["anomaly"] is None else ("  anomaly" if result["anomaly"][i] else "  normal")
+            print(f"{i}: score {score:.5g}{decision}")
+        return
+    if "values" in result:
+        for i, values in enumerate(result["values"]):
+            print(f"{i}: " + " ".join(f"{v:.5g}" for v in values[:8]) + (" …" if len(values) > 8 else ""))
+        return
     for i, (output, top1) in enumerate(zip(result["outputs"], result["top1"])):
         values = np.asarray(output, dtype=np.float64).reshape(-1)
         if result["labels"] is not None:

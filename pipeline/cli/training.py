@@ -72,7 +72,7 @@ def train(
     result = run_training(run or out, TrainOptions(**given), resume=resume, given=set(given),
                           verbose=0 if quiet else 2)
     accuracy = result.metrics["test_accuracy"]
-    score = (f"test accuracy {accuracy:.4f}" if accuracy is not None
+    score = (task_score(result.metrics) if accuracy is not None or "test_metric" in result.metrics
              else f"test loss {result.metrics['test_loss']:.5f}")
     first, steady = result.metrics["first_epoch_seconds"], result.metrics["samples_per_second"]
     speed = f" (first epoch {first:.1f}s, then {steady:,.0f} samples/s)" if steady else ""
@@ -93,6 +93,9 @@ def import_command(
     ] = DEFAULTS.data.val_fraction,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory to create (default: runs/<model>-<dataset>-<time>).")] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="classifier, reconstruction (an autoencoder) or regression (default: detected from the "
+             "model's output shape and the data set's labels).", show_default=False)] = None,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -100,5 +103,14 @@ def import_command(
     from pipeline.training.import_model import import_model
 
     run_dir, metrics = import_model(model, dataset=dataset, seed=seed, image_size=image_size,
-                                    val_fraction=val_fraction, unsafe=unsafe, out=out)
-    typer.echo(f"test accuracy {metrics['test_accuracy']:.4f} → {run_dir}")
+                                    val_fraction=val_fraction, unsafe=unsafe, out=out, task=task)
+    typer.echo(f"{metrics['task']}: {task_score(metrics)} → {run_dir}")
+
+
+def task_score(metrics: dict) -> str:
+    """A run's test figure as one phrase: accuracy, or the task's metric with its interval."""
+    scored = metrics.get("test_metric")
+    if isinstance(scored, dict):
+        low, high = scored["ci95"]
+        return f"test {scored['metric']} {scored['value']:.4f} (95% interval {low:.4f} to {high:.4f})"
+    return f"test accuracy {metrics['test_accuracy']:.4f}"

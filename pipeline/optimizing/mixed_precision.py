@@ -72,9 +72,14 @@ class Validation:
         self.keras_metric = self._metric(self.reference)
 
     def _metric(self, outputs) -> float:
+        """Accuracy; a regression's MAE; an autoencoder's mean anomaly score (its validation
+        split is normal data: no AUC there, the rise of the normal samples' error instead)."""
         if self.task == "classifier":
             return float(np.mean(outputs.argmax(-1) == self.y))
-        return float(np.mean((outputs - self.x) ** 2))
+        target = self.y if self.task == "regression" else self.x
+        return float(np.mean(np.abs(outputs.reshape(len(outputs), -1).astype(np.float64)
+                                    - np.asarray(target, np.float64).reshape(len(outputs), -1))
+                             ** (1 if self.task == "regression" else 2)))
 
     def score(self, content: bytes, suffix: str = ".tflite", rules: dict | None = None) -> Score:
         """``rules``: the gates it is held to (default: every gate of quantized artifacts)."""
@@ -85,7 +90,8 @@ class Validation:
             path.write_bytes(content)
             outputs = load(path).predict(self.x).reshape(self.reference.shape)
         metric = self._metric(outputs)
-        drop = self.keras_metric - metric if self.task == "classifier" else metric - self.keras_metric
+        drop = (self.keras_metric - metric if self.task == "classifier"  # else a relative rise, as verify's
+                else (metric - self.keras_metric) / max(self.keras_metric, 1e-12))
         agreement = (float(np.mean(outputs.argmax(-1) == self.reference.argmax(-1)))
                      if self.task == "classifier" else None)
         values = {"metric_drop": drop, "top1_agreement": agreement}

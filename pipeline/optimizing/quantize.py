@@ -152,7 +152,7 @@ def _integer_only(context: RunContext, options: QuantizeOptions, model, samples,
             raise UsageError("integer-only recovery scores int8 on the validation split, and this run has none: "
                              "train or import with a validation fraction above 0")
         return {"status": "skipped: no validation split", "integer_only": True}
-    rules = VerifyOptions(gates=options.gates).resolved_gates()["quantized"]
+    rules = VerifyOptions(gates=options.gates).resolved_gates(context.task)["quantized"]
     validation = Validation(model, x_val, y_val, context.task, rules)
     full = (context.run_dir / quant_mode("int8").file(options.pruned)).read_bytes()
     baseline = validation.score(full)
@@ -217,7 +217,7 @@ def recovery_stage(context: RunContext, recover: bool | None, gates: dict, mixed
     x_val, y_val = context.dataset.split("val")
     if len(x_val) == 0 and recover is None:
         return {"status": "skipped: no validation split"}
-    rules = VerifyOptions(gates=gates).resolved_gates()["quantized"]
+    rules = VerifyOptions(gates=gates).resolved_gates(context.task)["quantized"]
     valid_inputs = input_range(context.preprocessing, (x for x, _ in context.dataset.chunks("train")))
     result = attempt(x_val, y_val, rules, valid_inputs)
     summary = {"needed": result.needed, "validation_samples": int(len(x_val)),

@@ -15,7 +15,7 @@ from pipeline.formats.kinds import MODEL
 
 def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
                  image_size: int | None = None, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2, unsafe: bool = False,
+                 test_fraction: float = 0.2, unsafe: bool = False, task: str | None = None,
                  out: str | os.PathLike | None = None,
                  runs_root: str | os.PathLike = rundir.DEFAULT_RUNS_ROOT):
     """Load ``model_path`` (.keras, Keras 2 .h5, SavedModel), check it against the data set,
@@ -24,33 +24,48 @@ def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
     from pipeline.core.backend import import_keras
     from pipeline.core.limits import check
     from pipeline.core.modelio import check_class_count, check_input_shape, float32_copy, load_model, save_model
+    from pipeline.core.tasks import TaskError, evaluate, normalize_task
     from pipeline.data.loaders import load_dataset
 
     check("seed", seed)
     check("image_size", image_size)
     check("val_fraction", val_fraction)
+    if task is not None:
+        try:
+            task = normalize_task(task)
+        except TaskError as exc:
+            raise ModelError(f"--task: {exc}") from None
     import_keras()
-    data = load_dataset(dataset, seed=seed, image_size=image_size, val_fraction=val_fraction,
-                        test_fraction=test_fraction)
     model = float32_copy(load_model(model_path, unsafe=unsafe))
+    task = task or detect_task(model, dataset, str(model_path))
+    data = load_dataset(dataset, seed=seed, image_size=image_size, val_fraction=val_fraction,
+                        test_fraction=test_fraction, task=task)
     check_input_shape(model, data.input_shape, str(model_path))
-    check_class_count(model, data.num_classes, str(model_path))
+    if task == "classifier":
+        check_class_count(model, data.num_classes, str(model_path))
+    else:
+        check_outputs(model, data, task, str(model_path))
+    x_test, y_test = data.split("test")
+    started = time.perf_counter()
+    predictions = model.predict(x_test, batch_size=256, verbose=0)
+    seconds = time.perf_counter() - started
+    if task == "classifier" and predictions.shape[-1] != data.num_classes:
+        raise ModelError(f"{model_path} outputs {predictions.shape[-1]} values per sample, "
+                         f"the data set has {data.num_classes} classes")
+    try:  # before the run directory exists: a metric that cannot be computed writes nothing
+        scored = None if task == "classifier" else evaluate(task, predictions, x_test, y_test, data.groups_test)
+    except TaskError as exc:
+        raise ModelError(f"{model_path} on {dataset}: {exc}") from None
     run_dir = rundir.new_run_dir(Path(model_path).stem, dataset, out, runs_root)
     with rundir.locked(run_dir):
         rundir.supersede(run_dir)
-        x_test, y_test = data.split("test")
-        started = time.perf_counter()
-        predictions = model.predict(x_test, batch_size=256, verbose=0)
-        seconds = time.perf_counter() - started
-        if predictions.shape[-1] != data.num_classes:
-            raise ModelError(f"{model_path} outputs {predictions.shape[-1]} values per sample, "
-                             f"the data set has {data.num_classes} classes")
         saved = save_model(model, run_dir / MODEL)
         config = TrainOptions(model=str(model_path), dataset=dataset, seed=seed, image_size=image_size,
                              val_fraction=val_fraction, test_fraction=test_fraction, unsafe=unsafe)
         metrics = {
-            "model": str(model_path), "task": "classifier", "imported_from": str(model_path),
-            "test_accuracy": float(np.mean(predictions.argmax(-1) == y_test)),
+            "model": str(model_path), "task": task, "imported_from": str(model_path),
+            "test_accuracy": float(np.mean(predictions.argmax(-1) == y_test)) if task == "classifier" else None,
+            **({"test_metric": scored} if scored else {}),
             "test_loss": None, "epochs_run": 0, "train_seconds": 0.0,
             "samples_per_second": round(len(x_test) / seconds, 1) if seconds else None,
             "backend": "tensorflow", "devices": [], "params": int(model.count_params()),
@@ -61,3 +76,50 @@ def import_model(model_path: str | os.PathLike, *, dataset: str, seed: int = 0,
                                dataset=dataset, dataset_sha256=metrics["data"]["sha256"])
     rundir.point_latest(run_dir, runs_root)
     return run_dir, metrics
+
+
+def detect_task(model, dataset: str, where: str) -> str:
+    """The task of a model given without ``--task``: an output shaped like its input
+    reconstructs it; float targets in the data set (not whole numbers) mean a regression; whole
+    labels a classifier. Where both readings fit, one error line asks for ``--task``."""
+    inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+    floats = _float_targets(dataset)
+    if inputs == outputs:
+        if floats is False and len(outputs) == 1:
+            raise ModelError(f"{where} outputs as many values as it takes ({outputs[0]}), and the data set has class "
+                             f"labels: pass --task reconstruction (an autoencoder) or --task classifier")
+        return "reconstruction"
+    return "regression" if floats else "classifier"
+
+
+def _float_targets(dataset: str) -> bool | None:
+    """Whether an npz data set's ``y_train`` holds targets that are not whole numbers (None:
+    not an npz, or no ``y_train``)."""
+    import zipfile
+
+    kind, _, path = dataset.partition(":")
+    if kind != "npz":
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "y_train" not in archive:
+                return None
+            y = archive["y_train"]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return None  # the loader says what is wrong with it
+    if y.dtype.kind != "f":
+        return False
+    finite = y[np.isfinite(y)]
+    return bool(y.ndim > 1 and y.shape[-1] > 1 and not np.all(np.isin(finite, (0.0, 1.0)))) or \
+        bool(finite.size and np.any(finite != np.round(finite)))
+
+
+def check_outputs(model, data, task: str, where: str) -> None:
+    """An autoencoder outputs its input's shape; a regression one value per target."""
+    outputs = tuple(model.output_shape[1:])
+    if task == "reconstruction" and int(np.prod([d or 0 for d in outputs])) != int(np.prod(data.input_shape)):
+        raise ModelError(f"{where} outputs shape {outputs}, its input is {data.input_shape}: an autoencoder "
+                         f"reconstructs its input (--task reconstruction)")
+    if task == "regression" and int(np.prod([d or 0 for d in outputs])) != data.y_train.shape[1]:
+        raise ModelError(f"{where} outputs shape {outputs} per sample, the data set has {data.y_train.shape[1]} "
+                         f"targets per sample")
