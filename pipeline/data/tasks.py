@@ -94,8 +94,8 @@ def _anomaly_labels(y, count: int, what: str) -> np.ndarray | None:
     if y.ndim != 1 or len(y) != count:
         raise DataError(f"{what} has shape {y.shape} for {count} samples: one anomaly label (0 or 1) per sample")
     if y.dtype.kind not in "fiub" or not np.all(np.isin(y, (0, 1))):
-        odd = y[~np.isin(y, (0, 1))][:1] if y.dtype.kind in "fiub" else [y.dtype]
-        raise DataError(f"{what} must hold anomaly labels 0 (normal) or 1 (anomalous), got {odd[0]!r}: "
+        odd = y[~np.isin(y, (0, 1))][0].item() if y.dtype.kind in "fiub" else f"dtype {y.dtype}"
+        raise DataError(f"{what} must hold anomaly labels 0 (normal) or 1 (anomalous), got {odd}: "
                         f"an autoencoder's labels say which samples are anomalous, not their class")
     return y.astype(np.int64)
 
