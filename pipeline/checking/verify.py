@@ -151,13 +151,13 @@ def _compare_task(context: RunContext, path: Path, sidecar: dict, source: str, r
     the threshold its sidecar carries (or the one its source model gives, for a foreign file)."""
     x_test, y_test, groups = test
     mode = sidecar["mode"]
-    threshold = None
+    thresholds = None
     if context.task == "reconstruction":
+        keras = context.task_output(context.run_dir / source)["anomaly"]["threshold"]
         anomaly = sidecar.get("anomaly") if isinstance(sidecar.get("anomaly"), dict) else None
         value = (anomaly or {}).get("threshold")
-        threshold = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-            else context.task_output(context.run_dir / source)["anomaly"]["threshold"]
-    compared = compare(context.task, reference, output, x_test, y_test, groups, threshold)
+        thresholds = (keras, float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else keras)
+    compared = compare(context.task, reference, output, x_test, y_test, groups, thresholds)
     error = np.abs(output.astype(np.float64) - reference)
     if compared["metric"] == "auc":
         compared["roc"] = roc_points(output, x_test, y_test, groups)

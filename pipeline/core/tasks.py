@@ -93,10 +93,12 @@ def evaluate(task: str, outputs, x, y, groups=None) -> dict[str, Any]:
             "scored": "per group" if groups is not None else "per sample", "scored_count": int(len(scores))}
 
 
-def compare(task: str, reference, output, x, y, groups=None, threshold: float | None = None) -> dict[str, Any]:
+def compare(task: str, reference, output, x, y, groups=None,
+            thresholds: tuple[float, float] | None = None) -> dict[str, Any]:
     """An artifact's outputs against its Keras source's on the same test samples: both
     metrics, the drop (positive = worse: AUC lost, relative MAE or MSE rise) with a paired 95%
-    interval, and where a threshold decides anomalies, how often the two decisions agree."""
+    interval, and where ``thresholds`` (the source's, the artifact's) decide anomalies, how
+    often the two decisions agree."""
     keras, found = evaluate(task, reference, x, y, groups), evaluate(task, output, x, y, groups)
     row: dict[str, Any] = {"metric": found["metric"], "metric_value": found["value"],
                            "keras_metric_value": keras["value"], "metric_ci95": found["ci95"],
@@ -119,11 +121,11 @@ def compare(task: str, reference, output, x, y, groups=None, threshold: float | 
         low, high = mean_interval(per_sample[1] - per_sample[0])
         row.update(metric_drop=float((per_sample[1].mean() - per_sample[0].mean()) / base),
                    metric_drop_ci95=[low / base, high / base], metric_drop_method="relative rise, paired")
-    if task == "reconstruction" and threshold is not None:
+    if task == "reconstruction" and thresholds is not None:
         from pipeline.core.stats import wilson
 
-        same = decide(anomaly_scores(reference, x), threshold) == decide(anomaly_scores(output, x), threshold)
-        row.update(decision_agreement=float(same.mean()), threshold=threshold,
+        same = decide(anomaly_scores(reference, x), thresholds[0]) == decide(anomaly_scores(output, x), thresholds[1])
+        row.update(decision_agreement=float(same.mean()), threshold=thresholds[1], keras_threshold=thresholds[0],
                    decision_agreement_ci95=list(wilson(int(same.sum()), len(same))))
     return row
 

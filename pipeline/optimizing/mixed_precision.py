@@ -90,8 +90,15 @@ class Validation:
             path.write_bytes(content)
             outputs = load(path).predict(self.x).reshape(self.reference.shape)
         metric = self._metric(outputs)
-        drop = (self.keras_metric - metric if self.task == "classifier"  # else a relative rise, as verify's
-                else (metric - self.keras_metric) / max(self.keras_metric, 1e-12))
+        if self.task == "classifier":
+            drop = self.keras_metric - metric
+        elif self.task == "regression":  # a relative rise, as verify's
+            drop = (metric - self.keras_metric) / max(self.keras_metric, 1e-12)
+        else:  # normal samples only: how far the anomaly scores moved, relative (a lower score is no gain)
+            from edge_runtime.tasks import anomaly_scores
+
+            moved = np.abs(anomaly_scores(outputs, self.x) - anomaly_scores(self.reference, self.x))
+            drop = float(moved.mean() / max(float(anomaly_scores(self.reference, self.x).mean()), 1e-12))
         agreement = (float(np.mean(outputs.argmax(-1) == self.reference.argmax(-1)))
                      if self.task == "classifier" else None)
         values = {"metric_drop": drop, "top1_agreement": agreement}
