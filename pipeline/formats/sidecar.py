@@ -58,7 +58,6 @@ def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
         "outputs": io_overrides.get("outputs") if io_overrides else [t.as_dict() for t in runner.outputs],
         "preprocessing": context.preprocessing,
         "class_names": context.preprocessing.get("class_names", []),
-        **_task_output(context, source, runner),
         "pipeline_version": __version__,
         "versions": environment()["versions"],
         "source_model": {"path": os.path.relpath(source, context.run_dir),
@@ -69,10 +68,14 @@ def write_artifact(path: Path, content: bytes, *, fmt: str, mode: str, context,
         "options": options or {},
     }
     write_json(sidecar_path(path), sidecar)
+    extra = _task_output(context, source, path)  # run as the device runs it: through its sidecar
+    if extra:
+        sidecar = {**sidecar, **extra}
+        write_json(sidecar_path(path), sidecar)
     return sidecar
 
 
-def _task_output(context, source: Path, runner) -> dict[str, Any]:
+def _task_output(context, source: Path, path: Path) -> dict[str, Any]:
     """An autoencoder artifact's anomaly threshold, chosen by the same rule as its Keras
     source's but on this artifact's own scores of the validation split: quantization shifts
     the scores, and the device must flag the chosen share of normal samples with the
@@ -80,10 +83,11 @@ def _task_output(context, source: Path, runner) -> dict[str, Any]:
     found = context.task_output(source)
     if "anomaly" not in found:
         return found
+    from edge_runtime.runner import load
     from pipeline.core.tasks import threshold_for
 
     x_val, _ = context.dataset.split("val")
-    own = threshold_for(runner.predict(x_val), x_val)
+    own = threshold_for(load(path).predict(x_val), x_val)
     return {"anomaly": {**own, "chosen_with": "this artifact's scores",
                         "keras_threshold": found["anomaly"]["threshold"]}}
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.core import schemas
 from pipeline.core.fsutil import read_json, sha256_file, write_bytes, write_json
+from pipeline.core.tasks import HIGHER_IS_BETTER
 from pipeline.device.figures import pareto
 from pipeline.running.report_plots import write_plots
 
@@ -17,6 +18,14 @@ from pipeline.running.report_plots import write_plots
 def _variants(run_dir: Path) -> list[Path]:
     found = [run_dir] + sorted(p for p in (run_dir / "variants").glob("*") if p.is_dir())
     return [v for v in found if (v / "verify.json").exists()]
+
+
+def task_line(train: dict) -> str:
+    """``test AUC 0.9907 [0.9731, 1.0000]`` from a run that is not a classifier's."""
+    scored = train.get("test_metric")
+    if not isinstance(scored, dict):
+        return "test loss " + (f"{train['test_loss']:.5f}" if isinstance(train.get("test_loss"), float) else "–")
+    return f"test {scored['metric'].upper()} {scored['value']:.4f}{_ci(scored.get('ci95'), percent=False)}"
 
 
 def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
@@ -40,11 +49,12 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
                 "artifact": artifact["artifact"], "mode": artifact["mode"], "format": artifact["format"],
                 "passed": artifact["passed"], "size_kb": artifact["size_bytes"] / 1024,
                 "metric": artifact["metric"], "value": value,
-                # higher is better for the front: accuracy as it is, a reconstruction error negated
-                "score": value if artifact["metric"] == "accuracy" else -value,
+                # higher is better for the front: accuracy or AUC as it is, an error negated
+                "score": value if HIGHER_IS_BETTER.get(artifact["metric"], False) else -value,
                 "delta": (value - base_accuracy) if base_accuracy is not None and
                          artifact["metric"] == "accuracy" else -artifact["metric_drop"],
-                "agreement": artifact["top1_agreement"],
+                "agreement": (artifact["top1_agreement"] if artifact.get("top1_agreement") is not None
+                              else artifact.get("decision_agreement")),
                 "p50_ms": timing.get("p50_ms"), "p90_ms": timing.get("p90_ms"),
                 "p50_spread_ms": timing.get("p50_spread_ms"), "p50_ci95_ms": timing.get("p50_ci95_ms"),
                 "threads": timing.get("threads"),
@@ -52,7 +62,8 @@ def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
                 "inconclusive_gates": [g for g, r in artifact["gates"].items() if r.get("verdict") == "inconclusive"],
                 # 95% intervals (verify.json): Wilson for proportions; Δ only where it is the
                 # paired drop against its own source (the base variant's Keras model)
-                "value_ci95": artifact.get("accuracy_ci95"), "agreement_ci95": artifact.get("top1_agreement_ci95"),
+                "value_ci95": artifact.get("accuracy_ci95") or artifact.get("metric_ci95"),
+                "agreement_ci95": artifact.get("top1_agreement_ci95") or artifact.get("decision_agreement_ci95"),
                 "delta_ci95": ([-artifact["metric_drop_ci95"][1], -artifact["metric_drop_ci95"][0]]
                                if variant == run_dir and artifact.get("metric_drop_ci95") else None),
                 **_micro_memory(artifact.get("micro") or {}),
@@ -153,7 +164,7 @@ def recommend(rows: list[dict], constraints: dict) -> dict | None:
         latency, size = constraints.get("max_latency_ms"), constraints.get("max_size_kb")
         ram, flash = constraints.get("max_ram_kb"), constraints.get("max_flash_kb")
         return (row["passed"] and row["pareto"]
-                and (drop is None or row["metric"] != "accuracy" or -row["delta"] <= drop + 1e-12)
+                and (drop is None or row["metric"] not in ("accuracy", "auc") or -row["delta"] <= drop + 1e-12)
                 and (latency is None or row["p50_ms"] <= latency)
                 and (size is None or row["size_kb"] <= size)
                 # a microcontroller budget: only artifacts measured on TFLM can meet it
@@ -226,6 +237,15 @@ _COLUMNS = ("Variant", "Format", "Status", "Size", "Accuracy", "Δ", "Agreement"
             "Speed-up", "TFLM arena / flash", "GPU delegate", "Pareto")
 
 
+_METRIC_LABELS = {"accuracy": "Accuracy", "auc": "AUC", "mae": "MAE", "reconstruction_mse": "Reconstruction MSE"}
+
+
+def _columns(rows: list[dict]) -> tuple[str, ...]:
+    """The table's columns, its metric column named for the run's task."""
+    metric = rows[0]["metric"] if rows else "accuracy"
+    return tuple(_METRIC_LABELS.get(metric, metric) if c == "Accuracy" else c for c in _COLUMNS)
+
+
 def _cells(row: dict) -> list[str]:
     def number(value, fmt):
         return "–" if value is None else format(value, fmt)
@@ -234,9 +254,9 @@ def _cells(row: dict) -> list[str]:
         status += " (? " + ", ".join(row["inconclusive_gates"]) + ")"
     name = row["artifact"] + (" ★ recommended" if row["recommended"] else "")
     value = (f"{row['value'] * 100:.2f}%{_ci(row.get('value_ci95'))}" if row["metric"] == "accuracy"
-             else f"{row['value']:.5f}")
+             else f"{row['value']:.4f}{_ci(row.get('value_ci95'), percent=False)}")
     delta = (f"{row['delta'] * 100:+.2f} pt{_ci(row.get('delta_ci95'), signed=True)}" if row["metric"] == "accuracy"
-             else f"{row['delta']:+.5f}")
+             else f"{row['delta']:+.4f}{_ci(row.get('delta_ci95'), signed=True, percent=False)}")
     agreement = "–" if row["agreement"] is None else f"{row['agreement'] * 100:.2f}%{_ci(row.get('agreement_ci95'))}"
     return [row["variant"], name, status, f"{row['size_kb']:.1f} KiB", value, delta, agreement,
             number(row["p50_ms"], ".3f"), number(row["p90_ms"], ".3f"),
@@ -251,12 +271,13 @@ def gpu_summary(record) -> str:
     return summary(record if isinstance(record, dict) else None)
 
 
-def _ci(ci95, signed: bool = False) -> str:
-    """`` [low, high]`` in percent (points), or nothing where no interval was recorded."""
+def _ci(ci95, signed: bool = False, percent: bool = True) -> str:
+    """`` [low, high]`` in percent (points) or as they are, or nothing where no interval was recorded."""
     if not ci95:
         return ""
-    form = "+.2f" if signed else ".2f"
-    low, high = ci95[0] * 100 + 0.0, ci95[1] * 100 + 0.0  # + 0.0: no "-0.00"
+    form = ("+" if signed else "") + (".2f" if percent else ".4f")
+    scale = 100 if percent else 1
+    low, high = ci95[0] * scale + 0.0, ci95[1] * scale + 0.0  # + 0.0: no "-0.00"
     return f" [{format(low, form)}, {format(high, form)}]"
 
 
@@ -286,10 +307,10 @@ def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
     lines = [f"# Pipeline report: {train.get('model')} on {train['data']['name']}", ""]
     accuracy = summary["keras_accuracy"]
     lines.append(f"Keras test accuracy: {accuracy * 100:.2f}%" if accuracy is not None
-                 else "Task: reconstruction")
+                 else f"Task: {train.get('task')}; Keras {task_line(train)}")
     lines.append(f"Recommended artifact: **{summary['recommended'] or 'none meets the constraints'}** "
                  f"(constraints: {describe_constraints(summary['constraints'])})")
-    lines += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["", "| " + " | ".join(_columns(summary["rows"])) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
     lines += [f"Int8 recovery: {describe_recovery(cost)}" for cost in summary["recovery"]]
     lines += [f"Search: {summary['search']} (search/search_report.md)"] if summary.get("search") else []
@@ -322,6 +343,7 @@ def _html(run_dir: Path, summary, train, manifest, plots) -> str:
     hashes = "".join(f"<tr><td>{escape(k)}</td><td><code>{escape(v)}</code></td></tr>"
                      for k, v in manifest.get("artifacts", {}).items())
     accuracy = summary["keras_accuracy"]
+    header = "".join(f"<th>{c}</th>" for c in _columns(summary["rows"]))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Pipeline report</title>
 <style>
@@ -333,14 +355,15 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
 .summary {{ font-size: 1.05rem; }}
 </style></head><body>
 <h1>Pipeline report: {escape(str(train.get('model')))} on {escape(train['data']['name'])}</h1>
-<p class="summary">Keras test accuracy: <b>{'' if accuracy is None else f'{accuracy * 100:.2f}%'}</b>.
+<p class="summary">{f'Keras test accuracy: <b>{accuracy * 100:.2f}%</b>' if accuracy is not None
+                     else f"Task: {escape(str(train.get('task')))}; Keras {escape(task_line(train))}"}.
 Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the constraints')}</b>
 (constraints: {escape(describe_constraints(summary['constraints']))}).
 Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
 {''.join(f"<p>Int8 recovery: {escape(describe_recovery(cost))}</p>" for cost in summary['recovery'])}
 {f"<p>Search: {escape(summary['search'])}</p>" if summary.get('search') else ''}
 {f"<p>Latencies measured on {escape(summary['latency_measured_on'])}</p>" if summary.get('latency_measured_on') else ''}
-<table><thead><tr>{''.join(f'<th>{c}</th>' for c in _COLUMNS)}</tr></thead><tbody>{rows_html}</tbody></table>
+<table><thead><tr>{header}</tr></thead><tbody>{rows_html}</tbody></table>
 <p>Δ: against the unpruned Keras model. Speed-up: against the base float32 TFLite model. Latency: batch 1,
 p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up. TFLM arena: the smallest tensor
 arena TFLite Micro runs the model in, measured; flash: the model's bytes.</p>
