@@ -42,6 +42,10 @@ def prune(
                f"{after['float32_tflite_gzip_bytes'] / 1024:.0f} KiB")
     if before["accuracy"] is not None:
         typer.echo(f"accuracy {before['accuracy']:.2%} → {after['accuracy']:.2%}")
+    elif isinstance(before.get("test_metric"), dict):
+        metric, low, high = after["test_metric"]["metric"], *after["test_metric"]["ci95"]
+        typer.echo(f"test {metric} {before['test_metric']['value']:.4f} → {after['test_metric']['value']:.4f} "
+                   f"(95% interval {low:.4f} to {high:.4f})")
 
 
 @command()

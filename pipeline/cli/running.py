@@ -81,5 +81,5 @@ def list_datasets(quiet: QuietOption = False, verbose: VerboseOption = False) ->
     from pipeline.data.loaders import loaders
 
     for loader in loaders():
-        label = f"{loader.name}:PATH" if loader.takes_path else loader.name
+        label = f"{loader.name}:{loader.argument.upper()}" if loader.takes_path else loader.name
         typer.echo(f"{label:14s} {loader.help}")

@@ -27,7 +27,7 @@ from edge_runtime.tasks import (
 )
 
 __all__ = ["TASKS", "TaskError", "normalize_task", "metric_name", "evaluate", "compare", "threshold_for",
-           "loss_for", "target", "UNLABELLED", "roc_points", "HIGHER_IS_BETTER"]
+           "loss_for", "target", "UNLABELLED", "roc_points", "HIGHER_IS_BETTER", "test_metric_of"]
 
 # An autoencoder's data set without anomaly labels stores this label on every sample.
 UNLABELLED = -1
@@ -152,3 +152,9 @@ def roc_points(outputs, x, y, groups=None, points: int = 200) -> dict[str, list[
     fpr, tpr, _ = roc_curve(scores, labels)
     keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, min(points, len(fpr))).astype(int), len(fpr) - 1])
     return {"fpr": [round(float(v), 5) for v in fpr[keep]], "tpr": [round(float(v), 5) for v in tpr[keep]]}
+
+
+def test_metric_of(model, dataset, task: str) -> dict[str, Any]:
+    """A Keras model's task metric on a data set's test split, with its interval."""
+    x_test, y_test = dataset.split("test")
+    return evaluate(task, model.predict(x_test, batch_size=256, verbose=0), x_test, y_test, dataset.groups_test)

@@ -80,8 +80,8 @@ def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int 
     if not 0 <= val_fraction < 1 or not 0 < test_fraction < 1:
         raise DataError("validation and test fractions must lie in [0, 1) and (0, 1)")
     if task not in loader.tasks and not (task == "reconstruction" and "classifier" in loader.tasks):
-        raise DataError(f"data set '{loader.name}' is for a {' or '.join(loader.tasks)} model, not for "
-                        f"{task}: give an npz data set with y_train/y_test as {task} needs them")
+        raise DataError(f"data set '{loader.name}' is for a {' or '.join(loader.tasks)} model, not a {task}: "
+                        f"pick a {task} model, or an npz data set with the labels a {task} needs")
     kwargs = dict(seed=seed, image_size=image_size, val_fraction=val_fraction,
                   test_fraction=test_fraction)
     if len(loader.tasks) > 1:

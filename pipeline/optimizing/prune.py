@@ -172,8 +172,13 @@ def _summary(model, splits, task: str) -> dict:
     all_params = sum(int(np.prod(w.shape)) for w in model.weights)
     nonzero = sum(int(np.count_nonzero(np.asarray(w.numpy()))) for w in model.weights)
     accuracy, loss = splits.test_metric(model, task)
+    scored = {}
+    if task != "classifier":  # the task's own metric with its interval (an autoencoder's AUC)
+        from pipeline.core.tasks import test_metric_of
+
+        scored = {"test_metric": test_metric_of(model, splits.dataset, task)}
     return {
-        "accuracy": accuracy, "reconstruction_mse": loss,
+        "accuracy": accuracy, "reconstruction_mse": loss if task == "reconstruction" else None, **scored,
         "params": all_params, "nonzero_params": nonzero,
         "sparsity": round(zeros / total, 4) if total else 0.0, "layer_sparsity": layers,
         "float32_tflite_bytes": len(flatbuffer),

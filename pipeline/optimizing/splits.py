@@ -23,6 +23,7 @@ class InMemorySplits:
     def __init__(self, dataset, task: str):
         from pipeline.data.dataset import split_for_task
 
+        self.dataset = dataset
         self.train, self.val, self.test = (split_for_task(dataset, split, task) for split in ("train", "val", "test"))
         self.num_train, self.recalibration = len(self.train[0]), self.train[0]
 

@@ -195,6 +195,7 @@ def _fit(keras, model, config: TrainOptions, dataset, task: str, run_dir: Path, 
 def _evaluate(model, config: TrainOptions, dataset, task: str, history: dict) -> dict:
     """Re-estimate BatchNorm statistics, score the test split, and check for a collapse."""
     from pipeline.core.batchnorm import MAX_SAMPLES, batchnorm_layers, recalibrate_batchnorm
+    from pipeline.core.tasks import test_metric_of
     from pipeline.training.collapse import check_collapse, judge
 
     recalibrated = 0
@@ -226,22 +227,13 @@ def _evaluate(model, config: TrainOptions, dataset, task: str, history: dict) ->
     return {
         "test_accuracy": float(evaluation["accuracy"]) if "accuracy" in evaluation else None,
         "test_loss": float(evaluation["loss"]),
-        **({} if task == "classifier" else {"test_metric": _task_metric(model, dataset, task)}),
+        **({} if task == "classifier" else {"test_metric": test_metric_of(model, dataset, task)}),
         "collapsed": bool(collapse and collapse["collapsed"]),
         "collapse_check": collapse,
         "batchnorm_recalibrated_layers": recalibrated,
     }
 
 
-
-
-def _task_metric(model, dataset, task: str) -> dict:
-    """An autoencoder's test AUC (or mean reconstruction error) or a regression's MAE, with
-    its 95% interval."""
-    from pipeline.core.tasks import evaluate
-
-    x_test, y_test = dataset.split("test")
-    return evaluate(task, model.predict(x_test, batch_size=256, verbose=0), x_test, y_test, dataset.groups_test)
 
 
 def _model_label(model: str) -> str:

@@ -50,7 +50,7 @@ def test_an_autoencoder_is_scored_by_auc_and_a_copy_loses_nothing():
     found = evaluate("reconstruction", outputs, x, labels)
     assert found["metric"] == "auc" and found["value"] > 0.9
     assert found["ci95"][0] <= found["value"] <= found["ci95"][1]
-    same = compare("reconstruction", outputs, outputs.copy(), x, labels, threshold=0.05)
+    same = compare("reconstruction", outputs, outputs.copy(), x, labels, thresholds=(0.05, 0.05))
     assert same["metric_drop"] == 0 and same["decision_agreement"] == 1.0
     noisier = outputs + np.random.default_rng(2).normal(size=x.shape) * 0.3
     worse = compare("reconstruction", outputs, noisier, x, labels)
