@@ -15,8 +15,11 @@ def train(
         help="Zoo model name (see `pipeline models`) or a .keras/.h5/SavedModel path to "
              f"fine-tune (default: {DEFAULTS.train.model}).", show_default=False)] = None,
     dataset: Annotated[Optional[str], typer.Option(
-        help="digits, mnist, fashion_mnist, cifar10, npz:PATH, folder:DIR or idx:DIR "
+        help="digits, mnist, fashion_mnist, cifar10, npz:PATH, folder:DIR, idx:DIR or digits-anomaly:N "
              f"(default: {DEFAULTS.data.dataset}).", show_default=False)] = None,
+    task: Annotated[Optional[str], typer.Option(
+        help="classifier, reconstruction or regression (default: the zoo model's own; a model "
+             "file: classifier).", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Training epochs (default: the model's recipe, see `pipeline models`).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size (default: the recipe's).")] = None,
@@ -62,7 +65,7 @@ def train(
     if run is not None and not resume:
         raise UsageError("--run names the run to --resume; a new run goes to --out DIR")
     options = dict(
-        model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
+        model=model, task=task, dataset=dataset, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, learning_rate=learning_rate, lr_schedule=lr_schedule,
         early_stopping=early_stopping, class_weight=class_weight, augment=augment, stream=stream,
         seed=seed, image_size=image_size, mixed_precision=mixed_precision,

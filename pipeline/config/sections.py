@@ -21,6 +21,8 @@ class DataSection:
 @dataclass
 class TrainSection:
     model: str = "mnist_cnn"
+    # classifier, reconstruction or regression; null: the zoo model's own (a model file: classifier)
+    task: str | None = None
     # null: the model's default recipe (``pipeline models``)
     epochs: int | None = None
     batch_size: int | None = None

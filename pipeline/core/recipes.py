@@ -32,14 +32,26 @@ def recipe_for(model: str) -> dict[str, Any]:
     return zoo_spec(model).full_recipe()
 
 
-def model_task(model: str) -> str:
-    """``classifier``, ``reconstruction`` or ``regression``: a zoo model's task (a user's model
-    file classifies unless its run says otherwise)."""
+def model_task(model: str, task: str | None = None) -> str:
+    """``classifier``, ``reconstruction`` or ``regression``: the task asked for, else a zoo
+    model's own (a user's model file classifies unless ``task`` says otherwise). A zoo model asked
+    for another task than its own is a usage error: its head is built for its own."""
+    from pipeline.core.errors import UsageError
     from pipeline.core.modelio import is_model_path
+    from pipeline.core.tasks import TaskError, normalize_task
 
+    if task is not None:
+        try:
+            task = normalize_task(task)
+        except TaskError as exc:
+            raise UsageError(f"--task: {exc}") from None
     if is_model_path(model):
-        return "classifier"
-    return zoo_spec(model).task
+        return task or "classifier"
+    own = zoo_spec(model).task
+    if task is not None and task != own:
+        raise UsageError(f"zoo model '{model}' is a {own} model, not a {task}: pick one of that task "
+                         f"(`pipeline models`) or train your own model file")
+    return own
 
 
 def compile_for_task(model, task: str, optimizer=None) -> None:

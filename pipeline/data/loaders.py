@@ -79,9 +79,7 @@ def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int 
     loader, path = _loader_for(spec)
     if not 0 <= val_fraction < 1 or not 0 < test_fraction < 1:
         raise DataError("validation and test fractions must lie in [0, 1) and (0, 1)")
-    if task not in loader.tasks and not (task == "reconstruction" and "classifier" in loader.tasks):
-        raise DataError(f"data set '{loader.name}' is for a {' or '.join(loader.tasks)} model, not a {task}: "
-                        f"pick a {task} model, or an npz data set with the labels a {task} needs")
+    _check_task(loader, task)
     kwargs = dict(seed=seed, image_size=image_size, val_fraction=val_fraction,
                   test_fraction=test_fraction)
     if len(loader.tasks) > 1:
@@ -100,14 +98,21 @@ def load_dataset(spec: str = DEFAULT_DATASET, *, seed: int = 0, image_size: int 
     return dataset
 
 
-def check_source(spec: str) -> None:
-    """Refuse an unknown data set, a missing path or a folder without images, before a command
-    creates anything (cheap: no image is decoded)."""
+def check_source(spec: str, task: str = "classifier") -> None:
+    """Refuse an unknown data set, one for another task, a missing path or a folder without
+    images, before a command creates anything (cheap: no image is decoded)."""
     loader, path = _loader_for(spec)
+    _check_task(loader, task)
     if loader.name == "folder":
         scan_image_folder(path)
     elif loader.takes_path and loader.argument == "path" and not Path(path).exists():
         raise DataError(f"data set '{spec}': {path} does not exist")
+
+
+def _check_task(loader: DatasetLoader, task: str) -> None:
+    if task not in loader.tasks and not (task == "reconstruction" and "classifier" in loader.tasks):
+        raise DataError(f"data set '{loader.name}' is for a {' or '.join(loader.tasks)} model, not a {task}: "
+                        f"pick a {task} model, or an npz data set with the labels a {task} needs")
 
 
 def _loader_for(spec: str) -> tuple[DatasetLoader, str]:

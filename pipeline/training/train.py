@@ -77,7 +77,7 @@ def train(run: str | os.PathLike | None, config: TrainOptions, *, resume: bool =
     config = config.with_recipe()
     config.validate()
     keras = import_keras_for(config)
-    check_source(config.dataset)
+    check_source(config.dataset, model_task(config.model, config.task))
     chief = is_chief(config)
     if not chief:  # a non-chief worker of a cluster: train in step, keep its files to itself
         if resume:
@@ -93,7 +93,7 @@ def train(run: str | os.PathLike | None, config: TrainOptions, *, resume: bool =
             # Decoded once into the run's cache; every later command on the run maps it.
             dataset = load_dataset(config.dataset, seed=config.seed, image_size=config.image_size,
                                    val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                                   cache=run_dir / CACHE_DIR, task=model_task(config.model))
+                                   cache=run_dir / CACHE_DIR, task=model_task(config.model, config.task))
             result = _train_locked(keras, config, dataset, run_dir, resume, verbose, chief)
     finally:
         if not chief:
@@ -157,7 +157,7 @@ def _model_to_train(keras, config: TrainOptions, dataset, run_dir: Path, resume:
     strategy = strategy_for(config.distribute, keras)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    task, num_train = model_task(config.model), len(dataset.y_train)
+    task, num_train = model_task(config.model, config.task), len(dataset.y_train)
     with strategy.scope() if strategy else contextlib.nullcontext():
         if resume:
             model, initial_epoch = load_checkpoint(keras, run_dir, config, num_train, task)
@@ -246,7 +246,12 @@ def _build(keras, config: TrainOptions, dataset):
     if is_model_path(config.model):
         model = load_model(config.model, unsafe=config.unsafe)
         check_input_shape(model, dataset.input_shape, config.model)
-        check_class_count(model, dataset.num_classes, config.model)
+        if dataset.task == "classifier":
+            check_class_count(model, dataset.num_classes, config.model)
+        else:
+            from pipeline.training.import_model import check_outputs
+
+            check_outputs(model, dataset, dataset.task, config.model)
         return model
     return zoo_spec(config.model).build(tuple(dataset.input_shape), int(dataset.num_classes))
 
