@@ -120,8 +120,12 @@ def check(value: Any, schema: Any, path: str | os.PathLike, *, what: str | None 
 
 
 HISTORY = {"*": [NUMBER]}
+# A task's test metric (an autoencoder's AUC, a regression's MAE) with its interval
+TASK_METRIC = {"metric": str, "value": NUMBER, "ci95": INTERVAL, "?partial_auc": (FRACTION, None),
+               "?roc": ({"fpr": [FRACTION], "tpr": [FRACTION]}, None), "*": Any}
 TRAIN_JSON = {
     "?model": str, "?task": str, "?test_accuracy": (FRACTION, None), "?history": HISTORY,
+    "?test_metric": (TASK_METRIC, None),
     "config": {"seed": int, "dataset": str, "*": Any},
     "data": {"name": str, "sha256": SHA256, "preprocessing": dict, "*": Any},
     "*": Any,
@@ -132,9 +136,11 @@ VERIFY_ARTIFACT = {
     "artifact": str, "mode": str, "format": str, "passed": bool, "size_bytes": COUNT, "metric": str,
     "metric_value": NUMBER, "metric_drop": NUMBER, "top1_agreement": (FRACTION, None),
     "?accuracy_ci95": (INTERVAL, None), "?top1_agreement_ci95": (INTERVAL, None),
-    "?metric_drop_ci95": (INTERVAL, None), "gates": {"*": GATE}, "?micro": (MICRO, None), "*": Any,
+    "?metric_drop_ci95": (INTERVAL, None), "gates": {"*": GATE}, "?micro": (MICRO, None),
+    "?metric_ci95": (INTERVAL, None), "?decision_agreement": (FRACTION, None),
+    "?decision_agreement_ci95": (INTERVAL, None), "*": Any,
 }
-VERIFY_JSON = {"artifacts": [VERIFY_ARTIFACT], "*": Any}
+VERIFY_JSON = {"artifacts": [VERIFY_ARTIFACT], "?keras": {"*": (NUMBER, TASK_METRIC)}, "*": Any}
 BENCH_RESULT = {"artifact": str, "p50_ms": NON_NEGATIVE, "?p90_ms": (NON_NEGATIVE, None), "?threads": (int, None),
                 "?p50_spread_ms": (NON_NEGATIVE, None), "?p50_ci95_ms": (INTERVAL, None), "*": Any}
 # quantize.json's / convert.json's recovery record, where it says a mix was written

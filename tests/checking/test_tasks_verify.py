@@ -39,7 +39,9 @@ def legacy_autoencoder(tmp_path_factory):
     return folder
 
 
-def test_a_legacy_h5_autoencoder_imports_without_task_and_verifies_by_auc(legacy_autoencoder, tmp_path):
+@pytest.fixture(scope="module")
+def autoencoder_run(legacy_autoencoder, tmp_path_factory):
+    """The legacy autoencoder imported without --task, quantized to int8 and float16, verified."""
     from pipeline.checking.verify import verify
     from pipeline.config.gates import VerifyOptions
     from pipeline.config.stages import QuantizeOptions
@@ -48,13 +50,19 @@ def test_a_legacy_h5_autoencoder_imports_without_task_and_verifies_by_auc(legacy
 
     h5 = legacy_autoencoder / "ae.h5"
     digest = hashlib.sha256(h5.read_bytes()).hexdigest()
-    run_dir, metrics = import_model(h5, dataset=f"npz:{legacy_autoencoder / 'ae.npz'}", out=tmp_path / "run")
+    run_dir, metrics = import_model(h5, dataset=f"npz:{legacy_autoencoder / 'ae.npz'}",
+                                    out=tmp_path_factory.mktemp("ae_run") / "run")
+    quantize(run_dir, QuantizeOptions(modes=["int8", "float16"]))
+    report = verify(run_dir, VerifyOptions())
+    return run_dir, metrics, report, digest
+
+
+def test_a_legacy_h5_autoencoder_imports_without_task_and_verifies_by_auc(legacy_autoencoder, autoencoder_run):
+    run_dir, metrics, report, digest = autoencoder_run
     assert metrics["task"] == "reconstruction" and metrics["test_metric"]["metric"] == "auc"
     assert metrics["test_metric"]["value"] > 0.8  # the autoencoder learned the subspace
-    quantize(run_dir, QuantizeOptions(modes=["int8", "float16"]))
     sidecar = json.loads((run_dir / "model_int8.tflite.json").read_text())
     assert sidecar["task"] == "reconstruction" and sidecar["anomaly"]["threshold"] > 0
-    report = verify(run_dir, VerifyOptions())
     assert report["metric"] == "auc" and report["task"] == "reconstruction"
     keras_auc = report["keras"]["model.keras"]
     assert keras_auc["ci95"][0] <= keras_auc["value"] <= keras_auc["ci95"][1] and len(keras_auc["roc"]["fpr"]) > 2
@@ -62,7 +70,49 @@ def test_a_legacy_h5_autoencoder_imports_without_task_and_verifies_by_auc(legacy
         assert row["metric"] == "auc" and "accuracy_ci95" not in row and row["top1_agreement"] is None
         assert row["metric_ci95"][0] <= row["metric_value"] <= row["metric_ci95"][1]
         assert row["metric_drop"] <= 0.02  # int8 of a 32-16-4-16-32 net: measured 0.000 here
-    assert hashlib.sha256(h5.read_bytes()).hexdigest() == digest  # the user's file is untouched
+    # the user's file is untouched
+    assert hashlib.sha256((legacy_autoencoder / "ae.h5").read_bytes()).hexdigest() == digest
+
+
+def test_the_device_says_anomaly_by_the_sidecars_threshold(autoencoder_run, legacy_autoencoder, tmp_path, capsys):
+    from edge_runtime.cli import main
+
+    run_dir = autoencoder_run[0]
+    data = np.load(legacy_autoencoder / "ae.npz")
+    np.save(tmp_path / "x.npy", data["x_test"][140:160])  # 10 normal, then 10 anomalous
+    assert main(["predict", str(run_dir / "model_int8.tflite"), str(tmp_path / "x.npy")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 20 and all("score" in line for line in lines)
+    flagged = [line.endswith("anomaly") for line in lines]
+    assert sum(flagged[10:]) >= 7 and sum(flagged[:10]) <= 3  # AUC about 0.95 on these: a stated margin
+    np.savez(tmp_path / "labelled.npz", x=data["x_test"], y=data["y_test"])
+    assert main(["eval", str(run_dir / "model_int8.tflite"), str(tmp_path / "labelled.npz")]) == 0
+    assert capsys.readouterr().out.startswith("auc ")
+
+
+def test_a_tampered_threshold_or_record_is_one_line(autoencoder_run, tmp_path, capsys):
+    import shutil
+
+    from edge_runtime.cli import main
+
+    folder = tmp_path / "device"
+    folder.mkdir()
+    for name in ("model_int8.tflite", "model_int8.tflite.json"):
+        shutil.copy(autoencoder_run[0] / name, folder / name)
+    sidecar = json.loads((folder / "model_int8.tflite.json").read_text())
+    sidecar["anomaly"]["threshold"] = "high"
+    (folder / "model_int8.tflite.json").write_text(json.dumps(sidecar))
+    np.save(tmp_path / "x.npy", np.zeros((2, 32), np.float32))
+    assert main(["predict", str(folder / "model_int8.tflite"), str(tmp_path / "x.npy")]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "anomaly.threshold must be a finite number" in err[0]
+    run_copy = tmp_path / "run"
+    shutil.copytree(autoencoder_run[0], run_copy, ignore=shutil.ignore_patterns("*.lock"))
+    report = json.loads((run_copy / "verify.json").read_text())
+    report["artifacts"][0]["metric_ci95"] = [0.9]
+    (run_copy / "verify.json").write_text(json.dumps(report))
+    line = one_error_line(invoke("report", "--run", run_copy), 7)
+    assert "metric_ci95 must be an interval" in line
 
 
 def test_mlperf_autoencoder_on_digits_anomaly_keeps_its_auc_through_int8_and_tflm(tmp_path):
