@@ -100,8 +100,10 @@ def parse_space(items: list[str]) -> dict[str, list]:
 def _print_search(summary: dict) -> None:
     done = [t for t in summary["trials"] if t["status"] == "COMPLETED"]
     baseline = summary["baseline"]
+    from pipeline.search import test_figure
+
     typer.echo(f"{len(done)} trials in {summary['search_seconds']:.0f}s; baseline "
-               f"{summary['options']['model']} int8: test accuracy {baseline['test_accuracy']:.2%}, "
+               f"{summary['options']['model']} int8: {test_figure(baseline)}, "
                f"p50 {baseline['p50_ms']:.4f} ms")
     relative = summary.get("relative_budget")
     if relative:
@@ -111,9 +113,14 @@ def _print_search(summary: dict) -> None:
     if best:
         from pipeline.search import choice_text
 
-        typer.echo(f"best: trial {best['trial']}, test accuracy {best['test_accuracy']:.2%}, p50 "
+        typer.echo(f"best: trial {best['trial']}, {test_figure(best)}, p50 "
                    f"{best['p50_ms']:.4f} ms (×{summary['comparison']['p50_ratio']:.2f}) → {best['run_dir']}")
         test = summary["comparison"]["int8_test"]
+        if "metric" in test:
+            typer.echo(f"chosen: {choice_text(summary)}; int8 test {test['metric']} {test['best']['value']:.4f} vs "
+                       f"the baseline's {test['baseline']['value']:.4f}: {test['difference']:+.4f} "
+                       f"[{test['difference_ci95'][0]:+.4f}, {test['difference_ci95'][1]:+.4f}]")
+            return
         typer.echo(f"chosen: {choice_text(summary)}; int8 test accuracy {test['best']['accuracy']:.2%} vs the "
                    f"baseline's {test['baseline']['accuracy']:.2%}: {100 * test['difference']:+.2f} points "
                    f"[{100 * test['difference_ci95'][0]:+.2f}, {100 * test['difference_ci95'][1]:+.2f}]")

@@ -109,6 +109,11 @@ def check_source(spec: str, task: str = "classifier") -> None:
         raise DataError(f"data set '{spec}': {path} does not exist")
 
 
+def dataset_tasks(spec: str) -> tuple[str, ...]:
+    """The tasks a data set's labels can be read for (``digits-anomaly``: reconstruction only)."""
+    return _loader_for(spec)[0].tasks
+
+
 def _check_task(loader: DatasetLoader, task: str) -> None:
     if task not in loader.tasks and not (task == "reconstruction" and "classifier" in loader.tasks):
         raise DataError(f"data set '{loader.name}' is for a {' or '.join(loader.tasks)} model, not a {task}: "

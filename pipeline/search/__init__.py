@@ -20,8 +20,8 @@ writes), ``command`` (the command's work on its directory).
 from pipeline.search.command import resumes, search
 from pipeline.search.screening import Screen
 from pipeline.search.space import COMMON_SPACE, MARKER, SPACES, SearchOptions, architecture, options_from_config
-from pipeline.search.summary import choice_text, describe
+from pipeline.search.summary import choice_text, describe, test_figure
 from pipeline.search.timer import BUDGET_FILE, Timer
 
 __all__ = ["BUDGET_FILE", "COMMON_SPACE", "MARKER", "SPACES", "Screen", "SearchOptions", "Timer", "architecture",
-           "choice_text", "describe", "options_from_config", "resumes", "search"]
+           "choice_text", "describe", "options_from_config", "resumes", "search", "test_figure"]

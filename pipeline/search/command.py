@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.fsutil import make_dirs, read_json, write_json
 from pipeline.core.rundir import safe_name
-from pipeline.search.space import MARKER, RESUMABLE, SPACES, SearchOptions, _build
+from pipeline.search.space import MARKER, RESUMABLE, SPACES, SearchOptions, _build, task_of
 from pipeline.search.summary import _report, _trial_rows
 from pipeline.search.timer import FINAL_ROUNDS, Timer, _pool_timings, _relative_budget
 from pipeline.search.trials import _stop_search, _trial_table, _tuner
@@ -53,7 +53,7 @@ def search(options: SearchOptions, out: Path) -> dict:
         with locked(out, name=lock, what="search directory"):
             _check_search_dir(out, options)  # again, now that no other search can change it
             import_keras()
-            data = load_dataset(options.dataset, seed=options.seed)
+            data = load_dataset(options.dataset, seed=options.seed, task=task_of(options))
             _check_builds(options, data)
             write_json(out / "search_options.json", asdict(options))
             return _search_locked(options, data, out)
@@ -104,10 +104,12 @@ def _search_locked(options: SearchOptions, data, out: Path) -> dict:
         entry.update(p50_ms=median, p50_ms_rounds=measured)
     summary["baseline"] = baseline
     if summary.get("best"):
+        best, task = summary["best"], task_of(options)
         summary["comparison"] = {
-            "p50_ratio": summary["best"]["p50_ms"] / baseline["p50_ms"],
-            "test_accuracy_difference": summary["best"]["test_accuracy"] - baseline["test_accuracy"],
-            "int8_test": _int8_test_comparison(artifacts, data)}
+            "p50_ratio": best["p50_ms"] / baseline["p50_ms"],
+            **({"test_accuracy_difference": best["test_accuracy"] - baseline["test_accuracy"]} if task == "classifier"
+               else {"test_metric_difference": best["test_metric"]["value"] - baseline["test_metric"]["value"]}),
+            "int8_test": _int8_test_comparison(artifacts, data, task)}
     write_json(out / MARKER, summary)
     _report(summary, out)
     return summary

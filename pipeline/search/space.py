@@ -18,6 +18,9 @@ SPACES: dict[str, dict[str, list]] = {
     "resnet8": {"filters": ["8-16-32", "16-32-64"]},
     "ds_cnn": {"width": [32, 64], "blocks": [2, 4]},
     "mobilenet_v1": {"alpha": [0.25, 0.5]},
+    # autoencoders: chosen by their int8 artifact's reconstruction error on (normal) validation data
+    "autoencoder": {"width": [64, 128], "bottleneck": [4, 8], "depth": [1, 2]},
+    "ad_autoencoder": {"width": [64, 128], "bottleneck": [4, 8], "depth": [2, 4]},
 }
 
 
@@ -28,6 +31,8 @@ _BUILDER_ARGS = {
     "resnet8": lambda v: {"filters": _widths(v["filters"])},
     "ds_cnn": lambda v: {"filters": v["width"], "blocks": v["blocks"]},
     "mobilenet_v1": lambda v: {"alpha": v["alpha"]},
+    "autoencoder": lambda v: {"hidden": v["width"], "bottleneck": v["bottleneck"], "depth": v["depth"]},
+    "ad_autoencoder": lambda v: {"hidden": v["width"], "bottleneck": v["bottleneck"], "depth": v["depth"]},
 }
 
 
@@ -75,6 +80,7 @@ _VALUES = {
     "filters": lambda v: "-".join(map(str, _widths(v))), "hidden": lambda v: "-".join(map(str, _widths(v))),
     "dense": _number(int, 1, 4096), "stem_pool": _number(int, 1, 8), "width": _number(int, 1, 4096),
     "blocks": _number(int, 1, 16), "alpha": _number(float, 0.05, 2.0),
+    "bottleneck": _number(int, 1, 4096), "depth": _number(int, 1, 16),
     "learning_rate": _number(float, 1e-6, 1.0), "optimizer": _one_of(OPTIMIZERS),
     "batch_size": _number(int, 1, 4096), "sparsity": _number(float, 0.0, 0.9),
     "quantization": _one_of(INTEGER_MODES),
@@ -189,3 +195,11 @@ def _pruned(model, sparsity: float):
         return shrink(model, sparsity)
     except UsageError:
         return model  # nothing prunable: the candidate goes on unpruned
+
+
+def task_of(options: SearchOptions) -> str:
+    """The searched model's task: a classifier's trials are judged by accuracy, an
+    autoencoder's by reconstruction error, a regression's by MAE (on validation)."""
+    from pipeline.core.recipes import model_task
+
+    return model_task(options.model)

@@ -13,7 +13,7 @@ import numpy as np
 from edge_runtime.errors import CodedError
 from pipeline.core.fsutil import append_line, make_dirs, read_json, write_bytes, write_json
 from pipeline.search.screening import NEW_ARCHITECTURE_DRAWS, SCREEN_DRAWS, Screen
-from pipeline.search.space import SearchOptions, _build, _pruned, architecture
+from pipeline.search.space import SearchOptions, _build, _pruned, architecture, task_of
 from pipeline.search.timer import PLAUSIBLE_P50_MS, Timer, _budget_metrics, _over_budget
 
 log = logging.getLogger("pipeline")
@@ -135,19 +135,22 @@ def _fit_candidate(values: dict, options: SearchOptions, data, x_train, y_train,
     from pipeline.core.backend import import_keras, seed_everything
     from pipeline.core.batchnorm import recalibrate_batchnorm
     from pipeline.core.recipes import compile_for_task, make_optimizer, recipe_for, scheduled_rate
+    from pipeline.core.tasks import target
 
     keras = import_keras()
     keras.backend.clear_session()
     seed_everything(options.seed)
     model = _build(options.model, data, values)
+    task = task_of(options)
+    y_train = target(task, x_train, y_train)  # an autoencoder learns to output its input
     # the learning-rate schedule of the baseline's recipe: candidates and baseline train alike
     rate = scheduled_rate(keras, values["learning_rate"], recipe_for(options.model)["lr_schedule"],
                           len(y_train), values["batch_size"], epochs)
-    compile_for_task(model, "classifier", make_optimizer(keras, values["optimizer"], rate))
+    compile_for_task(model, task, make_optimizer(keras, values["optimizer"], rate))
     model.fit(x_train, y_train, batch_size=values["batch_size"], epochs=epochs, verbose=0, shuffle=True)
     if values["sparsity"]:
         model = _pruned(model, values["sparsity"])
-        compile_for_task(model, "classifier", make_optimizer(keras, values["optimizer"], values["learning_rate"] / 3))
+        compile_for_task(model, task, make_optimizer(keras, values["optimizer"], values["learning_rate"] / 3))
         model.fit(x_train, y_train, batch_size=values["batch_size"], epochs=2, verbose=0, shuffle=True)
     recalibrate_batchnorm(model, x_train, seed=options.seed)
     return model
@@ -172,20 +175,28 @@ def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer,
     save_model(model, trial_dir / "model.keras")
     artifact = trial_dir / f"model_{values['quantization']}.tflite"
     write_bytes(artifact, to_tflite(model, values["quantization"], calibration=x_train[:300]))
-    probabilities = load(artifact).predict(x_val)
-    metrics = {"val_accuracy": float(np.mean(probabilities.argmax(-1) == y_val)),
-               "val_log_loss": float(np.mean(_log_losses(probabilities, y_val))),
-               **_budget_metrics(artifact, options, timer, untrained_p50_ms)}
+    outputs = load(artifact).predict(x_val)
+    task = task_of(options)
+    if task == "classifier":
+        metrics = {"val_accuracy": float(np.mean(outputs.argmax(-1) == y_val)),
+                   "val_log_loss": float(np.mean(_log_losses(outputs, y_val)))}
+    else:  # the int8 artifact's mean reconstruction error (normal samples) or absolute error
+        metrics = {"val_error": float(np.mean(val_errors(task, outputs, x_val, y_val)))}
+    metrics.update(_budget_metrics(artifact, options, timer, untrained_p50_ms))
     measured = metrics.pop("p50_ms_measured")
     over = _over_budget(metrics, options)
-    metrics.update(feasible=float(not over),
-                   score=metrics["val_accuracy"] - (1.0 + sum(over.values()) if over else 0.0))
+    figure = metrics["val_accuracy"] if task == "classifier" else -metrics["val_error"]
+    # over a budget: below every trial that fits (an accuracy is at most 1, an error at least 0)
+    scale = 1.0 if task == "classifier" else 1.0 + metrics["val_error"]
+    penalty = (1.0 + sum(over.values())) * scale if over else 0.0
+    metrics.update(feasible=float(not over), score=figure - penalty)
     write_json(trial_dir / "measurement.json", {"hyperparameters": values, "metrics": metrics,
                                                 "p50_ms_measured": measured, "over_budget": over,
                                                 "tuner_id": os.environ.get("KERASTUNER_TUNER_ID", "chief")})
     _log_trial_run(trial_dir)
-    log.info("trial %s: validation accuracy %.2f%%, p50 %.4f ms, %.1f KiB%s", trial_dir.name.removeprefix("trial_"),
-             metrics["val_accuracy"] * 100, metrics["p50_ms"], metrics["size_kb"], ", over budget" if over else "")
+    log.info("trial %s: validation %s, p50 %.4f ms, %.1f KiB%s", trial_dir.name.removeprefix("trial_"),
+             f"accuracy {metrics['val_accuracy']:.2%}" if task == "classifier" else f"error {metrics['val_error']:.5g}",
+             metrics["p50_ms"], metrics["size_kb"], ", over budget" if over else "")
     return metrics
 
 
@@ -210,9 +221,10 @@ def _finished_measurement(trial_dir: Path, values: dict) -> dict | None:
     if not isinstance(recorded, dict) or recorded.get("hyperparameters") != values:
         return None
     metrics = recorded.get("metrics")
+    plausible = PLAUSIBLE_ERROR if isinstance(metrics, dict) and "val_error" in metrics else PLAUSIBLE
     if not isinstance(metrics, dict) or not all(
             isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)
-            and np.isfinite(metrics[k]) and low <= metrics[k] <= high for k, (low, high) in PLAUSIBLE.items()):
+            and np.isfinite(metrics[k]) and low <= metrics[k] <= high for k, (low, high) in plausible.items()):
         return None
     if metrics["p50_ms"] == 0 or metrics["size_kb"] == 0 or metrics["feasible"] not in (0, 1):
         return None
@@ -223,6 +235,19 @@ def _finished_measurement(trial_dir: Path, values: dict) -> dict | None:
 # a planted p50 of 1e300 ms or an accuracy of 7 would otherwise decide the search).
 PLAUSIBLE = {"val_accuracy": (0.0, 1.0), "val_log_loss": (0.0, np.inf), "p50_ms": (0.0, PLAUSIBLE_P50_MS),
              "size_kb": (0.0, np.inf), "feasible": (0.0, 1.0), "score": (-np.inf, np.inf)}
+# ... and an autoencoder's or a regression's (an error instead of accuracy and log loss)
+PLAUSIBLE_ERROR = {"val_error": (0.0, np.inf), **{k: v for k, v in PLAUSIBLE.items() if not k.startswith("val_")}}
+
+
+def val_errors(task: str, outputs: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each validation sample's error: its reconstruction's mean squared error, or the mean
+    absolute error of its predicted targets."""
+    from edge_runtime.tasks import anomaly_scores
+
+    if task == "reconstruction":
+        return anomaly_scores(outputs, x)
+    predicted = outputs.reshape(len(outputs), -1).astype(np.float64)
+    return np.abs(predicted - np.asarray(y, np.float64).reshape(len(y), -1)).mean(axis=1)
 
 
 def _trial_table(tuner) -> list[dict]:

@@ -29,14 +29,18 @@ def _finish_winner(best: dict, options: SearchOptions, data, out: Path) -> dict:
 
     final = save_model(_train_candidate(best["hyperparameters"], options, data, 2 * options.epochs,
                                         with_val=True), out / "winner.keras")
+    from pipeline.search.space import task_of
+
     run_dir, metrics = import_model(final, dataset=options.dataset, seed=options.seed,
-                                    out=out / "best", runs_root=out)
+                                    out=out / "best", runs_root=out, task=task_of(options))
     mode = best["hyperparameters"]["quantization"]
     quantize(run_dir, QuantizeOptions(modes=[mode], recover=False))
     artifact = run_dir / f"model_{mode}.tflite"
     return {"trial": best["trial"], "run_dir": str(run_dir), "artifact": str(artifact),
             "hyperparameters": best["hyperparameters"], "final_epochs": 2 * options.epochs,
-            "val_accuracy": best["metrics"]["val_accuracy"], "test_accuracy": metrics["test_accuracy"],
+            "val_accuracy": best["metrics"].get("val_accuracy"), "test_accuracy": metrics["test_accuracy"],
+            **({"val_error": best["metrics"]["val_error"], "test_metric": metrics["test_metric"]}
+               if "val_error" in best["metrics"] else {}),
             "size_kb": artifact.stat().st_size / 1024}
 
 
@@ -51,6 +55,8 @@ def _choose(feasible: list[dict], options: SearchOptions, data) -> tuple[dict, d
     loss, a finer reading of the same samples."""
     from pipeline.core.stats import difference_ci95, paired_drop, wilson, within_noise
 
+    if "val_error" in feasible[0]["metrics"]:
+        return _choose_by_error(feasible, data)
     ranked = sorted(feasible, key=lambda t: (-t["metrics"]["val_accuracy"], t["metrics"]["val_log_loss"]))
     n_val = len(data.split("val")[1])
     top = ranked[0]["metrics"]["val_accuracy"]
@@ -86,6 +92,18 @@ def _choose(feasible: list[dict], options: SearchOptions, data) -> tuple[dict, d
     if winner["trial"] != ranked[0]["trial"]:
         log.info("re-scoring: trial %s wins over trial %s (validation's best)", winner["trial"], ranked[0]["trial"])
     return winner, record
+
+
+def _choose_by_error(feasible: list[dict], data) -> tuple[dict, dict]:
+    """An autoencoder's or a regression's winner: the lowest validation error of its int8
+    artifact (re-scoring by cross-validation compares right answers: a classifier's)."""
+    ranked = sorted(feasible, key=lambda t: t["metrics"]["val_error"])
+    record = {"validation_samples": int(data.size("val")), "within_noise": [], "folds": 0, "rescored": [],
+              "winner": ranked[0]["trial"], "reason": "lowest validation error of the int8 artifact"}
+    if len(ranked) > 1:
+        record["margin"] = {"over": ranked[1]["trial"], "on": "validation", "error_ratio":
+                            ranked[0]["metrics"]["val_error"] / max(ranked[1]["metrics"]["val_error"], 1e-12)}
+    return ranked[0], record
 
 
 def _cross_validate(trial: dict, options: SearchOptions, data, x, y, folds) -> dict:
@@ -135,13 +153,25 @@ def _cached_fold(path: Path, key: dict, size: int) -> dict | None:
     return {"correct": correct, "log_loss": [float(v) for v in losses]}
 
 
-def _int8_test_comparison(artifacts: list[Path], data) -> dict:
+def _int8_test_comparison(artifacts: list[Path], data, task: str = "classifier") -> dict:
     """The baseline's and the winner's shipped artifacts on the test split, side by side: each
-    accuracy with its interval and the winner's difference, paired (same images)."""
+    accuracy (an autoencoder's AUC, a regression's MAE) with its interval and the winner's
+    difference, paired (same samples)."""
     from edge_runtime import load
     from pipeline.core.stats import paired_drop, wilson
 
     x_test, y_test = data.split("test")
+    if task != "classifier":
+        from pipeline.core.tasks import compare
+
+        found = compare(task, *(load(a).predict(x_test) for a in artifacts), x_test, y_test, data.groups_test)
+        low, high = found["metric_drop_ci95"]
+        return {"samples": int(len(y_test)), "metric": found["metric"],
+                "baseline": {"value": found["keras_metric_value"], "ci95": found["keras_metric_ci95"]},
+                "best": {"value": found["metric_value"], "ci95": found["metric_ci95"]},
+                # the baseline's figure minus the best's, as a drop: AUC lost, or relative error rise
+                "difference": -found["metric_drop"], "difference_ci95": [-high, -low],
+                "method": found["metric_drop_method"]}
     correct = [load(a).predict(x_test).argmax(-1) == y_test for a in artifacts]
     accuracy = [{"accuracy": float(c.mean()), "ci95": list(wilson(int(c.sum()), len(c)))} for c in correct]
     paired = paired_drop(correct[0], correct[1])  # baseline − winner
@@ -158,19 +188,27 @@ def _baseline(options: SearchOptions, out: Path) -> dict:
 
     run_dir = out / "baseline"
     artifact = run_dir / "model_int8.tflite"
-    test_accuracy = _recorded_accuracy(run_dir) if artifact.is_file() else None
-    if test_accuracy is None:  # not trained yet, or its record is damaged: train it (again)
+    recorded = _recorded(run_dir) if artifact.is_file() else None
+    if recorded is None:  # not trained yet, or its record is damaged: train it (again)
         result = train(run_dir, TrainOptions(model=options.model, dataset=options.dataset, seed=options.seed),
                        runs_root=out, verbose=0)
         quantize(run_dir, QuantizeOptions(modes=["int8"], recover=False))
-        test_accuracy = result.metrics["test_accuracy"]
-    return {"run_dir": str(run_dir), "test_accuracy": test_accuracy, "size_kb": artifact.stat().st_size / 1024}
+        recorded = {"test_accuracy": result.metrics["test_accuracy"],
+                    **({"test_metric": result.metrics["test_metric"]} if "test_metric" in result.metrics else {})}
+    return {"run_dir": str(run_dir), **recorded, "size_kb": artifact.stat().st_size / 1024}
 
 
-def _recorded_accuracy(run_dir: Path) -> float | None:
+def _recorded(run_dir: Path) -> dict | None:
+    """The baseline run's recorded test figure: a classifier's accuracy, another task's metric."""
+    from pipeline.core import schemas
+    from pipeline.core.errors import RunDirError
+
     try:
-        value = read_json(run_dir / "train.json").get("test_accuracy")
-    except (OSError, ValueError, AttributeError):
+        info = schemas.load(run_dir / "train.json", schemas.TRAIN_JSON)
+    except RunDirError:
         return None
+    value = info.get("test_accuracy")
+    if isinstance(info.get("test_metric"), dict):
+        return {"test_accuracy": None, "test_metric": info["test_metric"]}
     valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-    return float(value) if valid else None
+    return {"test_accuracy": float(value)} if valid else None

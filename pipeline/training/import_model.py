@@ -82,7 +82,12 @@ def detect_task(model, dataset: str, where: str) -> str:
     """The task of a model given without ``--task``: an output shaped like its input
     reconstructs it; float targets in the data set (not whole numbers) mean a regression; whole
     labels a classifier. Where both readings fit, one error line asks for ``--task``."""
+    from pipeline.data.loaders import dataset_tasks
+
     inputs, outputs = tuple(model.input_shape[1:]), tuple(model.output_shape[1:])
+    only = dataset_tasks(dataset)
+    if len(only) == 1 and only[0] != "classifier":  # a data set made for one task
+        return only[0]
     floats = _float_targets(dataset)
     if inputs == outputs:
         if floats is False and len(outputs) == 1:
