@@ -199,16 +199,19 @@ def _baseline(options: SearchOptions, out: Path) -> dict:
 
 
 def _recorded(run_dir: Path) -> dict | None:
-    """The baseline run's recorded test figure: a classifier's accuracy, another task's metric."""
+    """The baseline run's recorded test figure (a classifier's accuracy, another task's metric
+    with its interval), or None where the record is missing or damaged."""
     from pipeline.core import schemas
-    from pipeline.core.errors import RunDirError
 
     try:
-        info = schemas.load(run_dir / "train.json", schemas.TRAIN_JSON)
-    except RunDirError:
+        info = read_json(run_dir / "train.json")
+    except (OSError, ValueError):
         return None
+    if not isinstance(info, dict):
+        return None
+    scored = info.get("test_metric")
+    if scored is not None:
+        return None if schemas.problems(scored, schemas.TASK_METRIC) else {"test_accuracy": None, "test_metric": scored}
     value = info.get("test_accuracy")
-    if isinstance(info.get("test_metric"), dict):
-        return {"test_accuracy": None, "test_metric": info["test_metric"]}
     valid = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
     return {"test_accuracy": float(value)} if valid else None

@@ -218,3 +218,42 @@ def test_labels_of_the_wrong_kind_for_a_regression_are_one_line(tmp_path):
     line = one_error_line(invoke("train", "--model", "ad_autoencoder", "--dataset", f"npz:{tmp_path / 'r.npz'}",
                                  "--out", tmp_path / "out"), 3)
     assert "y_train" in line or "data set" in line
+
+
+def test_frames_grouped_by_recording_are_scored_per_group(tmp_path):
+    """Windows of rank 2 (4 frames of 8 values), several per recording: AUC per recording, the
+    recording's score the mean of its windows', in verify and on the device's sidecar alike."""
+    import keras
+
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
+    from pipeline.training.import_model import import_model
+
+    rng = np.random.default_rng(5)
+    basis = rng.normal(size=(3, 32))
+
+    def windows(n, off):
+        return (rng.normal(size=(n, 3)) @ basis + off * rng.normal(size=(n, 32))).reshape(n, 4, 8).astype(np.float32)
+    x_test = np.concatenate([windows(120, 0.05), windows(120, 0.5)])
+    groups = np.repeat(np.arange(40), 6)  # 40 recordings of 6 windows: 20 normal, 20 anomalous
+    np.savez(tmp_path / "frames.npz", x_train=windows(500, 0.05), x_test=x_test,
+             y_test=np.r_[np.zeros(120), np.ones(120)].astype(np.int64), groups_test=groups)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 8))
+    code = keras.layers.Dense(3)(keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs)))
+    outputs = keras.layers.Reshape((4, 8))(keras.layers.Dense(32)(keras.layers.Dense(16, activation="relu")(code)))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    x_train = np.load(tmp_path / "frames.npz")["x_train"]
+    model.fit(x_train, x_train, epochs=30, verbose=0)
+    model.save(tmp_path / "frames.keras")
+    run_dir, metrics = import_model(tmp_path / "frames.keras", dataset=f"npz:{tmp_path / 'frames.npz'}",
+                                    out=tmp_path / "run")
+    assert metrics["task"] == "reconstruction"
+    scored = metrics["test_metric"]
+    assert scored["scored"] == "per group" and scored["scored_count"] == 40
+    quantize(run_dir, QuantizeOptions(modes=["int8"], recover=False))
+    report = verify(run_dir, VerifyOptions())
+    assert report["keras"]["model.keras"]["scored_count"] == 40 and report["artifacts"][0]["metric"] == "auc"

@@ -70,11 +70,15 @@ def test_a_device_that_answers_garbage(answer, why):
 
 
 def test_a_damaged_baseline_record_is_retrained_not_a_traceback(tmp_path):
-    from pipeline.search.winner import _recorded_accuracy
+    from pipeline.search.winner import _recorded
 
     (tmp_path / "train.json").write_text('{"test_accuracy": "high"}')
-    assert _recorded_accuracy(tmp_path) is None
+    assert _recorded(tmp_path) is None
     (tmp_path / "train.json").write_text("[1]")
-    assert _recorded_accuracy(tmp_path) is None
+    assert _recorded(tmp_path) is None
     (tmp_path / "train.json").write_text('{"test_accuracy": 0.5}')
-    assert _recorded_accuracy(tmp_path) == 0.5
+    assert _recorded(tmp_path) == {"test_accuracy": 0.5}
+    (tmp_path / "train.json").write_text('{"test_metric": {"metric": "auc", "value": 0.9, "ci95": [0.95, 0.8]}}')
+    assert _recorded(tmp_path) is None  # a reversed interval: trained again
+    (tmp_path / "train.json").write_text('{"test_metric": {"metric": "auc", "value": 0.9, "ci95": [0.8, 0.95]}}')
+    assert _recorded(tmp_path)["test_metric"]["value"] == 0.9

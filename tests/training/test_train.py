@@ -206,7 +206,7 @@ def _cluster_env(backend: str, index: int, addresses: list[str]) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow"])  # jax: benchmarks/e2e/test_long_paths.py
 def test_two_local_workers_train_one_run(backend, tmp_path):
     """Two processes on 127.0.0.1 (TensorFlow's MultiWorkerMirroredStrategy, or JAX's
     distributed runtime with Keras' DataParallel): both finish in step, only the chief writes
