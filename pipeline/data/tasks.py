@@ -113,14 +113,16 @@ def _groups(groups, count: int, name: str, task: str) -> np.ndarray:
 
 
 def digits_anomaly(digit: str, *, seed: int, val_fraction: float, test_fraction: float, split) -> Dataset:
-    """scikit-learn's 1797 8x8 digits as 64-value vectors (uint8 0..16): train and validate on
+    """scikit-learn's 1797 8x8 digits as 64-value vectors (0..16): train and validate on
     digit N only, test on every digit of the held-out split, label 1 for the other digits."""
     from sklearn.datasets import load_digits
 
     if not (digit.isdigit() and len(digit) == 1):
         raise DataError(f"digits-anomaly takes the normal digit, 0 to 9 (digits-anomaly:0), got {digit!r}")
     bunch = load_digits()
-    x = bunch.data.astype(np.uint8)
+    # float pixel values 0..16 (not uint8: a model's valid input is then the data's own range,
+    # not every byte's 0..255 scaled, which would widen the int8 input range sixteen times)
+    x = bunch.data.astype(np.float32)
     x_pool, y_pool, x_test, y_test = split(x, bunch.target, test_fraction, seed)
     normal = int(digit)
     x_normal = x_pool[y_pool == normal]

@@ -6,8 +6,8 @@ import json
 def test_an_autoencoder_search_ranks_by_validation_error_and_compares_by_auc(tmp_path):
     from pipeline.search import SearchOptions, search
 
-    options = SearchOptions(model="ad_autoencoder", dataset="digits-anomaly:0", trials=2, epochs=3, bench_seconds=0.2,
-                            space={"width": [32, 64], "depth": [2], "bottleneck": [8], "sparsity": [0.0],
+    options = SearchOptions(model="autoencoder", dataset="digits-anomaly:0", trials=2, epochs=3, bench_seconds=0.2,
+                            space={"width": [32, 64], "depth": [1], "bottleneck": [8], "sparsity": [0.0],
                                    "batch_size": [32], "learning_rate": [3e-3]})
     summary = search(options, tmp_path / "search")
     done = [t for t in summary["trials"] if t["status"] == "COMPLETED"]
