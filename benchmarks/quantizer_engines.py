@@ -1,6 +1,7 @@
 """Post-training quantization two ways, side by side: TensorFlow's converter (what `pipeline
 quantize` does today, and LiteRT's documentation calls legacy) and LiteRT Quantizer (the
-renamed ai-edge-quantizer: a float32 .tflite first, then a recipe), on one trained run.
+renamed ai-edge-quantizer: a float32 .tflite first, then a recipe; its static recipes also
+calibrated over the samples' global range, "LQ global range"), on one trained run.
 
 For each mode both engines can make: test accuracy with its Wilson interval, top-1 agreement
 with the Keras model, the paired accuracy difference between the two engines' artifacts, size,
@@ -35,8 +36,10 @@ MODES = {
 }
 
 
-def litert_quantize(float_model: bytes, recipe_name: str, calibration: np.ndarray) -> bytes:
-    """A float32 .tflite quantized by LiteRT Quantizer with one of its recipes."""
+def litert_quantize(float_model: bytes, recipe_name: str, calibration: np.ndarray, global_range: bool = False) -> bytes:
+    """A float32 .tflite quantized by LiteRT Quantizer with one of its recipes; calibrated as it
+    does by default (a moving average of each call's min and max), or with ``global_range`` over
+    every sample's (as the converter, and the pipeline's recovery)."""
     try:
         from litert_quantizer import quantizer, recipe  # the 0.11 name
     except ImportError:
@@ -50,8 +53,13 @@ def litert_quantize(float_model: bytes, recipe_name: str, calibration: np.ndarra
         qt.load_quantization_recipe(getattr(recipe, recipe_name)())
         statistics = None
         if qt.need_calibration:
-            feeds = [{SIGNATURE_INPUT: s[None].astype(np.float32)} for s in calibration]
-            statistics = qt.calibrate({SIGNATURE: feeds})
+            feeds = {SIGNATURE: [{SIGNATURE_INPUT: s[None].astype(np.float32)} for s in calibration]}
+            if global_range:
+                from pipeline.optimizing.mixed_precision import calibrate
+
+                statistics = calibrate(qt, float_model, feeds)
+            else:
+                statistics = qt.calibrate(feeds)
         return bytes(qt.quantize(statistics).quantized_model)
 
 
@@ -97,13 +105,15 @@ def compare(run_dir: Path, out: Path, samples: int, rounds: int) -> None:
             path = out / f"{mode}_converter.tflite"
             path.write_bytes(to_tflite(model, converter_mode, calibration=calibration))
             built[(mode, "converter")] = path
-        if recipe_name:
-            path = out / f"{mode}_litert_quantizer.tflite"
+        for engine, global_range in (("LiteRT Quantizer", False), ("LQ global range", True)):
+            if not recipe_name or (global_range and not recipe_name.startswith("static")):
+                continue  # only static recipes are calibrated
+            path = out / f"{mode}_{engine.replace(' ', '_')}.tflite"
             try:
-                path.write_bytes(litert_quantize(float_model, recipe_name, calibration))
-                built[(mode, "LiteRT Quantizer")] = path
+                path.write_bytes(litert_quantize(float_model, recipe_name, calibration, global_range))
+                built[(mode, engine)] = path
             except Exception as exc:  # noqa: BLE001 - report what the engine said, go on
-                print(f"{mode} via LiteRT Quantizer ({recipe_name}) failed: {str(exc).splitlines()[0][:160]}")
+                print(f"{mode} via {engine} ({recipe_name}) failed: {str(exc).splitlines()[0][:160]}")
     paths = list(built.values())
     timing = measure_rounds(paths, x_test[0], threads=[1], warmup=20, runs=200, min_seconds=2.0, rounds=rounds)
     p50 = {Path(r["artifact"]).name if "/" in str(r["artifact"]) else r["artifact"]: r for r in timing["results"]}
@@ -129,12 +139,14 @@ def compare(run_dir: Path, out: Path, samples: int, rounds: int) -> None:
               f"{timed['p50_ms']:8.4f} {timed['p50_spread_ms']:7.4f}  {micro}")
     print()
     for mode in MODES:
-        pair = [(mode, "converter"), (mode, "LiteRT Quantizer")]
-        if all(p in right for p in pair):
+        for engine in ("LiteRT Quantizer", "LQ global range"):
+            pair = [(mode, "converter"), (mode, engine)]
+            if not all(p in right for p in pair):
+                continue
             drop = paired_drop(right[pair[0]], right[pair[1]])
             low, high = (0.0 - drop["ci95"][1]) * 100 + 0.0, (0.0 - drop["ci95"][0]) * 100 + 0.0
             gain = (0.0 - drop["drop"]) * 100 + 0.0
-            print(f"{mode}: LiteRT Quantizer minus converter accuracy {gain:+.2f} pt "
+            print(f"{mode}: {engine} minus converter accuracy {gain:+.2f} pt "
                   f"[{low:+.2f}, {high:+.2f}] (paired, same test samples; "
                   f"{drop['lost']} lost, {drop['gained']} gained)")
 
