@@ -55,7 +55,7 @@ def litert_quantize(float_model: bytes, recipe_name: str, calibration: np.ndarra
         if qt.need_calibration:
             feeds = {SIGNATURE: [{SIGNATURE_INPUT: s[None].astype(np.float32)} for s in calibration]}
             if global_range:
-                from pipeline.optimizing.mixed_precision import calibrate
+                from pipeline.formats.litert_quantizer import calibrate
 
                 statistics = calibrate(qt, float_model, feeds)
             else:

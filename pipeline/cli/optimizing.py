@@ -86,6 +86,9 @@ def quantize(
              "gates on the validation split, recover by QAT (model_int8_qat.tflite), never by float or "
              "int16 layers; with --recover, fail (exit 6) if the QAT model fails its accuracy-drop "
              "gate.")] = DEFAULTS.quantize.integer_only,
+    engine: Annotated[str, typer.Option(
+        help="converter (TensorFlow's) or litert-quantizer (LiteRT Quantizer's recipes on the float32 "
+             ".tflite: int8, int16x8, dynamic; float16 stays the converter's).")] = DEFAULTS.quantize.engine,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -100,7 +103,8 @@ def quantize(
         modes=modes, pruned=pruned, calibration_samples=calibration_samples,
         float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
         calibration_data=str(calibration_data) if calibration_data else None, recover=recover,
-        qat=qat, qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, integer_only=integer_only))
+        qat=qat, qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, integer_only=integer_only,
+        engine=engine))
     _echo_artifacts(report, [*modes, "int8_mixed", "int8_qat"])
     if report.get("qat") and (qat or (report.get("recovery") or {}).get("artifact") == report["qat"]["artifact"]):
         record = report["qat"]

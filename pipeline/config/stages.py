@@ -88,6 +88,9 @@ class PruneOptions:
         check("learning_rate", self.learning_rate)
 
 
+ENGINES = ("converter", "litert-quantizer")
+
+
 @dataclass
 class QuantizeOptions:
     """``quantize``: one TFLite artifact per mode."""
@@ -108,6 +111,10 @@ class QuantizeOptions:
     # The target runs integer kernels only (a microcontroller, an NPU): where full int8 fails
     # its gates on the validation split, recovery trains the QAT model instead of raising layers.
     integer_only: bool = False
+    # Who quantizes: TensorFlow's converter, or LiteRT Quantizer on the float32 .tflite (int8,
+    # int16x8 and dynamic by its recipes, calibrated over the samples' global range; float16
+    # by the converter: it has no float16 recipe). benchmarks/quantizer_engines.py compares them.
+    engine: str = "converter"
     pruned: bool = per_command(False)
     dynamic_batch: bool = per_command(False)
     compat: str | None = per_command(None)
@@ -124,6 +131,14 @@ class QuantizeOptions:
         if self.compat is not None and self.compat not in COMPAT:
             raise unknown_name("--compat target", self.compat, COMPAT)
         check("calibration_samples", self.calibration_samples)
+        if self.engine not in ENGINES:
+            raise unknown_name("--engine", self.engine, ENGINES)
+        if self.engine == "litert-quantizer":
+            refused = [flag for flag, on in (("--float-io", self.float_io), ("--dynamic-batch", self.dynamic_batch),
+                                             ("--compat", self.compat is not None)) if on]
+            if refused:
+                raise UsageError(f"{', '.join(refused)}: the converter's options; --engine litert-quantizer "
+                                 f"quantizes the batch-1 float32 model as its recipes do")
         if self.qat:
             if "int8" not in self.modes:
                 raise UsageError("--qat makes a fully integer model: add --int8")

@@ -296,7 +296,10 @@ def quantize_mixed(float_model: bytes, calibration: np.ndarray, raised: list[tup
                     qt.update_quantization_recipe(regex=exact, operation_name=operation,
                                                   algorithm_key=AlgorithmName.NO_QUANTIZE)
             # LiteRT Quantizer's own calibration (a moving average of one-sample ranges), on
-            # purpose: see ``calibrate`` for what the global range changes
+            # purpose: over the global range (pipeline.formats.litert_quantizer.calibrate),
+            # recovery of the MLPerf ResNet-8 picked one CONV_2D in int16x8 (validation
+            # agreement 98.54%) that failed on the test images (96.85%) at 7.8x int8's p50; this
+            # way it keeps the float head, which generalizes. A measured choice to come.
             statistics = qt.calibrate({SIGNATURE: [{SIGNATURE_INPUT: sample[None].astype(np.float32)}
                                                    for sample in calibration]})
             if input_range is not None:
@@ -306,28 +309,6 @@ def quantize_mixed(float_model: bytes, calibration: np.ndarray, raised: list[tup
             from edge_runtime.errors import first_line
 
             raise ConversionError(f"ai-edge-quantizer could not quantize the mix: {first_line(exc)}") from None
-
-
-def calibrate(qt, float_model: bytes, feeds: dict) -> dict:
-    """Each tensor's range over every calibration sample, as TensorFlow's converter takes it.
-    ``Quantizer.calibrate`` keeps a moving average of each call's min and max: fed one sample a
-    call (the model's batch is 1), it narrows every range to a typical sample's and clips the rest
-    (measured on the MLPerf ResNet-8, CIFAR-10, 1,017 test images: int8 85.64% against the
-    converter's 87.71%; with the global min and max, 87.71%, 8 images lost and 8 gained).
-    Recovery's mixes do not use it yet: with it, recovery of that ResNet-8 picks one CONV_2D in
-    int16x8 (validation agreement 98.54%) that fails on the test images (96.85%) and is 7.8x
-    slower than int8, where the moving average leads it to the float head that generalizes;
-    which calibration recovery uses becomes a measured choice with ``--calibration``."""
-    from ai_edge_quantizer import calibrator
-    from ai_edge_quantizer.utils import qsv_utils
-
-    manager = getattr(qt, "_recipe_manager", None)
-    if manager is None or not hasattr(qsv_utils, "min_max_update"):  # another version: its own way
-        return qt.calibrate(feeds)
-    with contextlib.redirect_stderr(io.StringIO()):  # a progress bar
-        calibration = calibrator.Calibrator(float_model, qsv_update_func=qsv_utils.min_max_update)
-        calibration.calibrate(feeds, manager)
-    return calibration.get_model_qsvs()
 
 
 def _widen_input(statistics: dict, float_model: bytes, input_range: tuple[float, float]) -> None:

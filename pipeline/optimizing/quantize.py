@@ -20,7 +20,8 @@ def quantize(run: str | Path | None, options: QuantizeOptions) -> dict:
 
 
 def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
-    from pipeline.formats.tflite import to_tflite
+    from pipeline.formats.litert_quantizer import RECIPES, quantize_with_recipe
+    from pipeline.formats.tflite import float_tflite_with_signature, to_tflite
 
     source = context.model_path(options.pruned)
     model = context.load_model(options.pruned)
@@ -30,24 +31,32 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     report_path = context.run_dir / "quantize.json"
     report = read_json(report_path) if report_path.exists() else {"artifacts": {}}
     written = []
+    float_model = None
     for mode in options.modes:
         spec = quant_mode(mode)
         started = time.perf_counter()
-        flatbuffer = to_tflite(model, mode, calibration=samples if spec.needs_calibration else None,
-                               float_io=options.float_io, dynamic_batch=options.dynamic_batch,
-                               compat=options.compat)
+        engine = options.engine if mode in RECIPES else "converter"
+        if engine == "litert-quantizer":
+            if float_model is None:
+                float_model = float_tflite_with_signature(model)
+            flatbuffer = quantize_with_recipe(float_model, mode, samples if spec.needs_calibration else None)
+        else:
+            flatbuffer = to_tflite(model, mode, calibration=samples if spec.needs_calibration else None,
+                                   float_io=options.float_io, dynamic_batch=options.dynamic_batch,
+                                   compat=options.compat)
         path = context.run_dir / quant_mode(mode).file(options.pruned)
         sidecar = write_artifact(
             path, flatbuffer, fmt="tflite", mode=mode, context=context, source=source,
             calibration_indices=indices if spec.needs_calibration else None,
             calibration_source=calibration_source,
             options={"float_io": options.float_io, "dynamic_batch": options.dynamic_batch,
-                     "compat": options.compat, "pruned": options.pruned})
+                     "compat": options.compat, "pruned": options.pruned,
+                     **({"engine": engine} if options.engine != "converter" else {})})
         report["artifacts"][path.name] = {
             "mode": mode, "format": "tflite", "size_bytes": sidecar["size_bytes"],
             "sha256": sidecar["sha256"], "convert_seconds": round(time.perf_counter() - started, 3),
             "calibration_samples": len(indices) if spec.needs_calibration else 0,
-            "pruned": options.pruned,
+            "pruned": options.pruned, **({"engine": engine} if options.engine != "converter" else {}),
         }
         written.append(path)
     if options.qat:

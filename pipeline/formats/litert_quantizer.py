@@ -1,0 +1,66 @@
+"""LiteRT Quantizer (the renamed ai-edge-quantizer; either package name): a float32 ``.tflite``
+quantized with a recipe, calibrated over each tensor's global range across the samples."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+
+from pipeline.core.errors import ConversionError
+
+# quantize's modes -> LiteRT Quantizer's recipes (float16 has none: the converter makes it)
+RECIPES = {"int8": "static_wi8_ai8", "int16x8": "static_wi8_ai16", "dynamic": "dynamic_wi8_afp32"}
+
+
+def modules():
+    """``(quantizer, recipe, calibrator, qsv_utils)`` of whichever package is installed."""
+    try:
+        from litert_quantizer import calibrator, quantizer, recipe  # 0.11 and later
+        from litert_quantizer.utils import qsv_utils
+    except ImportError:
+        from ai_edge_quantizer import calibrator, quantizer, recipe
+        from ai_edge_quantizer.utils import qsv_utils
+    return quantizer, recipe, calibrator, qsv_utils
+
+
+def calibrate(qt, float_model: bytes, feeds: dict) -> dict:
+    """Each tensor's range over every calibration sample, as TensorFlow's converter takes it.
+    ``Quantizer.calibrate`` keeps a moving average of each call's min and max: fed one sample a
+    call (the model's batch is 1), it narrows every range to a typical sample's and clips the rest
+    (measured on the MLPerf ResNet-8, CIFAR-10, 1,017 test images: int8 85.64% against the
+    converter's 87.71%; with the global min and max, 87.71%, 8 images lost and 8 gained)."""
+    _, _, calibrator, qsv_utils = modules()
+    manager = getattr(qt, "_recipe_manager", None)
+    if manager is None or not hasattr(qsv_utils, "min_max_update"):  # another version: its own way
+        return qt.calibrate(feeds)
+    with contextlib.redirect_stderr(io.StringIO()):  # a progress bar
+        calibration = calibrator.Calibrator(float_model, qsv_update_func=qsv_utils.min_max_update)
+        calibration.calibrate(feeds, manager)
+    return calibration.get_model_qsvs()
+
+
+def quantize_with_recipe(float_model: bytes, mode: str, calibration: np.ndarray | None) -> bytes:
+    """``float_model`` (a float32 .tflite with a ``serving_default`` signature) quantized by
+    LiteRT Quantizer in ``mode``; ``calibration``: model-ready samples for the static modes."""
+    from edge_runtime.quiet import quiet_native
+    from pipeline.formats.tflite import SIGNATURE, SIGNATURE_INPUT
+
+    quantizer, recipe, _, _ = modules()
+    try:
+        with quiet_native(), contextlib.redirect_stdout(io.StringIO()):
+            qt = quantizer.Quantizer(bytearray(float_model))
+            qt.load_quantization_recipe(getattr(recipe, RECIPES[mode])())
+            statistics = None
+            if qt.need_calibration:
+                if calibration is None or not len(calibration):
+                    raise ConversionError(f"{mode} by LiteRT Quantizer needs calibration samples")
+                statistics = calibrate(qt, float_model, {SIGNATURE: [
+                    {SIGNATURE_INPUT: sample[None].astype(np.float32)} for sample in calibration]})
+            return bytes(qt.quantize(statistics).quantized_model)
+    except ConversionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the quantizer raises many kinds
+        from edge_runtime.errors import first_line
+
+        raise ConversionError(f"LiteRT Quantizer could not quantize to {mode}: {first_line(exc)}") from None

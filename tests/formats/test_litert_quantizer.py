@@ -1,0 +1,37 @@
+"""LiteRT Quantizer as the quantization engine (`quantize --engine litert-quantizer`): its
+artifacts carry the same signature, metadata and sidecar, and pass verify and TFLite Micro."""
+import json
+
+from tests.conftest import copy_run
+from tests.hostile.helpers import invoke, one_error_line
+
+
+def test_litert_quantizer_artifacts_pass_verify_like_the_converters(trained_run, tmp_path):
+    from pipeline.checking.verify import verify
+    from pipeline.config.gates import VerifyOptions
+    from pipeline.config.stages import QuantizeOptions
+    from pipeline.optimizing.quantize import quantize
+
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    for stale in run_dir.glob("model_*"):
+        stale.unlink()
+    report = quantize(run_dir, QuantizeOptions(modes=["int8", "dynamic"], engine="litert-quantizer",
+                                               recover=False))
+    assert {a["engine"] for a in report["artifacts"].values()} == {"litert-quantizer"}
+    sidecar = json.loads((run_dir / "model_int8.tflite.json").read_text())
+    assert sidecar["options"]["engine"] == "litert-quantizer" and sidecar["calibration"]["count"] == 300
+    verified = verify(run_dir, VerifyOptions())
+    assert verified["passed"]  # the default gates: accuracy drop <= 1 pt, agreement >= 98%
+    (int8,) = [r for r in verified["artifacts"] if r["artifact"] == "model_int8.tflite"]
+    assert int8["signature"]["key"] == "serving_default"
+    if "skipped" not in int8["micro"]:
+        assert int8["micro"]["top1_agreement"] >= 0.99
+
+
+def test_converter_options_with_litert_quantizer_are_one_line(trained_run, tmp_path):
+    run_dir = copy_run(trained_run.run_dir, tmp_path)
+    line = one_error_line(invoke("quantize", "--run", run_dir, "--int8", "--engine", "litert-quantizer",
+                                 "--float-io"), 2)
+    assert "--float-io: the converter's options" in line
+    line = one_error_line(invoke("quantize", "--run", run_dir, "--int8", "--engine", "tflite"), 2)
+    assert "--engine" in line
