@@ -23,6 +23,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 def check_values(config: Config) -> None:
     """Every value of ``config`` against what its stage allows (``ConfigError`` names the field)."""
     from pipeline.config.sections import DISTRIBUTE
+    from pipeline.config.stages import ENGINES
     from pipeline.core.recipes import LR_SCHEDULES, OPTIMIZERS
     from pipeline.data.streaming import STREAM_MODES
     from pipeline.formats.kinds import QUANT_MODES, TARGETS
@@ -33,11 +34,18 @@ def check_values(config: Config) -> None:
               ("train.stream", config.train.stream, STREAM_MODES)]
     checks += [(f"quantize.modes[{i}]", m, tuple(QUANT_MODES)) for i, m in enumerate(config.quantize.modes)]
     checks += [(f"convert.targets[{i}]", t, TARGETS) for i, t in enumerate(config.convert.targets)]
+    checks += [("quantize.engine", config.quantize.engine, ENGINES)]
     for location, value, allowed in checks:
         if value is not None and value not in allowed:
             close = difflib.get_close_matches(value, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{location}: unknown value '{value}'{hint}; known: {', '.join(allowed)}")
+    if config.train.task is not None:
+        from pipeline.core.tasks import TASKS
+
+        checks_task = config.train.task if config.train.task != "autoencoder" else "reconstruction"
+        if checks_task not in TASKS:
+            raise ConfigError(f"train.task: unknown value '{config.train.task}'; known: {', '.join(TASKS)}")
     if config.quantize.qat and "int8" not in config.quantize.modes:
         raise ConfigError("quantize.qat: quantization-aware training makes a fully integer model: "
                           "add int8 to quantize.modes")

@@ -51,3 +51,14 @@ def test_each_stage_has_one_settings_class_and_the_config_is_made_of_them():
     assert "pruned" not in config.to_dict()["quantize"] and "artifacts" not in config.to_dict()["verify"]
     with pytest.raises(ConfigError, match=r"quantize\.pruned: unknown field"):
         load_config(overrides=["quantize.pruned=true"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("quantize.engine=tflite", "quantize.engine: unknown value 'tflite'; known: converter, litert-quantizer"),
+    ("train.task=segmentation", "train.task: unknown value 'segmentation'; known: classifier, reconstruction"),
+])
+def test_an_unknown_engine_or_task_in_a_config_is_one_error(override, message):
+    from pipeline import load_config
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(overrides=[override])
