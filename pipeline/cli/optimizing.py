@@ -55,6 +55,10 @@ def quantize(
     float16: Annotated[bool, typer.Option("--float16", help="float16 weights.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic range (int8 weights).")] = False,
     int16x8: Annotated[bool, typer.Option("--int16x8", help="int16 activations, int8 weights.")] = False,
+    weight_only_int8: Annotated[bool, typer.Option(
+        "--weight-only-int8", help="int8 weights, float computation (LiteRT Quantizer).")] = False,
+    int4: Annotated[bool, typer.Option(
+        "--int4", help="int4 weights, activations quantized at run time (LiteRT Quantizer).")] = False,
     pruned: Annotated[bool, typer.Option(help="Quantize model_pruned.keras instead of model.keras.")] = False,
     calibration_samples: Annotated[int, typer.Option(
         help="Training samples (seeded) used to calibrate int8/int16x8.")] = DEFAULTS.quantize.calibration_samples,
@@ -98,7 +102,8 @@ def quantize(
     from pipeline.optimizing.quantize import quantize as run_quantize
 
     modes = [m for m, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
-                             ("int16x8", int16x8)) if on] or list(DEFAULTS.quantize.modes)
+                             ("int16x8", int16x8), ("weight_only_int8", weight_only_int8), ("int4", int4))
+             if on] or list(DEFAULTS.quantize.modes)
     report = run_quantize(run, QuantizeOptions(
         modes=modes, pruned=pruned, calibration_samples=calibration_samples,
         float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,

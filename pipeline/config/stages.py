@@ -133,11 +133,17 @@ class QuantizeOptions:
         check("calibration_samples", self.calibration_samples)
         if self.engine not in ENGINES:
             raise unknown_name("--engine", self.engine, ENGINES)
-        if self.engine == "litert-quantizer":
-            refused = [flag for flag, on in (("--float-io", self.float_io), ("--dynamic-batch", self.dynamic_batch),
+        from pipeline.formats.litert_quantizer import LITERT_ONLY
+
+        by_litert = [m for m in self.modes if m in LITERT_ONLY]
+        if self.engine == "litert-quantizer" or by_litert:
+            refused = [flag for flag, on in (("--float-io", self.float_io and self.engine == "litert-quantizer"),
+                                             ("--dynamic-batch", self.dynamic_batch),
                                              ("--compat", self.compat is not None)) if on]
             if refused:
-                raise UsageError(f"{', '.join(refused)}: the converter's options; --engine litert-quantizer "
+                who = ("--engine litert-quantizer" if self.engine == "litert-quantizer"
+                       else f"{by_litert[0]} (LiteRT Quantizer's)")
+                raise UsageError(f"{', '.join(refused)}: the converter's options; {who} "
                                  f"quantizes the batch-1 float32 model as its recipes do")
         if self.qat:
             if "int8" not in self.modes:

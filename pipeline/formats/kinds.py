@@ -48,6 +48,11 @@ QUANT_MODES: dict[str, QuantMode] = {m.name: m for m in (
               "full integer: int8 weights and activations"),
     QuantMode("int16x8", "int16x8.tflite", True, "quantized",
               "int16 activations, int8 weights"),
+    # made by LiteRT Quantizer whatever the engine (the converter has no such mode)
+    QuantMode("weight_only_int8", "weight_only_int8.tflite", False, "quantized",
+              "int8 weights dequantized to float at load, float computation"),
+    QuantMode("int4", "int4.tflite", False, "quantized",
+              "int4 weights, activations quantized at run time"),
 )}
 
 
@@ -129,6 +134,8 @@ ARTIFACT_KINDS: dict[str, ArtifactKind] = _kinds(
     ArtifactKind("dynamic.tflite", "tflite", "dynamic"),
     ArtifactKind("int8.tflite", "tflite", "int8", micro=True),
     ArtifactKind("int16x8.tflite", "tflite", "int16x8", micro=True),
+    ArtifactKind("weight_only_int8.tflite", "tflite", "weight_only_int8"),
+    ArtifactKind("int4.tflite", "tflite", "int4"),
     ArtifactKind("int8_mixed.tflite", "tflite", MIXED_INT8.name, micro=True),
     ArtifactKind("int8_qat.tflite", "tflite", QAT_INT8.name, micro=True),
     ArtifactKind("float32.onnx", "onnx", "float32", parity_partner="float32.tflite", ort_source=True),

@@ -10,7 +10,10 @@ import numpy as np
 from pipeline.core.errors import ConversionError
 
 # quantize's modes -> LiteRT Quantizer's recipes (float16 has none: the converter makes it)
-RECIPES = {"int8": "static_wi8_ai8", "int16x8": "static_wi8_ai16", "dynamic": "dynamic_wi8_afp32"}
+RECIPES = {"int8": "static_wi8_ai8", "int16x8": "static_wi8_ai16", "dynamic": "dynamic_wi8_afp32",
+           "weight_only_int8": "weight_only_wi8_afp32", "int4": "dynamic_wi4_afp32"}
+# Modes only LiteRT Quantizer makes (whatever --engine says)
+LITERT_ONLY = ("weight_only_int8", "int4")
 
 
 def modules():

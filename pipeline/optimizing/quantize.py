@@ -20,7 +20,7 @@ def quantize(run: str | Path | None, options: QuantizeOptions) -> dict:
 
 
 def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
-    from pipeline.formats.litert_quantizer import RECIPES, quantize_with_recipe
+    from pipeline.formats.litert_quantizer import LITERT_ONLY, RECIPES, quantize_with_recipe
     from pipeline.formats.tflite import float_tflite_with_signature, to_tflite
 
     source = context.model_path(options.pruned)
@@ -35,7 +35,7 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     for mode in options.modes:
         spec = quant_mode(mode)
         started = time.perf_counter()
-        engine = options.engine if mode in RECIPES else "converter"
+        engine = "litert-quantizer" if mode in LITERT_ONLY else options.engine if mode in RECIPES else "converter"
         if engine == "litert-quantizer":
             if float_model is None:
                 float_model = float_tflite_with_signature(model)
@@ -51,12 +51,12 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
             calibration_source=calibration_source,
             options={"float_io": options.float_io, "dynamic_batch": options.dynamic_batch,
                      "compat": options.compat, "pruned": options.pruned,
-                     **({"engine": engine} if options.engine != "converter" else {})})
+                     **({"engine": engine} if engine != "converter" else {})})
         report["artifacts"][path.name] = {
             "mode": mode, "format": "tflite", "size_bytes": sidecar["size_bytes"],
             "sha256": sidecar["sha256"], "convert_seconds": round(time.perf_counter() - started, 3),
             "calibration_samples": len(indices) if spec.needs_calibration else 0,
-            "pruned": options.pruned, **({"engine": engine} if options.engine != "converter" else {}),
+            "pruned": options.pruned, **({"engine": engine} if engine != "converter" else {}),
         }
         written.append(path)
     if options.qat:
