@@ -169,7 +169,7 @@ def _cases(run_dir, files):
                  "config.json", "random.npz"):
         cases.append(["run", files[name], "--out", run_dir.parent / "never"])
     for setting in ("train.epochs=0", "train=3", "nosection.x=1", "train.model", "bench.threads=[]",
-                    "quantize.modes=[\"int4\"]", "convert.targets=[\"coreml\"]", "prune.sparsity=[1.5]",
+                    "quantize.modes=[\"int2\"]", "convert.targets=[\"coreml\"]", "prune.sparsity=[1.5]",
                     "verify.gates={\"int8\": {}}", "constraints.max_latency_ms=-1",
                     "bench.devices=[\"pi@board\"]", "data.val_fraction=2"):
         cases.append(["run", "--set", setting, "--out", run_dir.parent / "never"])
@@ -179,7 +179,7 @@ def _cases(run_dir, files):
                  ["verify", "--artifact", "missing.tflite"], ["bench", "--artifact", "missing.tflite"],
                  ["bench", "--device", "ssh://-oProxyCommand=x"], ["bench", "--device", "ftp://pi"],
                  ["bench", "--device", "ssh://pi@board", "--remote-dir", "/tmp/$(reboot)"],
-                 ["convert", "--to", "coreml"], ["quantize", "--int4"], ["prune", "--skip", "nolayer"],
+                 ["convert", "--to", "coreml"], ["quantize", "--int2"], ["prune", "--skip", "nolayer"],
                  ["report", files["random.npz"]], ["train", "--resume", "--run", run_dir.parent / "nowhere"]):
         needs_run = args[0] in ("verify", "bench", "convert", "quantize", "prune") and "--run" not in args
         cases.append([*args, *(["--run", run_dir] if needs_run else [])])

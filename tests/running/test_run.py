@@ -35,7 +35,7 @@ def test_config_defaults_file_and_overrides(tmp_path):
     ("[train]\nepochz = 3\n", [], "train.epochz: unknown field (did you mean 'epochs'?)"),
     ("[train]\nepochs = 'ten'\n", [], "train.epochs: expected an integer, got 'ten'"),
     ("[prune]\nsparsity = [0.5, 'lots']\n", [], "prune.sparsity[1]: expected a number, got 'lots'"),
-    ("[quantize]\nmodes = ['int4']\n", [], "quantize.modes[0]: unknown value 'int4' (did you mean 'int8'?)"),
+    ("[quantize]\nmodes = ['int2']\n", [], "quantize.modes[0]: unknown value 'int2' (did you mean 'int8'?)"),
     ("", ["trian.epochs=3"], "--set trian.epochs: unknown section (did you mean 'train'?)"),
     ("", ["train.epochs"], "--set takes SECTION.FIELD=VALUE"),
     ("[train\n", [], "is not valid TOML"),
