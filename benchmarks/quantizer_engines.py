@@ -14,8 +14,6 @@ calibration samples for both (the run's seed). Measures only; the pipeline is un
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import tempfile
 from pathlib import Path
@@ -25,42 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# mode -> (converter mode or None, LiteRT Quantizer recipe or None, what it is)
-MODES = {
-    "int8": ("int8", "static_wi8_ai8", "int8 weights and activations"),
-    "int16x8": ("int16x8", "static_wi8_ai16", "int8 weights, int16 activations"),
-    "dynamic": ("dynamic", "dynamic_wi8_afp32", "int8 weights, activations quantized at run time"),
-    "weight_only_int8": (None, "weight_only_wi8_afp32", "int8 weights dequantized to float"),
-    "int4_weights": (None, "dynamic_wi4_afp32", "int4 weights, dynamic activations"),
-    "float16": ("float16", None, "float16 weights"),
-}
-
-
-def litert_quantize(float_model: bytes, recipe_name: str, calibration: np.ndarray, global_range: bool = False) -> bytes:
-    """A float32 .tflite quantized by LiteRT Quantizer with one of its recipes; calibrated as it
-    does by default (a moving average of each call's min and max), or with ``global_range`` over
-    every sample's (as the converter, and the pipeline's recovery)."""
-    try:
-        from litert_quantizer import quantizer, recipe  # the 0.11 name
-    except ImportError:
-        from ai_edge_quantizer import quantizer, recipe
-
-    from edge_runtime.quiet import quiet_native
-    from pipeline.formats.tflite import SIGNATURE, SIGNATURE_INPUT
-
-    with quiet_native(), contextlib.redirect_stdout(io.StringIO()):
-        qt = quantizer.Quantizer(bytearray(float_model))
-        qt.load_quantization_recipe(getattr(recipe, recipe_name)())
-        statistics = None
-        if qt.need_calibration:
-            feeds = {SIGNATURE: [{SIGNATURE_INPUT: s[None].astype(np.float32)} for s in calibration]}
-            if global_range:
-                from pipeline.formats.litert_quantizer import calibrate
-
-                statistics = calibrate(qt, float_model, feeds)
-            else:
-                statistics = qt.calibrate(feeds)
-        return bytes(qt.quantize(statistics).quantized_model)
+# The modes either engine makes: the converter's, and LiteRT Quantizer's (its recipes,
+# pipeline.formats.litert_quantizer.RECIPES; the static ones calibrated both ways).
+CONVERTER_MODES = ("int8", "int16x8", "dynamic", "float16")
 
 
 def main() -> None:
@@ -89,6 +54,7 @@ def compare(run_dir: Path, out: Path, samples: int, rounds: int) -> None:
     from pipeline.core.stats import paired_drop, wilson
     from pipeline.data.context import RunContext
     from pipeline.device.timing import measure_rounds
+    from pipeline.formats.litert_quantizer import RECIPES, quantize_with_recipe
     from pipeline.formats.micro import run_micro, unavailable
     from pipeline.formats.tflite import float_tflite_with_signature, to_tflite
 
@@ -100,17 +66,18 @@ def compare(run_dir: Path, out: Path, samples: int, rounds: int) -> None:
     keras_top1 = model.predict(x_test, batch_size=256, verbose=0).argmax(-1)
     float_model = float_tflite_with_signature(model)
     built: dict[tuple[str, str], Path] = {}
-    for mode, (converter_mode, recipe_name, _) in MODES.items():
-        if converter_mode:
+    for mode in dict.fromkeys([*CONVERTER_MODES, *RECIPES]):
+        recipe_name = RECIPES.get(mode)
+        if mode in CONVERTER_MODES:
             path = out / f"{mode}_converter.tflite"
-            path.write_bytes(to_tflite(model, converter_mode, calibration=calibration))
+            path.write_bytes(to_tflite(model, mode, calibration=calibration))
             built[(mode, "converter")] = path
         for engine, global_range in (("LiteRT Quantizer", False), ("LQ global range", True)):
             if not recipe_name or (global_range and not recipe_name.startswith("static")):
                 continue  # only static recipes are calibrated
             path = out / f"{mode}_{engine.replace(' ', '_')}.tflite"
             try:
-                path.write_bytes(litert_quantize(float_model, recipe_name, calibration, global_range))
+                path.write_bytes(quantize_with_recipe(float_model, mode, calibration, global_range=global_range))
                 built[(mode, engine)] = path
             except Exception as exc:  # noqa: BLE001 - report what the engine said, go on
                 print(f"{mode} via {engine} ({recipe_name}) failed: {str(exc).splitlines()[0][:160]}")
@@ -138,7 +105,7 @@ def compare(run_dir: Path, out: Path, samples: int, rounds: int) -> None:
               f"[{low:.2%}, {high:.2%}] {np.mean(predicted == keras_top1):7.2%} {path.stat().st_size / 1024:9.1f} "
               f"{timed['p50_ms']:8.4f} {timed['p50_spread_ms']:7.4f}  {micro}")
     print()
-    for mode in MODES:
+    for mode in RECIPES:
         for engine in ("LiteRT Quantizer", "LQ global range"):
             pair = [(mode, "converter"), (mode, engine)]
             if not all(p in right for p in pair):

@@ -137,7 +137,7 @@ def _eval(args) -> dict:
 def _eval_task(args, runner, x: np.ndarray, y: np.ndarray) -> dict:
     """An autoencoder's ROC AUC (labels 0 normal, 1 anomalous) with DeLong's interval; a
     regression's MAE, with its interval."""
-    from edge_runtime.tasks import TaskError, auc_interval, check_scores, delong, mean_interval
+    from edge_runtime.tasks import TaskError, absolute_errors, auc_interval, check_scores, delong, mean_interval
 
     y = np.asarray(y)
     if y.dtype.kind not in "fiub" or len(y) != len(x) or not np.all(np.isfinite(y)):
@@ -147,7 +147,7 @@ def _eval_task(args, runner, x: np.ndarray, y: np.ndarray) -> dict:
     found = {"model": str(args.model), "samples": int(len(x)), "task": runner.sidecar["task"]}
     try:
         if runner.sidecar["task"] == "regression":
-            errors = np.abs(outputs.reshape(len(x), -1).astype(np.float64) - y.reshape(len(x), -1)).mean(axis=1)
+            errors = absolute_errors(outputs, y)
             return {**found, "mae": float(errors.mean()), "mae_ci95": mean_interval(errors)}
         if not np.all(np.isin(y, (0, 1))):
             raise InputError(f"{args.inputs}:y must hold anomaly labels 0 (normal) or 1 (anomalous)")

@@ -36,6 +36,22 @@ def anomaly_scores(outputs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     return np.mean((outputs - inputs) ** 2, axis=1)
 
 
+def absolute_errors(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Each sample's mean absolute error of its predicted targets (float64)."""
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    targets = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+    if outputs.shape != targets.shape:
+        raise TaskError(f"a regression predicts {outputs.shape[1]} values per sample, its targets are "
+                        f"{targets.shape[1]}")
+    return np.abs(outputs - targets).mean(axis=1)
+
+
+def sample_errors(task: str, outputs: np.ndarray, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Each sample's error for a model that is not a classifier: an autoencoder's anomaly score
+    (against its input), a regression's absolute error (against its targets)."""
+    return anomaly_scores(outputs, inputs) if task == "reconstruction" else absolute_errors(outputs, targets)
+
+
 def group_scores(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray | None):
     """``(scores, labels)`` per group (a group's score is the mean of its samples', as MLPerf
     Tiny scores a clip), or per sample without groups. A group must hold one label."""

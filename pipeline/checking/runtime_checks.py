@@ -97,15 +97,14 @@ MICRO_SAMPLES = 1000
 def _micro_task(task: str, both: dict, x, y, threshold: float | None) -> dict:
     """An autoencoder's anomaly scores and decisions, or a regression's MAE, from TFLM's outputs
     against those from LiteRT's reference kernels on the same samples."""
-    from edge_runtime.tasks import anomaly_scores
+    from edge_runtime.tasks import sample_errors
     from pipeline.core.stats import wilson
 
-    shape = (len(x), -1)
-    tflm, reference = both["tflm"].reshape(shape), both["reference"].reshape(shape)
+    errors = [sample_errors(task, both[side].reshape(len(x), -1), x, y) for side in ("reference", "tflm")]
     if task == "regression":
-        mae = [float(np.mean(np.abs(o - np.asarray(y, np.float64).reshape(shape)))) for o in (reference, tflm)]
+        mae = [float(e.mean()) for e in errors]
         return {"mae": mae[1], "reference_mae": mae[0], "metric_drop": (mae[1] - mae[0]) / max(mae[0], 1e-12)}
-    scores = [anomaly_scores(o, x) for o in (reference, tflm)]
+    scores = errors
     relative = np.abs(scores[1] - scores[0]) / np.maximum(scores[0], 1e-12)
     found = {"score_max_relative_difference": float(np.max(relative))}
     if threshold is not None:

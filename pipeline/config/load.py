@@ -41,11 +41,12 @@ def check_values(config: Config) -> None:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{location}: unknown value '{value}'{hint}; known: {', '.join(allowed)}")
     if config.train.task is not None:
-        from pipeline.core.tasks import TASKS
+        from pipeline.core.tasks import TASKS, TaskError, normalize_task
 
-        checks_task = config.train.task if config.train.task != "autoencoder" else "reconstruction"
-        if checks_task not in TASKS:
-            raise ConfigError(f"train.task: unknown value '{config.train.task}'; known: {', '.join(TASKS)}")
+        try:
+            normalize_task(config.train.task)
+        except TaskError:
+            raise ConfigError(f"train.task: unknown value '{config.train.task}'; known: {', '.join(TASKS)}") from None
     if config.quantize.qat and "int8" not in config.quantize.modes:
         raise ConfigError("quantize.qat: quantization-aware training makes a fully integer model: "
                           "add int8 to quantize.modes")

@@ -13,7 +13,7 @@ RAW_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float16", "float32",
 
 
 def finish_for_task(name: str, task: str, arrays: dict, *, seed: int, val_fraction: float,
-                    preprocessing: str | None) -> Dataset:
+                    preprocessing: str | None, scale: float = 1.0) -> Dataset:
     """The common tail of an autoencoder's or a regression's data set: checked labels or
     targets, a seeded validation split, the declared preprocessing."""
     from pipeline.core.tasks import UNLABELLED
@@ -42,12 +42,12 @@ def finish_for_task(name: str, task: str, arrays: dict, *, seed: int, val_fracti
                         f"{val_fraction:g} validation split")
     val, train = np.sort(order[:cut]), np.sort(order[cut:])
     x_fit = x_train[train]
-    spec = preprocessing_spec(x_fit, preprocessing, name)
+    spec = preprocessing_spec(x_fit, preprocessing, name, scale)
     return Dataset(name, x_fit, y_train[train], x_train[val], y_train[val], x_test, y_test, spec, [],
                    task=task, groups_test=groups)
 
 
-def preprocessing_spec(x_train: np.ndarray, preprocessing: str | None, name: str) -> dict:
+def preprocessing_spec(x_train: np.ndarray, preprocessing: str | None, name: str, scale: float = 1.0) -> dict:
     """``none``: the samples are the model's input; ``standardize``: per feature (the last
     axis), the training split's mean and standard deviation, applied identically on the device."""
     choice = preprocessing or "none"
@@ -61,7 +61,7 @@ def preprocessing_spec(x_train: np.ndarray, preprocessing: str | None, name: str
         values = x_train.astype(np.float64)
         mean = [float(v) for v in values.mean(axis=axes)]
         std = [float(v) if v > 1e-12 else 1.0 for v in values.std(axis=axes)]
-    return {"raw_dtype": str(x_train.dtype), "scale": 1.0, "mean": mean, "std": std,
+    return {"raw_dtype": str(x_train.dtype), "scale": scale, "mean": mean, "std": std,
             "input_shape": list(x_train.shape[1:]), "layout": "NHWC" if x_train.ndim == 4 else "NF",
             "class_names": []}
 
@@ -127,11 +127,10 @@ def digits_anomaly(digit: str, *, seed: int, val_fraction: float, test_fraction:
     normal = int(digit)
     x_normal = x_pool[y_pool == normal]
     name = f"digits-anomaly:{digit}"
-    dataset = finish_for_task(name, "reconstruction",
-                              {"x_train": x_normal, "x_test": x_test, "y_test": (y_test != normal).astype(np.int64)},
-                              seed=seed, val_fraction=val_fraction, preprocessing=None)
-    dataset.preprocessing["scale"] = 1.0 / 16.0  # pixel values 0..16, as scikit-learn gives them
-    return dataset
+    return finish_for_task(name, "reconstruction",
+                           {"x_train": x_normal, "x_test": x_test, "y_test": (y_test != normal).astype(np.int64)},
+                           seed=seed, val_fraction=val_fraction, preprocessing=None,
+                           scale=1.0 / 16.0)  # pixel values 0..16, as scikit-learn gives them
 
 
 def without_labels(dataset: Dataset) -> Dataset:

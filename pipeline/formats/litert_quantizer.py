@@ -43,9 +43,12 @@ def calibrate(qt, float_model: bytes, feeds: dict) -> dict:
     return calibration.get_model_qsvs()
 
 
-def quantize_with_recipe(float_model: bytes, mode: str, calibration: np.ndarray | None) -> bytes:
+def quantize_with_recipe(float_model: bytes, mode: str, calibration: np.ndarray | None, *,
+                         global_range: bool = True) -> bytes:
     """``float_model`` (a float32 .tflite with a ``serving_default`` signature) quantized by
-    LiteRT Quantizer in ``mode``; ``calibration``: model-ready samples for the static modes."""
+    LiteRT Quantizer in ``mode``; ``calibration``: model-ready samples for the static modes,
+    over each tensor's global range (``global_range`` False: LiteRT Quantizer's own moving
+    average, which ``benchmarks/quantizer_engines.py`` compares)."""
     from edge_runtime.quiet import quiet_native
     from pipeline.formats.tflite import SIGNATURE, SIGNATURE_INPUT
 
@@ -58,8 +61,8 @@ def quantize_with_recipe(float_model: bytes, mode: str, calibration: np.ndarray 
             if qt.need_calibration:
                 if calibration is None or not len(calibration):
                     raise ConversionError(f"{mode} by LiteRT Quantizer needs calibration samples")
-                statistics = calibrate(qt, float_model, {SIGNATURE: [
-                    {SIGNATURE_INPUT: sample[None].astype(np.float32)} for sample in calibration]})
+                feeds = {SIGNATURE: [{SIGNATURE_INPUT: sample[None].astype(np.float32)} for sample in calibration]}
+                statistics = calibrate(qt, float_model, feeds) if global_range else qt.calibrate(feeds)
             return bytes(qt.quantize(statistics).quantized_model)
     except ConversionError:
         raise

@@ -70,16 +70,19 @@ class Validation:
         self.x, self.y, self.task, self.rules = x_val, y_val, task, rules
         self.reference = model.predict(x_val, batch_size=256, verbose=0)
         self.keras_metric = self._metric(self.reference)
+        if task == "reconstruction":  # the Keras model's anomaly scores, once for every try
+            from edge_runtime.tasks import anomaly_scores
+
+            self.reference_scores = anomaly_scores(self.reference, x_val)
 
     def _metric(self, outputs) -> float:
         """Accuracy; a regression's MAE; an autoencoder's mean anomaly score (its validation
         split is normal data: no AUC there, the rise of the normal samples' error instead)."""
         if self.task == "classifier":
             return float(np.mean(outputs.argmax(-1) == self.y))
-        target = self.y if self.task == "regression" else self.x
-        return float(np.mean(np.abs(outputs.reshape(len(outputs), -1).astype(np.float64)
-                                    - np.asarray(target, np.float64).reshape(len(outputs), -1))
-                             ** (1 if self.task == "regression" else 2)))
+        from edge_runtime.tasks import sample_errors
+
+        return float(np.mean(sample_errors(self.task, outputs, self.x, self.y)))
 
     def score(self, content: bytes, suffix: str = ".tflite", rules: dict | None = None) -> Score:
         """``rules``: the gates it is held to (default: every gate of quantized artifacts)."""
@@ -97,8 +100,8 @@ class Validation:
         else:  # normal samples only: how far the anomaly scores moved, relative (a lower score is no gain)
             from edge_runtime.tasks import anomaly_scores
 
-            moved = np.abs(anomaly_scores(outputs, self.x) - anomaly_scores(self.reference, self.x))
-            drop = float(moved.mean() / max(float(anomaly_scores(self.reference, self.x).mean()), 1e-12))
+            moved = np.abs(anomaly_scores(outputs, self.x) - self.reference_scores)
+            drop = float(moved.mean() / max(float(self.reference_scores.mean()), 1e-12))
         agreement = (float(np.mean(outputs.argmax(-1) == self.reference.argmax(-1)))
                      if self.task == "classifier" else None)
         values = {"metric_drop": drop, "top1_agreement": agreement}

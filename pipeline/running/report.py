@@ -25,7 +25,9 @@ def task_line(train: dict) -> str:
     scored = train.get("test_metric")
     if not isinstance(scored, dict):
         return "test loss " + (f"{train['test_loss']:.5f}" if isinstance(train.get("test_loss"), float) else "–")
-    return f"test {scored['metric'].upper()} {scored['value']:.4f}{_ci(scored.get('ci95'), percent=False)}"
+    from pipeline.core.tasks import describe_metric
+
+    return describe_metric(scored)
 
 
 def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:

@@ -134,7 +134,9 @@ def test_figure(entry: dict) -> str:
     """``test accuracy 97.50%``, or another task's ``test AUC 0.9907 [0.9731, 1.0000]``."""
     scored = entry.get("test_metric")
     if isinstance(scored, dict):
-        return f"test {scored['metric'].upper()} {_value(scored)}"
+        from pipeline.core.tasks import describe_metric
+
+        return describe_metric(scored)
     return f"test accuracy {entry['test_accuracy']:.2%}"
 
 

@@ -181,7 +181,9 @@ def _run_trial(hp, options: SearchOptions, data, trial_dir: Path, timer: Timer,
         metrics = {"val_accuracy": float(np.mean(outputs.argmax(-1) == y_val)),
                    "val_log_loss": float(np.mean(_log_losses(outputs, y_val)))}
     else:  # the int8 artifact's mean reconstruction error (normal samples) or absolute error
-        metrics = {"val_error": float(np.mean(val_errors(task, outputs, x_val, y_val)))}
+        from edge_runtime.tasks import sample_errors
+
+        metrics = {"val_error": float(np.mean(sample_errors(task, outputs, x_val, y_val)))}
     metrics.update(_budget_metrics(artifact, options, timer, untrained_p50_ms))
     measured = metrics.pop("p50_ms_measured")
     over = _over_budget(metrics, options)
@@ -237,17 +239,6 @@ PLAUSIBLE = {"val_accuracy": (0.0, 1.0), "val_log_loss": (0.0, np.inf), "p50_ms"
              "size_kb": (0.0, np.inf), "feasible": (0.0, 1.0), "score": (-np.inf, np.inf)}
 # ... and an autoencoder's or a regression's (an error instead of accuracy and log loss)
 PLAUSIBLE_ERROR = {"val_error": (0.0, np.inf), **{k: v for k, v in PLAUSIBLE.items() if not k.startswith("val_")}}
-
-
-def val_errors(task: str, outputs: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each validation sample's error: its reconstruction's mean squared error, or the mean
-    absolute error of its predicted targets."""
-    from edge_runtime.tasks import anomaly_scores
-
-    if task == "reconstruction":
-        return anomaly_scores(outputs, x)
-    predicted = outputs.reshape(len(outputs), -1).astype(np.float64)
-    return np.abs(predicted - np.asarray(y, np.float64).reshape(len(y), -1)).mean(axis=1)
 
 
 def _trial_table(tuner) -> list[dict]:
