@@ -1,7 +1,9 @@
-"""Post-training quantization two ways, side by side: TensorFlow's converter (what `pipeline
-quantize` does today, and LiteRT's documentation calls legacy) and LiteRT Quantizer (the
-renamed ai-edge-quantizer: a float32 .tflite first, then a recipe; its static recipes also
-calibrated over the samples' global range, "LQ global range"), on one trained run.
+"""Post-training quantization two ways, side by side: TensorFlow's converter (what LiteRT's
+documentation calls legacy; `quantize --engine converter`) and LiteRT Quantizer (the renamed
+ai-edge-quantizer, what `pipeline quantize` uses: a float32 .tflite first, then a recipe), on
+one trained run. Its static modes (int8, int16x8) four ways: LiteRT Quantizer's own calibration
+(a moving average of each sample's min/max, "LQ moving avg"), and the pipeline's
+`--calibration` methods, minmax (each tensor's global range), percentile and mse.
 
 For each mode both engines can make: test accuracy with its Wilson interval, top-1 agreement
 with the Keras model, the paired accuracy difference between the two engines' artifacts, size,
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 # The modes either engine makes: the converter's, and LiteRT Quantizer's (its recipes,
 # pipeline.formats.litert_quantizer.RECIPES; the static ones calibrated both ways).
 CONVERTER_MODES = ("int8", "int16x8", "dynamic", "float16")
+ENGINES = ("LQ moving avg", "LQ minmax", "LQ percentile", "LQ mse")
 
 
 def main() -> None:
@@ -72,12 +75,13 @@ def compare(run_dir: Path, out: Path, samples: int, rounds: int) -> None:
             path = out / f"{mode}_converter.tflite"
             path.write_bytes(to_tflite(model, mode, calibration=calibration))
             built[(mode, "converter")] = path
-        for engine, global_range in (("LiteRT Quantizer", False), ("LQ global range", True)):
-            if not recipe_name or (global_range and not recipe_name.startswith("static")):
-                continue  # only static recipes are calibrated
+        static = recipe_name.startswith("static")
+        for engine in ENGINES if static else ("LiteRT Quantizer",):
             path = out / f"{mode}_{engine.replace(' ', '_')}.tflite"
+            method = engine.split()[-1] if engine in ENGINES[1:] else "minmax"
             try:
-                path.write_bytes(quantize_with_recipe(float_model, mode, calibration, global_range=global_range))
+                path.write_bytes(quantize_with_recipe(float_model, mode, calibration if static else None,
+                                                      global_range=engine != ENGINES[0], method=method))
                 built[(mode, engine)] = path
             except Exception as exc:  # noqa: BLE001 - report what the engine said, go on
                 print(f"{mode} via {engine} ({recipe_name}) failed: {str(exc).splitlines()[0][:160]}")
@@ -106,7 +110,7 @@ def compare(run_dir: Path, out: Path, samples: int, rounds: int) -> None:
               f"{timed['p50_ms']:8.4f} {timed['p50_spread_ms']:7.4f}  {micro}")
     print()
     for mode in RECIPES:
-        for engine in ("LiteRT Quantizer", "LQ global range"):
+        for engine in ("LiteRT Quantizer", *ENGINES):
             pair = [(mode, "converter"), (mode, engine)]
             if not all(p in right for p in pair):
                 continue

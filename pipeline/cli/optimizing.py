@@ -91,8 +91,13 @@ def quantize(
              "int16 layers; with --recover, fail (exit 6) if the QAT model fails its accuracy-drop "
              "gate.")] = DEFAULTS.quantize.integer_only,
     engine: Annotated[str, typer.Option(
-        help="converter (TensorFlow's) or litert-quantizer (LiteRT Quantizer's recipes on the float32 "
-             ".tflite: int8, int16x8, dynamic; float16 stays the converter's).")] = DEFAULTS.quantize.engine,
+        help="litert-quantizer (LiteRT Quantizer's recipes on the float32 .tflite) or converter "
+             "(TensorFlow's, legacy: to compare). Artifacts asked for with --float-io (int8, "
+             "int16x8), --dynamic-batch or --compat are the converter's.")] = DEFAULTS.quantize.engine,
+    calibration: Annotated[str, typer.Option(
+        help="Activation ranges of int8/int16x8: minmax, percentile (99.99th), mse (least squared "
+             "error from a histogram), or auto (each built, the closest to Keras on the validation "
+             "split kept if it beats minmax by one standard error).")] = DEFAULTS.quantize.calibration,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -109,13 +114,19 @@ def quantize(
         float_io=float_io, dynamic_batch=dynamic_batch, compat=compat,
         calibration_data=str(calibration_data) if calibration_data else None, recover=recover,
         qat=qat, qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, integer_only=integer_only,
-        engine=engine))
+        engine=engine, calibration=calibration))
     _echo_artifacts(report, [*modes, "int8_mixed", "int8_qat"])
     if report.get("qat") and (qat or (report.get("recovery") or {}).get("artifact") == report["qat"]["artifact"]):
         record = report["qat"]
         typer.echo(f"quantization-aware: {record['epochs_run']} epoch(s) of fine-tuning, "
                    f"{record['activation_quantizers']} activation ranges learned, "
                    f"{len(record['folded_batchnorms'])} BatchNorm(s) folded → {record['artifact']}")
+    for name, entry in report["artifacts"].items():
+        chosen = entry.get("calibration") or {}
+        if chosen.get("alternatives") and entry.get("mode") in modes:
+            figures = ", ".join(f"{method} {values['value']:.4g}" for method, values in chosen["alternatives"].items())
+            typer.echo(f"{name}: calibration auto chose {chosen['method']} ({chosen['figure']} on "
+                       f"{chosen['validation_samples']} validation samples: {figures})")
     if report.get("recovery"):
         typer.echo(_describe_recovery(report["recovery"]))
 

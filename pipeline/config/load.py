@@ -34,7 +34,10 @@ def check_values(config: Config) -> None:
               ("train.stream", config.train.stream, STREAM_MODES)]
     checks += [(f"quantize.modes[{i}]", m, tuple(QUANT_MODES)) for i, m in enumerate(config.quantize.modes)]
     checks += [(f"convert.targets[{i}]", t, TARGETS) for i, t in enumerate(config.convert.targets)]
-    checks += [("quantize.engine", config.quantize.engine, ENGINES)]
+    from pipeline.formats.calibration import CHOICES
+
+    checks += [("quantize.engine", config.quantize.engine, ENGINES),
+               ("quantize.calibration", config.quantize.calibration, CHOICES)]
     for location, value, allowed in checks:
         if value is not None and value not in allowed:
             close = difflib.get_close_matches(value, allowed, n=1)

@@ -88,7 +88,7 @@ class PruneOptions:
         check("learning_rate", self.learning_rate)
 
 
-ENGINES = ("converter", "litert-quantizer")
+ENGINES = ("litert-quantizer", "converter")
 
 
 @dataclass
@@ -111,14 +111,30 @@ class QuantizeOptions:
     # The target runs integer kernels only (a microcontroller, an NPU): where full int8 fails
     # its gates on the validation split, recovery trains the QAT model instead of raising layers.
     integer_only: bool = False
-    # Who quantizes: TensorFlow's converter, or LiteRT Quantizer on the float32 .tflite (int8,
-    # int16x8 and dynamic by its recipes, calibrated over the samples' global range; float16
-    # by the converter: it has no float16 recipe). benchmarks/quantizer_engines.py compares them.
-    engine: str = "converter"
+    # Who quantizes: LiteRT Quantizer (its recipes on the float32 .tflite) or TensorFlow's
+    # converter (what LiteRT's documentation calls legacy; kept to compare,
+    # benchmarks/quantizer_engines.py). An artifact asked for with one of the converter's options
+    # (float_io for int8/int16x8, dynamic_batch, compat) is the converter's either way.
+    engine: str = "litert-quantizer"
+    # The static modes' activation ranges (pipeline.formats.calibration): minmax, percentile,
+    # mse, or auto (each built, the closest to Keras on the validation split kept, by a margin).
+    calibration: str = "minmax"
     pruned: bool = per_command(False)
     dynamic_batch: bool = per_command(False)
     compat: str | None = per_command(None)
     gates: dict[str, dict[str, float]] = per_command(default_factory=dict)  # verify's overrides
+
+    def engine_for(self, mode: str) -> str:
+        """Who makes ``mode``'s artifact: LiteRT Quantizer for the modes it has recipes for,
+        unless ``engine`` is the converter or one of the converter's options is asked for."""
+        from pipeline.formats.kinds import quant_mode
+        from pipeline.formats.litert_quantizer import LITERT_ONLY
+
+        if mode in LITERT_ONLY:
+            return "litert-quantizer"
+        if self.engine == "converter" or self.dynamic_batch or self.compat is not None:
+            return "converter"
+        return "converter" if self.float_io and quant_mode(mode).needs_calibration else "litert-quantizer"
 
     def validate(self) -> None:
         from pipeline.core.limits import check
@@ -133,18 +149,24 @@ class QuantizeOptions:
         check("calibration_samples", self.calibration_samples)
         if self.engine not in ENGINES:
             raise unknown_name("--engine", self.engine, ENGINES)
+        from pipeline.formats.calibration import CHOICES
         from pipeline.formats.litert_quantizer import LITERT_ONLY
 
+        if self.calibration not in CHOICES:
+            raise unknown_name("--calibration", self.calibration, CHOICES)
         by_litert = [m for m in self.modes if m in LITERT_ONLY]
-        if self.engine == "litert-quantizer" or by_litert:
-            refused = [flag for flag, on in (("--float-io", self.float_io and self.engine == "litert-quantizer"),
-                                             ("--dynamic-batch", self.dynamic_batch),
-                                             ("--compat", self.compat is not None)) if on]
-            if refused:
-                who = ("--engine litert-quantizer" if self.engine == "litert-quantizer"
-                       else f"{by_litert[0]} (LiteRT Quantizer's)")
-                raise UsageError(f"{', '.join(refused)}: the converter's options; {who} "
-                                 f"quantizes the batch-1 float32 model as its recipes do")
+        converter_options = [flag for flag, on in (("--float-io", self.float_io),
+                                                   ("--dynamic-batch", self.dynamic_batch),
+                                                   ("--compat", self.compat is not None)) if on]
+        if self.calibration != "minmax" and any(quant_mode(m).needs_calibration for m in self.modes):
+            if self.engine == "converter" or converter_options:
+                who = "--engine converter" if self.engine == "converter" else ", ".join(converter_options)
+                raise UsageError(f"--calibration {self.calibration} is LiteRT Quantizer's; {who} asks for "
+                                 "TensorFlow's converter, which calibrates by min-max only")
+        refused = [flag for flag in converter_options if flag != "--float-io"]
+        if by_litert and refused:
+            raise UsageError(f"{', '.join(refused)}: the converter's options; {by_litert[0]} (LiteRT "
+                             "Quantizer's) quantizes the batch-1 float32 model as its recipes do")
         if self.qat:
             if "int8" not in self.modes:
                 raise UsageError("--qat makes a fully integer model: add --int8")

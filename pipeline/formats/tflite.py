@@ -70,6 +70,23 @@ def float_tflite_with_signature(model) -> bytes:
         raise _conversion_error(exc, "float32") from None
 
 
+def from_function(function):
+    """A ``TFLiteConverter`` of a ``tf.function`` with no trackable object (the converter then
+    freezes the variables into constants), without TensorFlow's warning that this path is
+    deprecated on every call: it is the one that folds fake quantization."""
+    import logging
+
+    import tensorflow as tf
+
+    logger = logging.getLogger("absl")  # TensorFlow Lite's Python logs through absl
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    finally:
+        logger.setLevel(level)
+
+
 def make_converter(model, mode: str, *, calibration=None, float_io: bool = False,
                    dynamic_batch: bool = False, compat: str | None = None):
     """The configured ``TFLiteConverter`` (also what the quantization debugger re-runs)."""
@@ -82,8 +99,7 @@ def make_converter(model, mode: str, *, calibration=None, float_io: bool = False
     input_shape = [None if dynamic_batch else 1, *model.input_shape[1:]]
     signature = tf.TensorSpec(input_shape, tf.float32, name="input")
     function = tf.function(lambda x: model(x, training=False), input_signature=[signature])
-    # No trackable object: the converter then freezes the variables into constants.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    converter = from_function(function)
     _configure(converter, spec.name, calibration, float_io, compat)
     return converter
 
@@ -130,7 +146,7 @@ def fake_quant_to_tflite(model, *, float_io: bool = False, dynamic_batch: bool =
     input_shape = [None if dynamic_batch else 1, *model.input_shape[1:]]
     signature = tf.TensorSpec(input_shape, tf.float32, name="input")
     function = tf.function(lambda x: model(x, training=False), input_signature=[signature])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    converter = from_function(function)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if not float_io:

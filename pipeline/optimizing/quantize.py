@@ -20,7 +20,7 @@ def quantize(run: str | Path | None, options: QuantizeOptions) -> dict:
 
 
 def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
-    from pipeline.formats.litert_quantizer import LITERT_ONLY, RECIPES, quantize_with_recipe
+    from pipeline.formats.litert_quantizer import quantize_with_recipe
     from pipeline.formats.tflite import float_tflite_with_signature, to_tflite
 
     source = context.model_path(options.pruned)
@@ -35,11 +35,15 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     for mode in options.modes:
         spec = quant_mode(mode)
         started = time.perf_counter()
-        engine = "litert-quantizer" if mode in LITERT_ONLY else options.engine if mode in RECIPES else "converter"
+        engine = options.engine_for(mode)
+        calibration = None
         if engine == "litert-quantizer":
             if float_model is None:
                 float_model = float_tflite_with_signature(model)
-            flatbuffer = quantize_with_recipe(float_model, mode, samples if spec.needs_calibration else None)
+            if spec.needs_calibration:
+                flatbuffer, calibration = _calibrated(context, options, model, float_model, mode, samples)
+            else:
+                flatbuffer = quantize_with_recipe(float_model, mode, None)
         else:
             flatbuffer = to_tflite(model, mode, calibration=samples if spec.needs_calibration else None,
                                    float_io=options.float_io, dynamic_batch=options.dynamic_batch,
@@ -50,13 +54,13 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
             calibration_indices=indices if spec.needs_calibration else None,
             calibration_source=calibration_source,
             options={"float_io": options.float_io, "dynamic_batch": options.dynamic_batch,
-                     "compat": options.compat, "pruned": options.pruned,
-                     **({"engine": engine} if engine != "converter" else {})})
+                     "compat": options.compat, "pruned": options.pruned, "engine": engine,
+                     **({"calibration": calibration} if calibration else {})})
         report["artifacts"][path.name] = {
             "mode": mode, "format": "tflite", "size_bytes": sidecar["size_bytes"],
             "sha256": sidecar["sha256"], "convert_seconds": round(time.perf_counter() - started, 3),
             "calibration_samples": len(indices) if spec.needs_calibration else 0,
-            "pruned": options.pruned, **({"engine": engine} if engine != "converter" else {}),
+            "pruned": options.pruned, "engine": engine, **({"calibration": calibration} if calibration else {}),
         }
         written.append(path)
     if options.qat:
@@ -77,6 +81,21 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "quantize", artifacts=[*written, report_path])
     return report
+
+
+def _calibrated(context: RunContext, options: QuantizeOptions, model, float_model: bytes, mode: str,
+                samples) -> tuple[bytes, dict]:
+    """A static mode by LiteRT Quantizer with the activation ranges ``options.calibration``
+    asks for; ``auto``: each method built, the closest to Keras on the validation split kept."""
+    from pipeline.formats.litert_quantizer import quantize_with_recipe
+
+    if options.calibration != "auto":
+        return (quantize_with_recipe(float_model, mode, samples, method=options.calibration),
+                {"method": options.calibration})
+    from pipeline.optimizing.calibration_choice import choose
+
+    x_val, _ = context.dataset.split("val")
+    return choose(model, float_model, mode, samples, x_val, context.task)
 
 
 def _quantization_aware(context: RunContext, options: QuantizeOptions, model, source: Path, samples,

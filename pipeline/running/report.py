@@ -148,6 +148,42 @@ def recovery_costs(run_dir: Path, rows: list[dict]) -> list[dict]:
     return costs
 
 
+QUANTIZED = {"artifacts": {"*": {"mode": str, "?engine": str, "?calibration": (
+    {"method": str, "?figure": str, "?validation_samples": schemas.COUNT,
+     "?alternatives": {"*": {"value": schemas.NUMBER, "*": Any}}, "*": Any}, None), "*": Any}}, "*": Any}
+
+
+def quantization_lines(run_dir: Path) -> list[str]:
+    """Per variant: who quantized each mode, and how the static modes were calibrated (with
+    each method's figure on the validation split where ``auto`` chose)."""
+    lines = []
+    for variant in _variants(run_dir):
+        record = variant / "quantize.json"
+        if not record.exists():
+            continue
+        artifacts = schemas.load(record, QUANTIZED)["artifacts"]
+        label = "base" if variant == run_dir else variant.name
+        engines: dict[str, list[str]] = {}
+        for entry in artifacts.values():
+            engines.setdefault(entry.get("engine", "converter"), []).append(entry["mode"])
+        parts = [f"{'LiteRT Quantizer' if engine == 'litert-quantizer' else 'TensorFlow converter'} "
+                 f"({', '.join(modes)})" for engine, modes in sorted(engines.items())]
+        for entry in artifacts.values():
+            calibration = entry.get("calibration")
+            if not calibration:
+                continue
+            if calibration.get("alternatives"):
+                figures = ", ".join(f"{method} {values['value']:.4g}"
+                                    for method, values in calibration["alternatives"].items())
+                parts.append(f"{entry['mode']} calibration: auto chose {calibration['method']} "
+                             f"({calibration.get('figure', 'closeness')} on "
+                             f"{calibration.get('validation_samples', '?')} validation samples: {figures})")
+            else:
+                parts.append(f"{entry['mode']} calibration: {calibration['method']}")
+        lines.append(f"{label}: " + "; ".join(parts))
+    return lines
+
+
 def describe_recovery(cost: dict) -> str:
     before, after = cost["validation_agreement"]
     agreement = ("" if before is None or after is None
@@ -206,7 +242,8 @@ def _build_report(run_dir: Path) -> dict[str, Any]:
     summary = {"recommended": f"{chosen['dir']}/{chosen['artifact']}" if chosen else None,
                "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
                "passed": all(r["passed"] for r in rows), "recovery": recovery_costs(run_dir, rows),
-               "search": _search_line(run_dir), "latency_measured_on": timing_host(run_dir)}
+               "search": _search_line(run_dir), "latency_measured_on": timing_host(run_dir),
+               "quantization": quantization_lines(run_dir)}
     write_json(run_dir / "report.json", summary)
     write_bytes(run_dir / "report.md", _markdown(run_dir, summary, train, manifest, plots).encode())
     write_bytes(run_dir / "report.html", _html(run_dir, summary, train, manifest, plots).encode())
@@ -314,6 +351,7 @@ def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
                  f"(constraints: {describe_constraints(summary['constraints'])})")
     lines += ["", "| " + " | ".join(_columns(summary["rows"])) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
+    lines += [f"Quantized: {line}" for line in summary.get("quantization", [])]
     lines += [f"Int8 recovery: {describe_recovery(cost)}" for cost in summary["recovery"]]
     lines += [f"Search: {summary['search']} (search/search_report.md)"] if summary.get("search") else []
     lines += [f"Latencies measured on {summary['latency_measured_on']}"] if summary.get("latency_measured_on") else []
@@ -362,6 +400,7 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
 Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the constraints')}</b>
 (constraints: {escape(describe_constraints(summary['constraints']))}).
 Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
+{''.join(f"<p>Quantized: {escape(line)}</p>" for line in summary.get('quantization', []))}
 {''.join(f"<p>Int8 recovery: {escape(describe_recovery(cost))}</p>" for cost in summary['recovery'])}
 {f"<p>Search: {escape(summary['search'])}</p>" if summary.get('search') else ''}
 {f"<p>Latencies measured on {escape(summary['latency_measured_on'])}</p>" if summary.get('latency_measured_on') else ''}

@@ -54,7 +54,7 @@ def test_each_stage_has_one_settings_class_and_the_config_is_made_of_them():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("quantize.engine=tflite", "quantize.engine: unknown value 'tflite'; known: converter, litert-quantizer"),
+    ("quantize.engine=tflite", "quantize.engine: unknown value 'tflite'; known: litert-quantizer, converter"),
     ("train.task=segmentation", "train.task: unknown value 'segmentation'; known: classifier, reconstruction"),
 ])
 def test_an_unknown_engine_or_task_in_a_config_is_one_error(override, message):

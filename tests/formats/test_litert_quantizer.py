@@ -28,11 +28,14 @@ def test_litert_quantizer_artifacts_pass_verify_like_the_converters(trained_run,
         assert int8["micro"]["top1_agreement"] >= 0.99
 
 
-def test_converter_options_with_litert_quantizer_are_one_line(trained_run, tmp_path):
+def test_a_converter_option_makes_that_artifact_by_the_converter(trained_run, tmp_path):
     run_dir = copy_run(trained_run.run_dir, tmp_path)
-    line = one_error_line(invoke("quantize", "--run", run_dir, "--int8", "--engine", "litert-quantizer",
-                                 "--float-io"), 2)
-    assert "--float-io: the converter's options" in line
+    result = invoke("quantize", "--run", run_dir, "--int8", "--dynamic", "--float-io", "--no-recover")
+    assert result.exit_code == 0, result.output
+    engines = {name: json.loads((run_dir / f"{name}.json").read_text())["options"]["engine"]
+               for name in ("model_int8.tflite", "model_dynamic.tflite")}
+    # float I/O int8 is the converter's; dynamic is float I/O whoever makes it
+    assert engines == {"model_int8.tflite": "converter", "model_dynamic.tflite": "litert-quantizer"}
     line = one_error_line(invoke("quantize", "--run", run_dir, "--int8", "--engine", "tflite"), 2)
     assert "--engine" in line
 

@@ -13,6 +13,10 @@ _HOSTILE_VALUES = [None, True, -1, 0, 1e308, float("nan"), "", "x" * 300, [], [N
                    "../../etc/passwd", -(2 ** 63), [1.5, "two"], {"scale": "1/255"}]
 
 
+# Sidecar fields that record how an artifact was made; the device never reads them
+PROVENANCE = ("options", "versions", "pipeline_version", "source_model", "calibration")
+
+
 def _mutations(document, rng, count):
     """``count`` copies of a JSON document, each with one field (at any depth) replaced."""
     paths = []
@@ -64,7 +68,9 @@ def test_sixty_mutated_sidecars_are_one_line_or_a_right_answer(int8_copy, digits
     # a changed answer is acceptable only where the field says how to read the model
     changed = {f for f, o in outcomes.items() if o == "different"}
     assert all(f.startswith(("preprocessing", "inputs", "outputs", "class_names")) for f in changed), changed
-    assert sum(o in (3, 4) for o in outcomes.values()) >= 20  # most mutations are refused
+    # most mutations of what the device reads are refused (provenance fields are not read)
+    read = [o for f, o in outcomes.items() if not f.startswith(PROVENANCE)]
+    assert sum(o in (3, 4) for o in read) >= 0.5 * len(read), outcomes
 
 
 def test_forty_mutated_states_and_measurements_are_ignored_or_used_whole(tmp_path):
