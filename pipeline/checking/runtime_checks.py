@@ -75,6 +75,15 @@ def ort_parity(row: dict, path: Path, outputs: dict, predict, task: str) -> None
 
 def gpu_delegate(path: Path) -> dict:
     from pipeline.checking.gpu_delegate import gpu_compatibility
+    from pipeline.core.backend import tensorflow_available
+
+    if not tensorflow_available():  # the analyzer is TensorFlow's: said, not skipped silently
+        import logging
+
+        logging.getLogger("pipeline").warning(
+            "warning: %s: GPU-delegate compatibility not checked (TensorFlow's analyzer; this "
+            "environment has no TensorFlow)", Path(path).name)
+        return {"error": "not checked: TensorFlow's GPU-delegate analyzer; this environment has no TensorFlow"}
 
     try:
         return gpu_compatibility(path)

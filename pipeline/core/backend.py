@@ -12,8 +12,48 @@ def quiet_tensorflow_logs() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+def default_backend() -> str:
+    """$KERAS_BACKEND, else tensorflow where it is installed, else torch, else jax (an
+    environment without TensorFlow: ``keras-edge-pipeline[deploy]``)."""
+    import importlib.util
+
+    chosen = os.environ.get("KERAS_BACKEND")
+    if chosen:
+        return chosen
+    for name, module in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax")):
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return name
+        except (ImportError, ValueError):  # a module set to None (kept out of this process)
+            continue
+    return "tensorflow"
+
+
+def tensorflow_available() -> bool:
+    """Whether this process may use TensorFlow (installed, and not kept out of a jax or torch
+    process)."""
+    import importlib.util
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"] is not None
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_tensorflow(what: str) -> None:
+    """One line (``UsageError``) where ``what`` needs TensorFlow and this process has none."""
+    if not tensorflow_available():
+        from pipeline.core.errors import UsageError
+
+        raise UsageError(f"{what} needs TensorFlow, which this environment lacks (or this process keeps "
+                         f"out): install keras-edge-pipeline[train]")
+
+
 def import_keras(backend: str | None = None):
-    """Import Keras with ``backend`` (default: $KERAS_BACKEND or tensorflow).
+    """Import Keras with ``backend`` (default: ``default_backend()``).
 
     The backend is fixed at Keras' first import, so this must run before anything imports it.
     """
@@ -21,7 +61,7 @@ def import_keras(backend: str | None = None):
 
     from pipeline.core.errors import UsageError, unknown_name
 
-    wanted = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    wanted = backend or default_backend()
     if wanted not in BACKENDS:
         raise unknown_name("backend", wanted, BACKENDS)
     if "keras" in sys.modules:
@@ -31,6 +71,13 @@ def import_keras(backend: str | None = None):
             raise UsageError(f"Keras was already imported with the {keras.backend.backend()} "
                              f"backend; cannot switch to {wanted} in the same process")
         return keras
+    import importlib.util
+
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[wanted]
+    if not (tensorflow_available() if wanted == "tensorflow" else importlib.util.find_spec(module)):
+        source = "$KERAS_BACKEND" if not backend and os.environ.get("KERAS_BACKEND") else "the backend"
+        raise UsageError(f"{source} is {wanted}, which is not installed here: install it, or choose one "
+                         f"that is (--backend / KERAS_BACKEND)")
     os.environ["KERAS_BACKEND"] = wanted
     quiet_tensorflow_logs()
     if wanted != "tensorflow":

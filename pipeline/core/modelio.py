@@ -119,6 +119,9 @@ def _load_saved_model(path: Path):
     keras = import_keras()
     if not (path / "saved_model.pb").exists():
         raise ModelError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
+    from pipeline.core.backend import require_tensorflow
+
+    require_tensorflow("a SavedModel")
     try:
         layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
     except Exception as exc:  # noqa: BLE001

@@ -24,6 +24,9 @@ def check_opset(opset: int) -> None:
 
 def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True):
     """A float32 ONNX ModelProto with one input named ``input``."""
+    from pipeline.core.backend import require_tensorflow
+
+    require_tensorflow("ONNX by tf2onnx")
     import tensorflow as tf
     import tf2onnx
 

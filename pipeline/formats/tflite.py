@@ -18,6 +18,10 @@ def to_tflite(model, mode: str = "float32", *, calibration: np.ndarray | None = 
     Batch-1 input by default: fewer ops on device. ``compat="tflite-runtime"`` emits op
     versions that tflite-runtime 2.14 can load.
     """
+    from pipeline.core.backend import tensorflow_available
+
+    if mode == "float32" and not (dynamic_batch or compat) and not tensorflow_available():
+        return float_tflite_with_signature(model)  # litert-torch's
     converter = make_converter(model, mode, calibration=calibration, float_io=float_io,
                                dynamic_batch=dynamic_batch, compat=compat)
     from edge_runtime.quiet import quiet_native
@@ -51,8 +55,15 @@ SIGNATURE, SIGNATURE_INPUT = "serving_default", "input"
 
 
 def float_tflite_with_signature(model) -> bytes:
-    """Float32 TFLite with a ``serving_default`` signature, batch 1, weights as constants."""
+    """Float32 TFLite with a ``serving_default`` signature, batch 1, weights as constants:
+    by TensorFlow's converter, or where TensorFlow is absent, under the torch backend, by
+    Keras's LiteRT export (litert-torch)."""
     import keras
+
+    from pipeline.core.backend import tensorflow_available
+
+    if not tensorflow_available():
+        return _float_tflite_by_litert_torch(model)
     import tensorflow as tf
 
     from edge_runtime.quiet import quiet_native
@@ -87,9 +98,46 @@ def from_function(function):
         logger.setLevel(level)
 
 
+def _float_tflite_by_litert_torch(model) -> bytes:
+    """The float32 model through ``litert-torch`` (Keras's ``export(format="litert")`` under
+    the torch backend: no TensorFlow), with the signature named as the converter's."""
+    import contextlib
+    import io
+    import tempfile
+    from pathlib import Path
+
+    import keras
+
+    from edge_runtime.quiet import quiet_native
+    from pipeline.core.errors import UsageError
+    from pipeline.formats.tflite_meta import with_signature
+
+    if keras.backend.backend() != "torch":
+        raise UsageError(f"a float .tflite without TensorFlow needs the torch backend (litert-torch); "
+                         f"this process runs Keras on {keras.backend.backend()}: set KERAS_BACKEND=torch, "
+                         f"or install TensorFlow (keras-edge-pipeline[train])")
+    inputs = keras.Input(shape=model.input_shape[1:], batch_size=1, name=SIGNATURE_INPUT)
+    wrapped = keras.Model(inputs, model(inputs))
+    try:
+        with tempfile.TemporaryDirectory(prefix="litert-torch-") as tmp, quiet_native(), \
+                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            path = Path(tmp) / "float32.tflite"
+            wrapped.export(str(path), format="litert", verbose=False)
+            content = path.read_bytes()
+    except ImportError as exc:
+        raise UsageError(f"a float .tflite without TensorFlow needs litert-torch ({exc}): "
+                         f"pip install 'keras-edge-pipeline[deploy]'") from None
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types
+        raise _conversion_error(exc, "float32") from None
+    return with_signature(content)
+
+
 def make_converter(model, mode: str, *, calibration=None, float_io: bool = False,
                    dynamic_batch: bool = False, compat: str | None = None):
     """The configured ``TFLiteConverter`` (also what the quantization debugger re-runs)."""
+    from pipeline.core.backend import require_tensorflow
+
+    require_tensorflow(f"{mode} TFLite by TensorFlow's converter")
     import tensorflow as tf
 
     spec = quant_mode(mode)
@@ -141,6 +189,9 @@ def fake_quant_to_tflite(model, *, float_io: bool = False, dynamic_batch: bool =
     graph (with resource variables it would keep them as Flex ops). int8 input and output unless
     ``float_io``. A tensor the converter leaves in float (a quantizer it could not fold) is a
     ``ConversionError`` naming the op and the layer."""
+    from pipeline.core.backend import require_tensorflow
+
+    require_tensorflow("the QAT model's int8 TFLite (TensorFlow's converter folds the fake quantization)")
     import tensorflow as tf
 
     input_shape = [None if dynamic_batch else 1, *model.input_shape[1:]]

@@ -35,8 +35,14 @@ _NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union
 
 
 def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema
+    """The TFLite schema's object API: TensorFlow's, or LiteRT's own copy where TensorFlow is
+    absent (the same schema, generated twice)."""
+    from pipeline.core.backend import tensorflow_available
 
+    if tensorflow_available():
+        from tensorflow.lite.python import schema_py_generated as schema
+    else:
+        from ai_edge_litert import schema_py_generated as schema
     return schema
 
 

@@ -20,6 +20,8 @@ def quantize(run: str | Path | None, options: QuantizeOptions) -> dict:
 
 
 def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
+    from pipeline.core.backend import tensorflow_available
+    from pipeline.core.errors import UsageError
     from pipeline.formats.litert_quantizer import quantize_with_recipe
     from pipeline.formats.tflite import float_tflite_with_signature, to_tflite
 
@@ -37,6 +39,10 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
         started = time.perf_counter()
         engine = options.engine_for(mode)
         calibration = None
+        if engine == "converter" and not tensorflow_available():
+            raise UsageError(f"{mode} by TensorFlow's converter ({_why_converter(options, mode)}) needs "
+                             f"TensorFlow, which this environment lacks: drop that option, or install "
+                             f"keras-edge-pipeline[train]")
         if engine == "litert-quantizer":
             if float_model is None:
                 float_model = float_tflite_with_signature(model)
@@ -81,6 +87,13 @@ def _quantize_locked(context: RunContext, options: QuantizeOptions) -> dict:
     write_json(report_path, report)
     rundir.update_manifest(context.run_dir, "quantize", artifacts=[*written, report_path])
     return report
+
+
+def _why_converter(options: QuantizeOptions, mode: str) -> str:
+    asked = [flag for flag, on in (("--engine converter", options.engine == "converter"),
+                                   ("--dynamic-batch", options.dynamic_batch),
+                                   ("--compat", options.compat is not None), ("--float-io", options.float_io)) if on]
+    return ", ".join(asked) or f"{mode} has no LiteRT Quantizer recipe"
 
 
 def _calibrated(context: RunContext, options: QuantizeOptions, model, float_model: bytes, mode: str,
