@@ -84,7 +84,8 @@ def quantize_with_recipe(float_model: bytes, mode: str, calibration: np.ndarray 
             statistics = None
             if qt.need_calibration:
                 if calibration is None or not len(calibration):
-                    raise ConversionError(f"{mode} by LiteRT Quantizer needs calibration samples")
+                    raise ConversionError(f"{mode} quantization needs calibration samples: pass "
+                                          f"--calibration-samples N (N > 0) with a data set")
                 feeds = {SIGNATURE: [{SIGNATURE_INPUT: sample[None].astype(np.float32)} for sample in calibration]}
                 statistics = calibrate(qt, float_model, feeds) if global_range else qt.calibrate(feeds)
                 statistics = narrowed(float_model, calibration, statistics, method, 16 if mode == "int16x8" else 8)

@@ -69,7 +69,7 @@ def float_tflite_with_signature(model) -> bytes:
     from edge_runtime.quiet import quiet_native
 
     inputs = keras.Input(shape=model.input_shape[1:], batch_size=1, name=SIGNATURE_INPUT)
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, model(inputs)))
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, model(inputs), name="serving"))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     import contextlib
     import io
@@ -117,7 +117,7 @@ def _float_tflite_by_litert_torch(model) -> bytes:
                          f"this process runs Keras on {keras.backend.backend()}: set KERAS_BACKEND=torch, "
                          f"or install TensorFlow (keras-edge-pipeline[train])")
     inputs = keras.Input(shape=model.input_shape[1:], batch_size=1, name=SIGNATURE_INPUT)
-    wrapped = keras.Model(inputs, model(inputs))
+    wrapped = keras.Model(inputs, model(inputs), name="serving")
     try:
         with tempfile.TemporaryDirectory(prefix="litert-torch-") as tmp, quiet_native(), \
                 contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

@@ -13,6 +13,7 @@ from pipeline.core.fsutil import read_json, sha256_file, write_bytes, write_json
 from pipeline.core.tasks import HIGHER_IS_BETTER
 from pipeline.device.figures import pareto
 from pipeline.running.report_plots import write_plots
+from pipeline.running.report_quantization import quantization_lines
 
 
 def _variants(run_dir: Path) -> list[Path]:
@@ -148,42 +149,6 @@ def recovery_costs(run_dir: Path, rows: list[dict]) -> list[dict]:
     return costs
 
 
-QUANTIZED = {"artifacts": {"*": {"mode": str, "?engine": str, "?calibration": (
-    {"method": str, "?figure": str, "?validation_samples": schemas.COUNT,
-     "?alternatives": {"*": {"value": schemas.NUMBER, "*": Any}}, "*": Any}, None), "*": Any}}, "*": Any}
-
-
-def quantization_lines(run_dir: Path) -> list[str]:
-    """Per variant: who quantized each mode, and how the static modes were calibrated (with
-    each method's figure on the validation split where ``auto`` chose)."""
-    lines = []
-    for variant in _variants(run_dir):
-        record = variant / "quantize.json"
-        if not record.exists():
-            continue
-        artifacts = schemas.load(record, QUANTIZED)["artifacts"]
-        label = "base" if variant == run_dir else variant.name
-        engines: dict[str, list[str]] = {}
-        for entry in artifacts.values():
-            engines.setdefault(entry.get("engine", "converter"), []).append(entry["mode"])
-        parts = [f"{'LiteRT Quantizer' if engine == 'litert-quantizer' else 'TensorFlow converter'} "
-                 f"({', '.join(modes)})" for engine, modes in sorted(engines.items())]
-        for entry in artifacts.values():
-            calibration = entry.get("calibration")
-            if not calibration:
-                continue
-            if calibration.get("alternatives"):
-                figures = ", ".join(f"{method} {values['value']:.4g}"
-                                    for method, values in calibration["alternatives"].items())
-                parts.append(f"{entry['mode']} calibration: auto chose {calibration['method']} "
-                             f"({calibration.get('figure', 'closeness')} on "
-                             f"{calibration.get('validation_samples', '?')} validation samples: {figures})")
-            else:
-                parts.append(f"{entry['mode']} calibration: {calibration['method']}")
-        lines.append(f"{label}: " + "; ".join(parts))
-    return lines
-
-
 def describe_recovery(cost: dict) -> str:
     before, after = cost["validation_agreement"]
     agreement = ("" if before is None or after is None
@@ -243,7 +208,7 @@ def _build_report(run_dir: Path) -> dict[str, Any]:
                "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
                "passed": all(r["passed"] for r in rows), "recovery": recovery_costs(run_dir, rows),
                "search": _search_line(run_dir), "latency_measured_on": timing_host(run_dir),
-               "quantization": quantization_lines(run_dir)}
+               "quantization": quantization_lines(run_dir, _variants(run_dir))}
     write_json(run_dir / "report.json", summary)
     write_bytes(run_dir / "report.md", _markdown(run_dir, summary, train, manifest, plots).encode())
     write_bytes(run_dir / "report.html", _html(run_dir, summary, train, manifest, plots).encode())

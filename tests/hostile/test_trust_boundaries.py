@@ -206,7 +206,8 @@ def test_device_install_pipeline_script_names_the_extra():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: the pipeline command runs on a workstation and needs typer: pip install "
-        "'keras-edge-pipeline[train]' (this install is the device runtime: use edge-runtime here)"]
+        "'keras-edge-pipeline[train]' (or [deploy], without TensorFlow; this install is the device "
+        "runtime: use edge-runtime here)"]
 
 
 def test_zoo_name_wins_over_a_same_named_directory(tmp_path, monkeypatch):
