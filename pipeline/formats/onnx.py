@@ -23,10 +23,12 @@ def check_opset(opset: int) -> None:
 
 
 def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True):
-    """A float32 ONNX ModelProto with one input named ``input``."""
-    from pipeline.core.backend import require_tensorflow
+    """A float32 ONNX ModelProto with one input named ``input``: by tf2onnx, or where
+    TensorFlow is absent, by Keras's ONNX export under the torch backend."""
+    from pipeline.core.backend import tensorflow_available
 
-    require_tensorflow("ONNX by tf2onnx")
+    if not tensorflow_available():
+        return _onnx_by_keras_export(model, opset, dynamic_batch)
     import tensorflow as tf
     import tf2onnx
 
@@ -42,6 +44,37 @@ def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Tr
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"tf2onnx could not convert the model: {first_line(exc)}") from None
     return proto
+
+
+def _onnx_by_keras_export(model, opset: int, dynamic_batch: bool):
+    """Keras's ``export(format="onnx")`` (torch.onnx under the torch backend): no TensorFlow."""
+    import contextlib
+    import io
+    import tempfile
+    import warnings
+
+    import keras
+    import onnx
+
+    from edge_runtime.quiet import quiet_native
+    from pipeline.core.errors import UsageError
+
+    check_opset(opset)
+    if keras.backend.backend() != "torch":
+        raise UsageError(f"ONNX without TensorFlow needs the torch backend; this process runs Keras on "
+                         f"{keras.backend.backend()}: set KERAS_BACKEND=torch, or install keras-edge-pipeline[train]")
+    inputs = keras.Input(shape=model.input_shape[1:], batch_size=None if dynamic_batch else 1, name="input")
+    wrapped = keras.Model(inputs, model(inputs), name="serving")
+    wrapped(np.zeros((1, *model.input_shape[1:]), dtype=np.float32))  # the exporter needs a built call
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp, quiet_native(), warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            path = Path(tmp) / "float32.onnx"
+            wrapped.export(str(path), format="onnx", verbose=False, opset_version=opset)
+            return onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types
+        raise ConversionError(f"Keras's ONNX export could not convert the model: {first_line(exc)}") from None
 
 
 def tflite_to_onnx(tflite_path: Path, *, opset: int = DEFAULT_OPSET):
@@ -310,6 +343,15 @@ def _int8_tflite_to_onnx(job, metadata: dict) -> None:
 
     int8_tflite = job.path("int8.tflite")
     if not int8_tflite.exists():
+        return
+    from pipeline.core.backend import tensorflow_available
+
+    if not tensorflow_available():  # said, not skipped silently
+        import logging
+
+        logging.getLogger("pipeline").warning(
+            "warning: %s not made: tf2onnx (the int8 TFLite's ONNX twin) needs TensorFlow, which this "
+            "environment lacks", job.path("int8_tflite.onnx").name)
         return
     started = time.perf_counter()
     tflite_sidecar = read_sidecar(int8_tflite) or {}

@@ -34,12 +34,16 @@ def test_train_quantize_verify_bench_without_tensorflow(tmp_path):
     for mode in ("int8", "float16", "dynamic"):
         sidecar = json.loads((run_dir / f"model_{mode}.tflite.json").read_text())
         assert sidecar["options"]["engine"] == "litert-quantizer"
+    converted = _run("convert", "--run", run_dir, cwd=tmp_path)  # float ONNX by torch.onnx, int8 by ONNX Runtime
+    assert converted.returncode == 0, converted.stderr
+    assert "model_int8_tflite.onnx not made: tf2onnx" in converted.stderr  # said, not skipped silently
     verified = _run("verify", "--run", run_dir, cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = json.loads((run_dir / "verify.json").read_text())
     rows = {row["artifact"]: row for row in report["artifacts"]}
     assert report["passed"] and rows["model_int8.tflite"]["passed"]  # the default gates hold
-    assert rows["model_int8.tflite"]["top1_agreement"] >= 0.98
+    assert rows["model_int8.tflite"]["top1_agreement"] >= 0.98 and rows["model_int8.onnx"]["passed"]
+    assert rows["model_float32.onnx"]["max_abs_error"] < 1e-4  # the export computes Keras's function
     # what cannot run without TensorFlow is said: the GPU-delegate analysis of the float16
     assert "no TensorFlow" in rows["model_float16.tflite"]["gpu_delegate"]["error"]
     assert "GPU-delegate compatibility not checked" in verified.stderr
@@ -49,6 +53,6 @@ def test_train_quantize_verify_bench_without_tensorflow(tmp_path):
     forced = subprocess.run([str(DEPLOY / "pipeline"), "quantize", "--run", str(run_dir)], capture_output=True,
                             text=True, cwd=tmp_path, timeout=600, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     assert forced.returncode == 2 and forced.stderr.startswith("error: $KERAS_BACKEND is tensorflow, which is not")
-    onnx = _run("convert", "--run", run_dir, "--to", "onnx", cwd=tmp_path)  # tf2onnx: one line
-    assert onnx.returncode == 2 and onnx.stderr.startswith("error: ONNX by tf2onnx needs TensorFlow")
-    assert onnx.stderr.count("\n") == 1
+    converter = _run("quantize", "--run", run_dir, "--int8", "--engine", "converter", cwd=tmp_path)
+    assert converter.returncode == 2 and converter.stderr.startswith("error: int8 by TensorFlow's converter")
+    assert converter.stderr.count("\n") == 1
