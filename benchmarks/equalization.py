@@ -8,8 +8,9 @@ feeds the second has its channel c rescaled: the first's output channel (weights
 1/s_c, the second's input channel by s_c, s_c = sqrt(r1_c / r2_c) with r the channel's largest
 absolute weight. ReLU(x / s) = ReLU(x) / s, so the float model computes the same function (the
 script checks it) while the two layers' per-channel ranges become equal. Then int8 by LiteRT
-Quantizer (min-max calibration), weights per tensor or per channel; test accuracy, agreement
-with Keras, paired differences. Measures only: the pipeline does not equalize.
+Quantizer (min-max calibration), weights per tensor or per channel, with and without bias
+correction (``bias_corrected``); test accuracy, agreement with Keras, paired differences.
+Measures only: the pipeline does not equalize.
 
     python benchmarks/equalization.py                  # trains mobilenet_v1 (alpha 0.25) on digits
     python benchmarks/equalization.py --run RUN        # a depthwise model's run
@@ -93,6 +94,47 @@ def equalize(content: bytes) -> tuple[bytes, int]:
     return write_model(model), pairs
 
 
+def bias_corrected(content: bytes, calibration: np.ndarray, per_tensor: bool) -> bytes:
+    """Empirical bias correction (the second half of Nagel et al.'s data-free quantization):
+    each convolution's bias minus the expected error its int8 weights will add, sum over the
+    kernel of (W_q - W) times the mean of its input channel over the calibration samples. W_q:
+    symmetric int8 as LiteRT Quantizer makes it (per tensor or per output channel)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from pipeline.formats.tflite import SIGNATURE, SIGNATURE_INPUT
+    from pipeline.formats.tflite_meta import _schema, read_model, write_model
+
+    schema = _schema()
+    model = read_model(content)
+    graph = model.subgraphs[0]
+    names = {code_index: _op_name(schema, code) for code_index, code in enumerate(model.operatorCodes)}
+    convs = [op for op in graph.operators if names[op.opcodeIndex] in CONVS and len(op.inputs) > 2]
+    interpreter = Interpreter(model_content=content, experimental_preserve_all_tensors=True)
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    index = {detail["name"]: detail["index"] for detail in interpreter.get_tensor_details()}
+    sums: dict[int, np.ndarray] = {}
+    for sample in calibration:
+        runner(**{SIGNATURE_INPUT: sample[None].astype(np.float32)})
+        for op in convs:
+            name = graph.tensors[int(op.inputs[0])].name
+            name = name.decode() if isinstance(name, bytes) else name
+            values = interpreter.get_tensor(index[name])
+            sums[int(op.inputs[0])] = sums.get(int(op.inputs[0]), 0) + values.reshape(-1, values.shape[-1]).mean(0)
+    for op in convs:
+        weights, bias = _weights(model, graph, int(op.inputs[1])), _weights(model, graph, int(op.inputs[2]))
+        if weights is None or bias is None:
+            continue
+        depthwise = names[op.opcodeIndex] == "DEPTHWISE_CONV_2D"
+        out_axis = 3 if depthwise else 0
+        reduce = tuple(a for a in range(4) if a != out_axis)
+        scale = (np.abs(weights).max() if per_tensor else np.abs(weights).max(axis=reduce, keepdims=True)) / 127.0
+        error = np.clip(np.round(weights / np.maximum(scale, 1e-12)), -127, 127) * scale - weights
+        mean_input = sums[int(op.inputs[0])] / len(calibration)
+        correction = (error[0] * mean_input).sum(axis=(0, 1)) if depthwise else (error * mean_input).sum(axis=(1, 2, 3))
+        _store(model, graph, int(op.inputs[2]), bias - correction)
+    return write_model(model)
+
+
 def _op_name(schema, code) -> str:
     value = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     return next(name for name, number in vars(schema.BuiltinOperator).items() if number == value)
@@ -156,24 +198,25 @@ def compare(run_dir: Path, samples: int) -> None:
           f"samples, {len(calibration)} calibration; {pairs} layer pairs equalized; the equalized float model's "
           f"outputs differ from the original's by at most {difference:.2e}")
     keras_right = keras.argmax(-1) == y_test
-    print(f"{'weights':11s} {'equalized':9s} {'accuracy [95%]':>24s} {'agreement':>9s}  minus unequalized, paired")
+    print(f"{'weights':11s} {'applied':10s} {'accuracy [95%]':>24s} {'agreement':>9s}  minus neither, paired")
     print(f"{'(Keras)':21s} {keras_right.mean():7.2%}")
     right = {}
     for per_tensor in (False, True):
-        for equal in (False, True):
-            content = _int8(equalized if equal else float_model, calibration, per_tensor)
-            top1 = _outputs(content, x_test).argmax(-1)
-            right[(per_tensor, equal)] = top1 == y_test
-            low, high = wilson(int(right[(per_tensor, equal)].sum()), len(y_test))
+        variants = {"no": float_model, "CLE": equalized,
+                    "CLE + bias": bias_corrected(equalized, calibration, per_tensor),
+                    "bias": bias_corrected(float_model, calibration, per_tensor)}
+        for label, content in variants.items():
+            top1 = _outputs(_int8(content, calibration, per_tensor), x_test).argmax(-1)
+            right[(per_tensor, label)] = top1 == y_test
+            low, high = wilson(int(top1.__eq__(y_test).sum()), len(y_test))
             versus = ""
-            if equal:
-                drop = paired_drop(right[(per_tensor, False)], right[(per_tensor, True)])
+            if label != "no":
+                drop = paired_drop(right[(per_tensor, "no")], right[(per_tensor, label)])
                 versus = (f"{-drop['drop'] * 100 + 0.0:+.2f} pt [{-drop['ci95'][1] * 100 + 0.0:+.2f}, "
                           f"{-drop['ci95'][0] * 100 + 0.0:+.2f}] ({drop['lost']} lost, {drop['gained']} gained)")
-            print(f"{'per tensor' if per_tensor else 'per channel':11s} {'yes' if equal else 'no':9s} "
-                  f"{right[(per_tensor, equal)].mean():7.2%} [{low:.2%}, {high:.2%}] "
+            print(f"{'per tensor' if per_tensor else 'per channel':11s} {label:10s} "
+                  f"{right[(per_tensor, label)].mean():7.2%} [{low:.2%}, {high:.2%}] "
                   f"{np.mean(top1 == keras.argmax(-1)):9.2%}  {versus}")
-
 
 if __name__ == "__main__":
     main()
