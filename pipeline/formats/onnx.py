@@ -27,8 +27,11 @@ def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Tr
     TensorFlow is absent, by Keras's ONNX export under the torch backend."""
     from pipeline.core.backend import tensorflow_available
 
+    check_opset(opset)
     if not tensorflow_available():
-        return _onnx_by_keras_export(model, opset, dynamic_batch)
+        from pipeline.formats.onnx_export import onnx_by_keras_export
+
+        return onnx_by_keras_export(model, opset, dynamic_batch)
     import tensorflow as tf
     import tf2onnx
 
@@ -44,37 +47,6 @@ def keras_to_onnx(model, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = Tr
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"tf2onnx could not convert the model: {first_line(exc)}") from None
     return proto
-
-
-def _onnx_by_keras_export(model, opset: int, dynamic_batch: bool):
-    """Keras's ``export(format="onnx")`` (torch.onnx under the torch backend): no TensorFlow."""
-    import contextlib
-    import io
-    import tempfile
-    import warnings
-
-    import keras
-    import onnx
-
-    from edge_runtime.quiet import quiet_native
-    from pipeline.core.errors import UsageError
-
-    check_opset(opset)
-    if keras.backend.backend() != "torch":
-        raise UsageError(f"ONNX without TensorFlow needs the torch backend; this process runs Keras on "
-                         f"{keras.backend.backend()}: set KERAS_BACKEND=torch, or install keras-edge-pipeline[train]")
-    inputs = keras.Input(shape=model.input_shape[1:], batch_size=None if dynamic_batch else 1, name="input")
-    wrapped = keras.Model(inputs, model(inputs), name="serving")
-    wrapped(np.zeros((1, *model.input_shape[1:]), dtype=np.float32))  # the exporter needs a built call
-    try:
-        with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp, quiet_native(), warnings.catch_warnings(), \
-                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            path = Path(tmp) / "float32.onnx"
-            wrapped.export(str(path), format="onnx", verbose=False, opset_version=opset)
-            return onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - the exporter raises many unrelated types
-        raise ConversionError(f"Keras's ONNX export could not convert the model: {first_line(exc)}") from None
 
 
 def tflite_to_onnx(tflite_path: Path, *, opset: int = DEFAULT_OPSET):
