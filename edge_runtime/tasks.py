@@ -26,23 +26,25 @@ def normalize_task(task: str | None) -> str:
     return task
 
 
+def _rows(outputs, others, mismatch: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float64 rows, one per sample; ``mismatch`` (formatted with each's values per
+    sample) where their rows differ in length."""
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    others = np.asarray(others, dtype=np.float64).reshape(len(others), -1)
+    if outputs.shape != others.shape:
+        raise TaskError(mismatch.format(outputs.shape[1], others.shape[1]))
+    return outputs, others
+
+
 def anomaly_scores(outputs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     """Each sample's anomaly score: the mean squared error of its reconstruction (float64)."""
-    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
-    inputs = np.asarray(inputs, dtype=np.float64).reshape(len(inputs), -1)
-    if outputs.shape != inputs.shape:
-        raise TaskError(f"a reconstruction has {outputs.shape[1]} values per sample, its input "
-                        f"{inputs.shape[1]}")
+    outputs, inputs = _rows(outputs, inputs, "a reconstruction has {} values per sample, its input {}")
     return np.mean((outputs - inputs) ** 2, axis=1)
 
 
 def absolute_errors(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Each sample's mean absolute error of its predicted targets (float64)."""
-    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
-    targets = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
-    if outputs.shape != targets.shape:
-        raise TaskError(f"a regression predicts {outputs.shape[1]} values per sample, its targets are "
-                        f"{targets.shape[1]}")
+    outputs, targets = _rows(outputs, targets, "a regression predicts {} values per sample, its targets are {}")
     return np.abs(outputs - targets).mean(axis=1)
 
 

@@ -121,12 +121,12 @@ def quantize(
         typer.echo(f"quantization-aware: {record['epochs_run']} epoch(s) of fine-tuning, "
                    f"{record['activation_quantizers']} activation ranges learned, "
                    f"{len(record['folded_batchnorms'])} BatchNorm(s) folded → {record['artifact']}")
+    from pipeline.running.report_quantization import describe_calibration
+
     for name, entry in report["artifacts"].items():
         chosen = entry.get("calibration") or {}
         if chosen.get("alternatives") and entry.get("mode") in modes:
-            figures = ", ".join(f"{method} {values['value']:.4g}" for method, values in chosen["alternatives"].items())
-            typer.echo(f"{name}: calibration auto chose {chosen['method']} ({chosen['figure']} on "
-                       f"{chosen['validation_samples']} validation samples: {figures})")
+            typer.echo(f"{name}: calibration {describe_calibration(chosen)}")
     if report.get("recovery"):
         typer.echo(_describe_recovery(report["recovery"]))
 

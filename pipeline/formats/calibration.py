@@ -29,11 +29,12 @@ BINS = 2048
 SHRINK = np.linspace(1.0, 0.05, 96)
 
 
-def narrowed(float_model: bytes, samples: np.ndarray, statistics: dict, method: str, bits: int) -> dict:
-    """LiteRT Quantizer's global-range statistics of ``float_model`` over ``samples`` with every
-    range but the model's inputs' and outputs' narrowed by ``method``."""
-    if method == "minmax":
-        return statistics
+def narrowed(float_model: bytes, samples: np.ndarray, statistics: dict, methods, bits: int) -> dict[str, dict]:
+    """Per method: LiteRT Quantizer's global-range statistics of ``float_model`` over
+    ``samples`` with every range but the model's inputs' and outputs' narrowed by it (the
+    histograms taken once for all the methods)."""
+    if all(method == "minmax" for method in methods):
+        return {method: statistics for method in methods}
     from ai_edge_litert.interpreter import Interpreter
 
     from edge_runtime.quiet import quiet_native
@@ -47,7 +48,7 @@ def narrowed(float_model: bytes, samples: np.ndarray, statistics: dict, method: 
     ranges = {name: (float(np.min(qsv["min"])), float(np.max(qsv["max"]))) for name, qsv in statistics.items()
               if name not in keep and np.size(qsv["min"]) == 1}
     histograms = tensor_histograms(interpreter, runner, samples, ranges, SIGNATURE_INPUT)
-    return clip_statistics(statistics, histograms, method, bits, keep)
+    return {method: clip_statistics(statistics, histograms, method, bits, keep) for method in methods}
 
 
 def tensor_histograms(interpreter, runner, samples: np.ndarray, ranges: dict[str, tuple[float, float]],

@@ -72,6 +72,13 @@ def quantize_with_recipe(float_model: bytes, mode: str, calibration: np.ndarray 
     over each tensor's global range (``global_range`` False: LiteRT Quantizer's own moving
     average, which ``benchmarks/quantizer_engines.py`` compares), narrowed by ``method``
     (``pipeline.formats.calibration``: minmax, percentile or mse)."""
+    return quantize_methods(float_model, mode, calibration, (method,), global_range=global_range)[method]
+
+
+def quantize_methods(float_model: bytes, mode: str, calibration: np.ndarray | None, methods, *,
+                     global_range: bool = True) -> dict[str, bytes]:
+    """``quantize_with_recipe`` once per calibration method, the samples run through the model
+    once for all of them (``quantize --calibration auto`` builds each)."""
     from edge_runtime.quiet import quiet_native
     from pipeline.formats.calibration import narrowed
     from pipeline.formats.tflite import SIGNATURE, SIGNATURE_INPUT
@@ -81,19 +88,19 @@ def quantize_with_recipe(float_model: bytes, mode: str, calibration: np.ndarray 
         with quiet_native(), contextlib.redirect_stdout(io.StringIO()):
             qt = quantizer.Quantizer(bytearray(float_model))
             qt.load_quantization_recipe(recipe_for(mode))
-            statistics = None
-            if qt.need_calibration:
-                if calibration is None or not len(calibration):
-                    raise ConversionError(f"{mode} quantization needs calibration samples: pass "
-                                          f"--calibration-samples N (N > 0) with a data set")
-                feeds = {SIGNATURE: [{SIGNATURE_INPUT: sample[None].astype(np.float32)} for sample in calibration]}
-                statistics = calibrate(qt, float_model, feeds) if global_range else qt.calibrate(feeds)
-                statistics = narrowed(float_model, calibration, statistics, method, 16 if mode == "int16x8" else 8)
-            return bytes(qt.quantize(statistics).quantized_model)
+            if not qt.need_calibration:
+                content = bytes(qt.quantize(None).quantized_model)
+                return {method: content for method in methods}
+            if calibration is None or not len(calibration):
+                raise ConversionError(f"{mode} quantization needs calibration samples: pass "
+                                      f"--calibration-samples N (N > 0) with a data set")
+            feeds = {SIGNATURE: [{SIGNATURE_INPUT: sample[None].astype(np.float32)} for sample in calibration]}
+            statistics = calibrate(qt, float_model, feeds) if global_range else qt.calibrate(feeds)
+            by_method = narrowed(float_model, calibration, statistics, methods, 16 if mode == "int16x8" else 8)
+            return {method: bytes(qt.quantize(by_method[method]).quantized_model) for method in methods}
     except ConversionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the quantizer raises many kinds
         from edge_runtime.errors import first_line
 
         raise ConversionError(f"LiteRT Quantizer could not quantize to {mode}: {first_line(exc)}") from None
-

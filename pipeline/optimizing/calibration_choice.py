@@ -40,16 +40,15 @@ def choose(model, float_model: bytes, mode: str, samples: np.ndarray, x_val: np.
     split, and the margin the choice had to beat."""
     from edge_runtime import load
     from pipeline.core.errors import DataError
-    from pipeline.formats.litert_quantizer import quantize_with_recipe
+    from pipeline.formats.litert_quantizer import quantize_methods
 
     if len(x_val) < 2:
         raise DataError("--calibration auto chooses on the validation split, and this run has "
                         f"{len(x_val)} validation samples: choose a method (minmax, percentile, mse)")
     reference = model.predict(x_val, batch_size=256, verbose=0)
-    built, close = {}, {}
+    built, close = quantize_methods(float_model, mode, samples, methods), {}
     with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
         for method in methods:
-            built[method] = quantize_with_recipe(float_model, mode, samples, method=method)
             path = Path(tmp) / f"{method}.tflite"
             path.write_bytes(built[method])
             outputs = load(path).predict(x_val).reshape(reference.shape)

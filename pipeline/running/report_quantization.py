@@ -13,6 +13,16 @@ QUANTIZED = {"artifacts": {"*": {"mode": str, "?engine": str, "?calibration": (
      "?alternatives": {"*": {"value": schemas.NUMBER, "*": Any}}, "*": Any}, None), "*": Any}}, "*": Any}
 
 
+def describe_calibration(calibration: dict) -> str:
+    """``minmax``, or ``auto chose percentile (top1_agreement on 144 validation samples: minmax
+    0.9754, ...)`` from a sidecar's or quantize.json's calibration record."""
+    if not calibration.get("alternatives"):
+        return calibration["method"]
+    figures = ", ".join(f"{method} {values['value']:.4g}" for method, values in calibration["alternatives"].items())
+    return (f"auto chose {calibration['method']} ({calibration.get('figure', 'closeness')} on "
+            f"{calibration.get('validation_samples', '?')} validation samples: {figures})")
+
+
 def quantization_lines(run_dir: Path, variants: list[Path]) -> list[str]:
     """Per variant: who quantized each mode, and how the static modes were calibrated (with
     each method's figure on the validation split where ``auto`` chose)."""
@@ -32,13 +42,6 @@ def quantization_lines(run_dir: Path, variants: list[Path]) -> list[str]:
             calibration = entry.get("calibration")
             if not calibration:
                 continue
-            if calibration.get("alternatives"):
-                figures = ", ".join(f"{method} {values['value']:.4g}"
-                                    for method, values in calibration["alternatives"].items())
-                parts.append(f"{entry['mode']} calibration: auto chose {calibration['method']} "
-                             f"({calibration.get('figure', 'closeness')} on "
-                             f"{calibration.get('validation_samples', '?')} validation samples: {figures})")
-            else:
-                parts.append(f"{entry['mode']} calibration: {calibration['method']}")
+            parts.append(f"{entry['mode']} calibration: {describe_calibration(calibration)}")
         lines.append(f"{label}: " + "; ".join(parts))
     return lines
