@@ -123,6 +123,35 @@ def _micro_task(task: str, both: dict, x, y, threshold: float | None) -> dict:
     return found
 
 
+def kernel_agreement(path: Path, x_test, verified, seed: int = 0) -> dict:
+    """The artifact against itself: LiteRT's reference kernels against the outputs verify
+    checked (its default XNNPACK path), top-1 on the same test samples (at most MICRO_SAMPLES,
+    drawn with the run's seed), with the Wilson interval. Two integer implementations of one
+    file differ by their rounding: a gate on a float simulation of the file can ask no more."""
+    from edge_runtime import load
+    from edge_runtime.runner import quantize
+    from pipeline.core.stats import wilson
+    from pipeline.formats.micro import litert_reference
+
+    picked = (np.sort(np.random.default_rng(seed).choice(len(x_test), MICRO_SAMPLES, replace=False))
+              if len(x_test) > MICRO_SAMPLES else np.arange(len(x_test)))
+    runner = load(path, xnnpack=False)
+    feeds = quantize(np.asarray(x_test[picked], dtype=np.float32), runner.input)
+    reference = litert_reference(path, feeds, stateful=runner.stateful)
+    agreeing = int(np.sum(reference.argmax(1) == verified[picked].reshape(len(picked), -1).argmax(1)))
+    return {"kernels": "LiteRT reference (BUILTIN_REF) against XNNPACK", "samples": int(len(picked)),
+            "top1_agreement": agreeing / len(picked), "top1_agreement_ci95": list(wilson(agreeing, len(picked)))}
+
+
+def kernel_floor(rules: dict, kernels: dict | None) -> dict:
+    """The QAT gates with fake_quant_agreement's threshold lowered, where it must be, to the 95%
+    lower bound of the artifact's agreement with itself across LiteRT's two kernel sets."""
+    if not kernels or "fake_quant_agreement" not in rules:
+        return rules
+    op, threshold = rules["fake_quant_agreement"]
+    return {**rules, "fake_quant_agreement": (op, min(threshold, kernels["top1_agreement_ci95"][0]))}
+
+
 def micro_check(path: Path, x_test, y_test, verified, task: str, rules, options: VerifyOptions,
                 seed: int = 0, threshold: float | None = None) -> dict:
     """TFLM parity and memory of one integer TFLite artifact, with its gates: agreement with

@@ -12,6 +12,8 @@ from pipeline.checking.gates import apply_gates, classifier_intervals, inconclus
 from pipeline.checking.runtime_checks import (
     cross_runtime,
     gpu_delegate,
+    kernel_agreement,
+    kernel_floor,
     micro_check,
     ort_parity,
     runs_on_micro,
@@ -107,9 +109,15 @@ def _verify_artifact(context: RunContext, path: Path, found: dict | None, sideca
     else:
         row = _compare_task(context, path, sidecar, source, reference, output, test)
     row["source_model"] = source
+    rules = gates[row["gate_kind"]]
     if row["gate_kind"] == "qat":  # judged against the fake-quant model it was converted from
         row.update(_fake_quant_parity(context, found, source, output, x_test))
-    row["gates"] = apply_gates(row, gates[row["gate_kind"]])
+        if context.task == "classifier" and path.suffix == ".tflite":
+            row["kernel_agreement"] = kernel_agreement(path, x_test, output, context.seed)
+            rules = kernel_floor(rules, row["kernel_agreement"])
+    row["gates"] = apply_gates(row, rules)
+    if rules is not gates[row["gate_kind"]]:
+        row["gates"]["fake_quant_agreement"]["configured_threshold"] = gates["qat"]["fake_quant_agreement"][1]
     problem = sidecar_problem(found, context.preprocessing,
                               in_run=path.resolve().parent == context.run_dir.resolve())
     row["gates"]["sidecar"] = {"op": "==", "threshold": "training preprocessing",

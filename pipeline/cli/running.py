@@ -8,6 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline.cli.common import QuietOption, RunOption, UnsafeOption, VerboseOption, _items, _listed, command
+from pipeline.core.fsutil import read_json
+
+TargetOption = Annotated[Optional[str], typer.Option(
+    help="What the recommendation is for: any, mcu (integer TFLite that TFLite Micro ran and passed), "
+         "npu (fully int8 TFLite), phone (TFLite, .ort) or pi (default: the config's constraints.target, any).")]
 
 
 @command("run")
@@ -20,6 +25,7 @@ def run_all(
     force: Annotated[Optional[list[str]], _listed("Rerun this stage even if cached.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         help="Run directory (default: runs/pipeline-<model>-<dataset>).")] = None,
+    target: TargetOption = None,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -28,11 +34,20 @@ def run_all(
     from pipeline.config.load import load_config
     from pipeline.running.orchestrator import run as run_pipeline
 
-    resolved = load_config(config, _items(set_, "--set", keyed=True))
+    overrides = _items(set_, "--set", keyed=True) + ([f"constraints.target={target}"] if target else [])
+    resolved = load_config(config, overrides)
     result = run_pipeline(resolved, out=out, force=_items(force, "--force"),
                           progress=None if quiet else _progress)
-    typer.echo(f"recommended: {result.recommended or 'none meets the constraints'}")
+    _recommendation(read_json(result.run_dir / "report.json"))
     typer.echo(f"report: {result.report}")
+
+
+def _recommendation(summary: dict) -> None:
+    from pipeline.running.report import recommendation_lines
+
+    for key, (_, name, why) in zip(("recommended", "exported"), recommendation_lines(summary)):
+        typer.echo(f"{key}: {name}")
+        typer.echo(f"  {why}")
 
 
 def _progress(stage: str, status: str, seconds: float) -> None:
@@ -47,6 +62,7 @@ def _progress(stage: str, status: str, seconds: float) -> None:
 def report(
     run_dir: Annotated[Optional[Path], typer.Argument(hidden=True)] = None,  # older scripts: same as --run
     run: RunOption = None,
+    target: TargetOption = None,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
     """Rebuild report.md / report.html of a run from its JSON files."""
@@ -57,8 +73,8 @@ def report(
     if run_dir is not None and run is not None and run_dir != run:
         raise UsageError(f"two run directories given ({run_dir} and --run {run}): pass one")
     run_path = resolve_run(run or run_dir)
-    summary = build_report(run_path)
-    typer.echo(f"recommended: {summary['recommended'] or 'none meets the constraints'}")
+    summary = build_report(run_path, target=target)
+    _recommendation(summary)
     typer.echo(f"report: {run_path / 'report.html'}")
 
 

@@ -99,6 +99,11 @@ def import_command(
     task: Annotated[Optional[str], typer.Option(
         help="classifier, reconstruction (an autoencoder) or regression (default: detected from the "
              "model's output shape and the data set's labels).", show_default=False)] = None,
+    input_scale: Annotated[Optional[float], typer.Option(
+        help="What the model takes is raw * SCALE + OFFSET: 1 for a model with its own Rescaling layer "
+             "(default: the data set's preprocessing, e.g. 1/255 for uint8 pixels).", show_default=False)] = None,
+    input_offset: Annotated[Optional[float], typer.Option(
+        help="The OFFSET above (default 0 when --input-scale is given).", show_default=False)] = None,
     unsafe: UnsafeOption = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
@@ -106,7 +111,8 @@ def import_command(
     from pipeline.training.import_model import import_model
 
     run_dir, metrics = import_model(model, dataset=dataset, seed=seed, image_size=image_size,
-                                    val_fraction=val_fraction, unsafe=unsafe, out=out, task=task)
+                                    val_fraction=val_fraction, unsafe=unsafe, out=out, task=task,
+                                    input_scale=input_scale, input_offset=input_offset)
     typer.echo(f"{metrics['task']}: {task_score(metrics)} → {run_dir}")
 
 

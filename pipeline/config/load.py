@@ -27,11 +27,13 @@ def check_values(config: Config) -> None:
     from pipeline.core.recipes import LR_SCHEDULES, OPTIMIZERS
     from pipeline.data.streaming import STREAM_MODES
     from pipeline.formats.kinds import QUANT_MODES, TARGETS
+    from pipeline.formats.targets import TARGETS as DEPLOY_TARGETS
 
     checks = [("train.optimizer", config.train.optimizer, OPTIMIZERS),
               ("train.lr_schedule", config.train.lr_schedule, LR_SCHEDULES),
               ("train.distribute", config.train.distribute, DISTRIBUTE),
-              ("train.stream", config.train.stream, STREAM_MODES)]
+              ("train.stream", config.train.stream, STREAM_MODES),
+              ("constraints.target", config.constraints.target, tuple(DEPLOY_TARGETS))]
     checks += [(f"quantize.modes[{i}]", m, tuple(QUANT_MODES)) for i, m in enumerate(config.quantize.modes)]
     checks += [(f"convert.targets[{i}]", t, TARGETS) for i, t in enumerate(config.convert.targets)]
     from pipeline.formats.calibration import CHOICES

@@ -67,6 +67,9 @@ class SearchSection:
 
 @dataclass
 class ConstraintsSection:
+    # What the recommendation is for (pipeline.formats.targets): any, mcu (integer TFLite that
+    # TFLite Micro ran and passed), npu (fully int8 TFLite), phone (TFLite, .ort), pi.
+    target: str = "any"
     max_accuracy_drop: float | None = 0.01
     max_latency_ms: float | None = None
     max_size_kb: float | None = None

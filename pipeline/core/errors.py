@@ -43,6 +43,10 @@ class CollapseError(PipelineError, exit_code=10):
     """Training produced a model that does not work in inference mode (chance-level accuracy)."""
 
 
+class ConstraintError(PipelineError, exit_code=11):
+    """No artifact meets the target and constraints asked for (each one's reason is named)."""
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UsageError:
     """An error for an unknown registry name that suggests the closest valid one."""
     known = sorted(known)

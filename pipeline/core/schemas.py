@@ -148,7 +148,8 @@ SCORE = {"?top1_agreement": (FRACTION, None), "*": Any}
 RECOVERED = {"status": str, "artifact": str, "raised": [{"op": str, "precision": str, "*": Any}],
              "raisable_layers": COUNT, "?full_int8": (SCORE, None), "?validation": (SCORE, None), "*": Any}
 BENCH_JSON = {"results": [BENCH_RESULT], "*": Any}
-CONSTRAINTS = {"?max_accuracy_drop": (NUMBER, None), "?max_latency_ms": (NUMBER, None), "?max_size_kb": (NUMBER, None),
+CONSTRAINTS = {"?target": (str, None), "?max_accuracy_drop": (NUMBER, None),
+               "?max_latency_ms": (NUMBER, None), "?max_size_kb": (NUMBER, None),
                "?max_ram_kb": (NUMBER, None), "?max_flash_kb": (NUMBER, None), "*": Any}
 CONFIG_JSON = {"?constraints": CONSTRAINTS, "*": Any}
 MANIFEST_JSON = {"?stages": dict, "?artifacts": {"*": SHA256}, "?versions": dict, "*": Any}

@@ -79,6 +79,8 @@ class RunContext:
                                test_fraction=config.get("test_fraction", 0.2),
                                cache=self.run_dir / CACHE_DIR, write_cache=rundir.holds_lock(self.run_dir),
                                task=self.task)
+        # what the model takes, as recorded (an import may declare it: --input-scale/--input-offset)
+        dataset.preprocessing = dict(self.preprocessing)
         recorded = self.train_info["data"]["sha256"]
         if dataset.sha256() != recorded:
             raise DataError(f"data set '{config['dataset']}' changed since this run was trained "

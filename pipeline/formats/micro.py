@@ -108,7 +108,7 @@ def micro_parity(path: Path, x_model: np.ndarray, y: np.ndarray | None,
     runner = load(path, xnnpack=False)
     feeds = quantize(np.asarray(x_model, dtype=np.float32), runner.input)
     result = run_micro(path, feeds)
-    reference = _litert_reference(path, feeds, stateful=runner.stateful)
+    reference = litert_reference(path, feeds, stateful=runner.stateful)
     tflm = result.outputs
     steps = np.abs(tflm.astype(np.int64) - reference.astype(np.int64)) if runner.outputs[0].quantized \
         else np.abs(tflm.astype(np.float64) - reference)
@@ -133,7 +133,7 @@ def micro_parity(path: Path, x_model: np.ndarray, y: np.ndarray | None,
     }
 
 
-def _litert_reference(path: Path, feeds: np.ndarray, *, stateful: bool) -> np.ndarray:
+def litert_reference(path: Path, feeds: np.ndarray, *, stateful: bool) -> np.ndarray:
     """LiteRT with its reference kernels (no XNNPACK, no optimized kernels), one sample a call."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

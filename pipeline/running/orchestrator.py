@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.config.schema import Config
 from pipeline.core import rundir
-from pipeline.core.errors import CollapseError, ParityError, UsageError
+from pipeline.core.errors import CollapseError, ConstraintError, ParityError, UsageError
 from pipeline.core.fsutil import copy_file, make_dirs, read_json, sha256_file, write_json
 from pipeline.formats.kinds import MODEL, PRUNED_MODEL, QAT_INT8, artifact_file, quant_mode, source_model
 from pipeline.running.stage_cache import (
@@ -107,11 +107,14 @@ def _run_locked(config: Config, run_dir: Path, stages: Stages) -> RunResult:
     if not summary:
         summary.update(read_json(run_dir / "report.json"))
     if config.export.c_array:
-        _export_c_array(config, run_dir, summary.get("recommended"), stages)
+        _export_c_array(config, run_dir, summary, stages)
     result = RunResult(run_dir, run_dir / "report.html", not failures,
                        summary.get("recommended"), list(stages.records.values()))
     if failures:
         raise ParityError(f"{'; '.join(failures)} — report: {run_dir / 'report.html'}")
+    if not result.recommended:
+        raise ConstraintError(f"no artifact meets target {summary.get('target') or 'any'} and the constraints "
+                              f"— {summary.get('why')} (report: {run_dir / 'report.html'})")
     return result
 
 
@@ -131,20 +134,16 @@ def stage_options(config: Config, stage: str, **per_command):
     return dataclasses.replace(section, **shared, **per_command)
 
 
-def _export_c_array(config: Config, run_dir: Path, recommended: str | None, stages: Stages) -> None:
-    """C source of the artifact a board would take: the recommended one when it is an integer
-    TFLite model, else the base int8 model."""
+def _export_c_array(config: Config, run_dir: Path, summary: dict, stages: Stages) -> None:
+    """C source of the artifact a board would take: the recommendation when TFLite Micro runs it,
+    else the best artifact for target mcu under the same constraints (the report says which)."""
     from pipeline.device.export import export
-    from pipeline.formats.kinds import MICRO_MODES
 
-    chosen = run_dir / (recommended or "")
-    if not (recommended and chosen.suffix == ".tflite"
-            and any(chosen.name.endswith(f"_{mode}.tflite") for mode in MICRO_MODES)):
-        chosen = run_dir / quant_mode("int8").file()
-    if not chosen.is_file():
-        log.warning("warning: no integer TFLite model to export as a C array "
-                    "(add int8 to quantize.modes)")
-        return
+    board = summary.get("board") or {}
+    if not board.get("artifact"):
+        raise ConstraintError(f"export.c_array: no artifact TFLite Micro runs meets the constraints — "
+                              f"{board.get('why')} (report: {run_dir / 'report.html'})")
+    chosen = run_dir / board["artifact"]
     out_dir = run_dir / "c_array"
 
     def work() -> list[Path]:

@@ -12,6 +12,7 @@ from pipeline.core import schemas
 from pipeline.core.fsutil import read_json, sha256_file, write_bytes, write_json
 from pipeline.core.tasks import HIGHER_IS_BETTER
 from pipeline.device.figures import pareto
+from pipeline.running.recommend import export_pick, recommend, row_name
 from pipeline.running.report_plots import write_plots
 from pipeline.running.report_quantization import quantization_lines
 
@@ -31,15 +32,15 @@ def task_line(train: dict) -> str:
     return describe_metric(scored)
 
 
-def collect_rows(run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
+def collect_rows(run_dir: Path, bench_name: str = "bench.json") -> tuple[list[dict[str, Any]], float | None]:
     """One row per artifact per variant, with accuracy, Δ against the unpruned Keras model,
-    agreement, size and latency (the first thread count benched)."""
+    agreement, size and latency (the first thread count benched, from ``bench_name``)."""
     base_accuracy = schemas.load(run_dir / "train.json", schemas.TRAIN_JSON).get("test_accuracy")
     rows = []
     for variant in _variants(run_dir):
         verify = schemas.load(variant / "verify.json", schemas.VERIFY_JSON, what="rerun `pipeline verify`")
-        bench = (schemas.load(variant / "bench.json", schemas.BENCH_JSON, what="rerun `pipeline bench`")
-                 if (variant / "bench.json").exists() else {"results": []})
+        bench = (schemas.load(variant / bench_name, schemas.BENCH_JSON, what="rerun `pipeline bench`")
+                 if (variant / bench_name).exists() else {"results": []})
         latency = {}
         for result in bench["results"]:
             latency.setdefault(result["artifact"], result)
@@ -96,9 +97,9 @@ def _verified_batch(artifact: dict) -> int:
     return batch if isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= VERIFY_BATCH else 1
 
 
-def timing_host(run_dir: Path) -> str | None:
+def timing_host(run_dir: Path, bench_name: str = "bench.json") -> str | None:
     """Where the report's latencies were measured (they hold for that machine only)."""
-    path = run_dir / "bench.json"
+    path = run_dir / bench_name
     if not path.exists():
         return None
     bench = schemas.load(path, schemas.BENCH_JSON, what="rerun `pipeline bench`")
@@ -159,55 +160,50 @@ def describe_recovery(cost: dict) -> str:
             f"×{cost['size_ratio']:.2f}{latency}{agreement}")
 
 
-def recommend(rows: list[dict], constraints: dict) -> dict | None:
-    """The fastest passing Pareto artifact within the user's constraints; artifacts as fast as it
-    within the spread of their timing rounds are ties, won by the smaller, then the more accurate."""
-    def fits(row):
-        drop = constraints.get("max_accuracy_drop")
-        latency, size = constraints.get("max_latency_ms"), constraints.get("max_size_kb")
-        ram, flash = constraints.get("max_ram_kb"), constraints.get("max_flash_kb")
-        return (row["passed"] and row["pareto"]
-                and (drop is None or row["metric"] not in ("accuracy", "auc") or -row["delta"] <= drop + 1e-12)
-                and (latency is None or row["p50_ms"] <= latency)
-                and (size is None or row["size_kb"] <= size)
-                # a microcontroller budget: only artifacts measured on TFLM can meet it
-                and (ram is None or (row["arena_kb"] is not None and row["arena_kb"] <= ram))
-                and (flash is None or (row["flash_kb"] is not None and row["flash_kb"] <= flash)))
-    from pipeline.device.timing import faster
-
-    candidates = [r for r in rows if fits(r)]
-    if not candidates:
-        return None
-    fastest = min(candidates, key=lambda r: (r["p50_ms"], r["size_kb"]))
-    # as fast as the fastest within the noise of the rounds: the smaller, then the more accurate
-    tied = [r for r in candidates if not faster(fastest, r)]
-    return min(tied, key=lambda r: (r["size_kb"], -r["score"], r["p50_ms"]))
-
-
-def build_report(run_dir: Path) -> dict[str, Any]:
-    """report.md, report.html, report.json and the plots, with the run locked."""
+def build_report(run_dir: Path, target: str | None = None) -> dict[str, Any]:
+    """report.md, report.html, report.json and the plots, with the run locked; ``target``
+    replaces the config's constraints.target for the recommendation."""
     from pipeline.core import rundir
+    from pipeline.formats.targets import target as check_target
 
+    if target is not None:
+        check_target(target)
     with rundir.locked(Path(run_dir)):
-        return _build_report(Path(run_dir))
+        return _build_report(Path(run_dir), target)
 
 
-def _build_report(run_dir: Path) -> dict[str, Any]:
-    rows, base_accuracy = collect_rows(run_dir)
-    pareto(rows)
+# A Pi's recommendation is timed on the Pi where bench.devices named one (its first device).
+DEVICE_BENCH = {"pi": "bench_device1.json"}
+
+
+def _build_report(run_dir: Path, target: str | None = None) -> dict[str, Any]:
     config = (schemas.load(run_dir / "config.json", schemas.CONFIG_JSON, what="rerun `pipeline run`")
               if (run_dir / "config.json").exists() else {})
-    constraints = config.get("constraints", {"max_accuracy_drop": 0.01})
-    chosen = recommend(rows, constraints)
+    constraints = dict(config.get("constraints", {"max_accuracy_drop": 0.01}))
+    if target is not None:
+        constraints["target"] = target
+    bench_name = DEVICE_BENCH.get(constraints.get("target"), "bench.json")
+    bench_name = bench_name if (run_dir / bench_name).exists() else "bench.json"
+    rows, base_accuracy = collect_rows(run_dir, bench_name)
+    pareto(rows)
+    recommendation = recommend(rows, constraints)
+    chosen = recommendation.chosen
+    board = export_pick(rows, constraints, recommendation)
     for row in rows:
         row["recommended"] = row is chosen
     train = schemas.load(run_dir / "train.json", schemas.TRAIN_JSON)
     manifest = schemas.load(run_dir / "manifest.json", schemas.MANIFEST_JSON, what="retrain the run")
     plots = write_plots(run_dir, rows, train, chosen, searched=_searched(run_dir))
-    summary = {"recommended": f"{chosen['dir']}/{chosen['artifact']}" if chosen else None,
+    summary = {"recommended": row_name(chosen) if chosen else None, "target": recommendation.target,
+               "why": recommendation.why if chosen else recommendation.none_line(),
+               "left_out": recommendation.reasons,
+               # what `pipeline export` (and export.c_array) writes for a board, and why
+               "board": {"artifact": row_name(board.chosen) if board.chosen else None,
+                         "why": board.why if board.chosen else board.none_line()},
+               "exported": bool((config.get("export") or {}).get("c_array")),
                "constraints": constraints, "keras_accuracy": base_accuracy, "rows": rows,
                "passed": all(r["passed"] for r in rows), "recovery": recovery_costs(run_dir, rows),
-               "search": _search_line(run_dir), "latency_measured_on": timing_host(run_dir),
+               "search": _search_line(run_dir), "latency_measured_on": timing_host(run_dir, bench_name),
                "quantization": quantization_lines(run_dir, _variants(run_dir))}
     write_json(run_dir / "report.json", summary)
     write_bytes(run_dir / "report.md", _markdown(run_dir, summary, train, manifest, plots).encode())
@@ -307,13 +303,26 @@ def describe_constraints(constraints: dict) -> str:
     return ", ".join(parts) or "none"
 
 
+def recommendation_lines(summary: dict) -> list[tuple[str, str, str]]:
+    """(label, artifact or verdict, reason): the recommendation, and the board's C arrays
+    when the run exported them."""
+    target = summary.get("target") or "any"
+    where = f"target {target}; constraints: {describe_constraints(summary['constraints'])}"
+    chosen = summary.get("recommended") or "none meets the constraints"
+    lines = [("Recommended artifact", chosen, f"({where}): {summary.get('why', '')}")]
+    board = summary.get("board") or {}
+    if summary.get("exported"):
+        lines.append(("Exported as C arrays (c_array/)", board.get("artifact") or "nothing",
+                      board.get("why") or ""))
+    return lines
+
+
 def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
     lines = [f"# Pipeline report: {train.get('model')} on {train['data']['name']}", ""]
     accuracy = summary["keras_accuracy"]
     lines.append(f"Keras test accuracy: {accuracy * 100:.2f}%" if accuracy is not None
                  else f"Task: {train.get('task')}; Keras {task_line(train)}")
-    lines.append(f"Recommended artifact: **{summary['recommended'] or 'none meets the constraints'}** "
-                 f"(constraints: {describe_constraints(summary['constraints'])})")
+    lines += [f"{label}: **{name}** {why}" for label, name, why in recommendation_lines(summary)]
     lines += ["", "| " + " | ".join(_columns(summary["rows"])) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
     lines += [f"Quantized: {line}" for line in summary.get("quantization", [])]
@@ -362,9 +371,9 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
 <h1>Pipeline report: {escape(str(train.get('model')))} on {escape(train['data']['name'])}</h1>
 <p class="summary">{f'Keras test accuracy: <b>{accuracy * 100:.2f}%</b>' if accuracy is not None
                      else f"Task: {escape(str(train.get('task')))}; Keras {escape(task_line(train))}"}.
-Recommended artifact: <b>{escape(summary['recommended'] or 'none meets the constraints')}</b>
-(constraints: {escape(describe_constraints(summary['constraints']))}).
 Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
+{''.join(f"<p>{escape(label)}: <b>{escape(name)}</b> {escape(why)}</p>"
+         for label, name, why in recommendation_lines(summary))}
 {''.join(f"<p>Quantized: {escape(line)}</p>" for line in summary.get('quantization', []))}
 {''.join(f"<p>Int8 recovery: {escape(describe_recovery(cost))}</p>" for cost in summary['recovery'])}
 {f"<p>Search: {escape(summary['search'])}</p>" if summary.get('search') else ''}

@@ -25,7 +25,7 @@ def judge(accuracy: float, y: np.ndarray, history: dict, num_classes: int) -> di
     """The verdict for an inference ``accuracy`` on labels ``y`` (pure: no model needed)."""
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes)
     chance = float(counts.max() / max(counts.sum(), 1))  # always predicting the majority class
-    losses = history.get("loss") or [float("nan")]
+    losses = history.get("loss") or [0.0]  # none recorded (an imported model): nothing diverged here
     train_accuracy = (history.get("accuracy") or [None])[-1]
     reason = None
     if not math.isfinite(losses[-1]):

@@ -5,7 +5,8 @@ machine is: the rankings are checked on recorded rows, the harness on its struct
 import numpy as np
 
 from pipeline.device.timing import combine_rounds, faster, index_rows, rotated, summarize
-from pipeline.running.report import pareto, recommend
+from pipeline.running.recommend import recommend
+from pipeline.running.report import pareto
 
 
 def test_rounds_rotate_so_every_artifact_takes_every_slot():
@@ -56,8 +57,9 @@ def test_rows_of_artifacts_sharing_a_name_stay_apart():
 
 
 def _row(name, p50, spread, size, score=0.97):
-    return {"artifact": name, "p50_ms": p50, "p50_spread_ms": spread, "size_kb": size, "score": score,
-            "passed": True, "metric": "accuracy", "delta": 0.0, "arena_kb": None, "flash_kb": None}
+    return {"artifact": name, "dir": ".", "format": "tflite", "mode": name.split("_")[-1].split(".")[0],
+            "p50_ms": p50, "p50_spread_ms": spread, "size_kb": size, "score": score, "passed": True,
+            "failed_gates": [], "metric": "accuracy", "delta": 0.0, "arena_kb": None, "flash_kb": None}
 
 
 def test_differences_inside_the_spread_are_ties():
@@ -67,12 +69,12 @@ def test_differences_inside_the_spread_are_ties():
     rows = [dynamic, int8, _row("model_float32.tflite", 0.090, 0.005, 400.0)]
     pareto(rows)
     assert [r["pareto"] for r in rows] == [False, True, False]  # int8: as fast (tie) and smaller
-    chosen = recommend(rows, {"max_accuracy_drop": 0.01})
+    chosen = recommend(rows, {"max_accuracy_drop": 0.01}).chosen
     assert chosen["artifact"] == "model_int8.tflite"
     # a tie on latency and size goes to the more accurate
     rows = [_row("a", 0.030, 0.010, 60.0, score=0.95), _row("b", 0.032, 0.010, 60.0, score=0.97)]
     pareto(rows)
-    assert recommend(rows, {})["artifact"] == "b"
+    assert recommend(rows, {}).chosen["artifact"] == "b"
 
 
 def test_bench_times_every_artifact_in_rounds(trained_run, tmp_path):

@@ -253,3 +253,43 @@ def test_the_qdq_onnx_from_the_learned_ranges_computes_what_the_fake_quant_model
     row = json.loads((run_dir / "verify.json").read_text())["artifacts"][0]
     assert row["gate_kind"] == "qat" and row["fake_quant_agreement"] >= 0.99
     assert row["fake_quant"]["max_error_lsb"] <= 32
+
+
+def test_the_qat_gate_asks_no_more_than_the_kernels_and_a_broken_conversion_still_fails(qat_run, tmp_path):
+    """The fake-quant gate's threshold is the default (99.5%) or, where lower, the 95% lower
+    bound of the artifact's agreement with itself across LiteRT's XNNPACK and reference kernels,
+    both measured in this verify. A QAT artifact whose conversion lost one learned range (planted:
+    one activation range narrowed 8x in the converted graph only) agrees with both kernel sets
+    and still fails against its fake-quant model."""
+    import pipeline.core.fake_quant  # noqa: F401  (registers the layers)
+    from pipeline.core.fsutil import sha256_file
+    from pipeline.core.modelio import load_model
+    from pipeline.formats.tflite import fake_quant_to_tflite
+    from pipeline.optimizing.qat import quantizers
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(qat_run, run_dir, ignore=shutil.ignore_patterns("*.lock"))
+    passed = runner.invoke(app, ["verify", "--run", str(run_dir), "--artifact", "model_int8_qat.tflite"])
+    assert passed.exit_code == 0, passed.output
+    row = json.loads((run_dir / "verify.json").read_text())["artifacts"][0]
+    kernels, gate = row["kernel_agreement"], row["gates"]["fake_quant_agreement"]
+    assert kernels["samples"] == 360 and kernels["top1_agreement"] >= 0.97  # two int8 kernel sets, one file
+    assert gate["configured_threshold"] == 0.995
+    assert gate["threshold"] == min(0.995, kernels["top1_agreement_ci95"][0])
+
+    broken = load_model(run_dir / "model_qat.keras", unsafe=False)
+    narrowed = quantizers(broken)[1]  # the first convolution's output range
+    narrowed.minimum.assign(narrowed.minimum.numpy() / 8)
+    narrowed.maximum.assign(narrowed.maximum.numpy() / 8)
+    artifact = run_dir / "model_int8_qat.tflite"
+    artifact.write_bytes(fake_quant_to_tflite(broken))
+    sidecar_path = run_dir / "model_int8_qat.tflite.json"
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar.update(sha256=sha256_file(artifact), size_bytes=artifact.stat().st_size)  # as a buggy converter wrote it
+    sidecar_path.write_text(json.dumps(sidecar))
+    failed = runner.invoke(app, ["verify", "--run", str(run_dir), "--artifact", "model_int8_qat.tflite"])
+    assert failed.exit_code == 6, failed.output
+    row = json.loads((run_dir / "verify.json").read_text())["artifacts"][0]
+    assert row["kernel_agreement"]["top1_agreement"] >= 0.97  # the kernels still agree with each other
+    assert not row["gates"]["fake_quant_agreement"]["passed"]
+    assert row["fake_quant_agreement"] < row["gates"]["fake_quant_agreement"]["threshold"]
