@@ -42,7 +42,10 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from edge_runtime import __version__
+
     parser = _OneLineParser(prog="edge-runtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("info", "inputs, outputs, quantization, ops, size"),
                             ("predict", "run an .npy/.npz of inputs and print the outputs"),

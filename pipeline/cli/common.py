@@ -26,12 +26,29 @@ app = typer.Typer(
 DEFAULTS = Config()
 
 
+# --quiet before the command: this invocation's, read by every command's setup.
+_GLOBAL = {"quiet": False}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pipeline import __version__
+
+        typer.echo(f"pipeline {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global_options(
     verbose: Annotated[bool, typer.Option(
         "--verbose", help="Same as --verbose after the command.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", help="Same as --quiet after the command.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")] = False,
 ) -> None:
     """Take a Keras model from training to a device: train → prune → quantize → convert → verify → bench → report."""
+    _GLOBAL["quiet"] = quiet
     if verbose:
         _show_native_output()
 
@@ -81,6 +98,10 @@ def _show_native_output() -> None:
 def _setup(quiet: bool = False, verbose: bool = False) -> None:
     if verbose:
         _show_native_output()
+    else:  # before anything imports TensorFlow: its C++ banner is not for a CLI user
+        from pipeline.core.backend import quiet_tensorflow_logs
+
+        quiet_tensorflow_logs()
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
     logging.getLogger("pipeline").setLevel(logging.WARNING if quiet else logging.INFO)
     for chatty in ("tf2onnx", "absl", "tensorflow"):
@@ -93,7 +114,8 @@ def command(name: str | None = None):
     def register(function):
         @functools.wraps(function)
         def conventions(*args, **kwargs):
-            _setup(kwargs.get("quiet", False), kwargs.get("verbose", False))
+            kwargs["quiet"] = kwargs.get("quiet", False) or _GLOBAL["quiet"]
+            _setup(kwargs["quiet"], kwargs.get("verbose", False))
             with _errors_to_exit_codes(), _trust(kwargs.get("unsafe", False)):
                 return function(*args, **kwargs)
         return app.command(name)(conventions)

@@ -61,11 +61,16 @@ def bench(
 def export(
     run: RunOption = None,
     c_array: Annotated[bool, typer.Option(
-        "--c-array", help="Write model_data.h / model_data.cc: the model as an aligned C array "
-                          "with its length, the measured TFLite Micro arena, input/output "
-                          "quantization and class names.")] = False,
-    artifact: Annotated[str, typer.Option(
-        help="The integer TFLite model to export (a name in the run, or a path).")] = "model_int8.tflite",
+        "--c-array/--no-c-array", help="Write model_data.h / model_data.cc (C and C++): the model as an "
+                                       "aligned C array with its length, the measured TFLite Micro arena, input "
+                                       "and output shapes and quantization, the raw-to-input formula, the op "
+                                       "list for the resolver and class names; and model_example.cc.")] = True,
+    artifact: Annotated[Optional[str], typer.Option(
+        help="The integer TFLite model to export: a name in the run or in one of its variants, or a path "
+             "(default: the report's pick for a board, else model_int8.tflite).", show_default=False)] = None,
+    samples: Annotated[int, typer.Option(
+        help="Also write the first N raw test samples and labels (samples.npz) and the answers the "
+             "artifact gave on them here (samples.json), for edge-runtime predict/eval on the device.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Where to write (default: RUN/c_array).")] = None,
     symbol: Annotated[str, typer.Option(help="The array's C name.")] = DEFAULTS.export.symbol,
     metadata: Annotated[bool, typer.Option(
@@ -73,13 +78,23 @@ def export(
                                          "(default: left out, TFLite Micro does not read them).")] = False,
     quiet: QuietOption = False, verbose: VerboseOption = False,
 ) -> None:
-    """Export an artifact for a microcontroller project (TensorFlow Lite for Microcontrollers)."""
+    """Export an artifact for a board: C arrays for a TensorFlow Lite for Microcontrollers project,
+    and raw test samples for edge-runtime on a Pi or a phone."""
     from pipeline.config.stages import ExportOptions
     from pipeline.device.export import export as run_export
 
-    facts = run_export(run, ExportOptions(c_array=c_array, symbol=symbol, artifact=artifact,
+    facts = run_export(run, ExportOptions(c_array=c_array, symbol=symbol, artifact=artifact, samples=samples,
                                           out_dir=str(out) if out else None, metadata=metadata))
-    left_out = (f" ({facts['metadata_bytes_left_out']:,} bytes of metadata left out)"
-                if facts["metadata_bytes_left_out"] else "")
-    typer.echo(f"{facts['artifact']}: {facts['length']:,} bytes{left_out}, tensor arena {facts['arena_bytes']:,} "
-               f"bytes → {', '.join(facts['files'][:2])}")
+    if c_array:
+        left_out = (f" ({facts['metadata_bytes_left_out']:,} bytes of metadata left out)"
+                    if facts["metadata_bytes_left_out"] else "")
+        typer.echo(f"{facts['artifact']}: {facts['length']:,} bytes{left_out}, tensor arena "
+                   f"{facts['arena_bytes']:,} bytes → {', '.join(facts['files'][:2])}")
+    else:
+        typer.echo(f"{facts['artifact']}:")
+    typer.echo(f"  {facts['why']}")
+    if samples:
+        record = facts["samples"]
+        accuracy = f", accuracy here {record['accuracy']:.2%}" if record.get("accuracy") is not None else ""
+        typer.echo(f"{record['first']} raw test samples{accuracy} → {record['files'][0]}; on the device: "
+                   f"{record['commands'][0]}")

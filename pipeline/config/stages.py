@@ -249,17 +249,21 @@ class BenchOptions:
 class ExportOptions:
     """``export``: an integer TFLite model as C source for a TFLite Micro project."""
 
-    # Write c_array/model_data.{h,cc}: the recommended integer TFLite model (else the base
-    # int8) as C++ source for a TFLite Micro project.
+    # pipeline run: write c_array/model_data.{h,cc}: the recommended artifact when TFLite Micro
+    # runs it, else the best fitting integer one, as C/C++ source for a TFLite Micro project.
     c_array: bool = False
     symbol: str = "g_model_data"  # the array's C name
-    artifact: str = per_command("model_int8.tflite")  # a name in the run, or a path
+    # a name in the run or one of its variants, or a path; None: the report's pick for a board
+    artifact: str | None = per_command(None)
     out_dir: str | None = per_command(None)            # default: RUN/c_array
     metadata: bool = per_command(False)                # keep the TFLite Metadata in the array
+    samples: int = per_command(0)                      # raw test samples + labels for edge-runtime
 
     def validate(self) -> None:
+        from pipeline.core.limits import check
         from pipeline.formats.c_array import check_symbol
 
-        if not self.c_array:
-            raise UsageError("choose what to export: --c-array")
+        if not self.c_array and not self.samples:
+            raise UsageError("choose what to export: --c-array, --samples N or both")
+        check("export_samples", self.samples, label="--samples")
         check_symbol(self.symbol)

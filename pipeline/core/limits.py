@@ -17,7 +17,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "max_accuracy_drop": (0.0, 1.0), "max_latency_ms": (0.0, 1e9), "max_size_kb": (0.0, 1e12),
     "max_ram_kb": (0.0, 1e9), "max_flash_kb": (0.0, 1e12),
     "qat_epochs": (1, 100_000), "qat_learning_rate": (1e-12, 1.0),
-    "input_scale": (0.0, 1e12), "input_offset": (-1e12, 1e12),
+    "input_scale": (0.0, 1e12), "export_samples": (0, 1_000_000), "input_offset": (-1e12, 1e12),
 }
 # Budgets: 0 is no budget anything could meet (and a ratio to it is a division by zero).
 POSITIVE = {"max_latency_ms", "max_size_kb", "max_ram_kb", "max_flash_kb", "input_scale"}

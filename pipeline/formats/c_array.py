@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.core.errors import ConversionError, UsageError
 from pipeline.core.fsutil import write_bytes, write_json
 
@@ -34,7 +36,7 @@ _STANDARD_NAMES = frozenset(
 # What model_data.h itself declares: a symbol with one of these names would clash with it.
 _GENERATED_NAMES = frozenset(
     "kTensorArenaSize kInputScale kInputZeroPoint kOutputScale kOutputZeroPoint kNumClasses "
-    "kClassNames".split())
+    "kClassNames kInputDims kInputBytes kInputShape kOutputDims kOutputBytes kOutputShape kNumOps".split())
 # TFLite Micro wants the model 16-byte aligned (its flatbuffer tables hold 16-byte fields).
 ALIGNMENT = 16
 BYTES_PER_LINE = 12
@@ -104,19 +106,22 @@ def export_c_array(run_dir: Path, artifact: str, out_dir: Path, *, symbol: str =
         "artifact": path.name, "symbol": symbol, "length": len(kept), "arena_bytes": arena,
         "metadata": metadata, "metadata_bytes_left_out": len(data) - len(kept),
         "input": runner.input.as_dict(), "output": runner.outputs[0].as_dict(),
-        "class_names": class_names,
+        "class_names": class_names, "ops": sorted(set(load(path, xnnpack=False).op_names())),
+        "preprocessing": {key: (sidecar.get("preprocessing") or {}).get(key)
+                          for key in ("raw_dtype", "scale", "mean", "std")},
     }
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
     header = _header(facts)
     source = _source(facts, kept)
     written = [write_bytes(out_dir / "model_data.h", header.encode()),
-               write_bytes(out_dir / "model_data.cc", source.encode())]
+               write_bytes(out_dir / "model_data.cc", source.encode()),
+               write_bytes(out_dir / "model_example.cc", _example(facts).encode())]
     written.append(write_json(out_dir / "model_data.json", facts))
     return {**facts, "files": [str(p) for p in written]}
 
 
-OUTPUT_FILES = ("model_data.h", "model_data.cc", "model_data.json")
+OUTPUT_FILES = ("model_data.h", "model_data.cc", "model_data.json", "model_example.cc")
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -155,34 +160,95 @@ def _guard(symbol: str) -> str:
     return f"{symbol.upper()}_MODEL_DATA_H_"
 
 
+def resolver_method(op: str) -> str:
+    """``CONV_2D`` → ``AddConv2D``: the ``tflite::MicroMutableOpResolver`` method that
+    registers a builtin op."""
+    special = {"UNIDIRECTIONAL_SEQUENCE_LSTM": "UnidirectionalSequenceLSTM", "LSTM": "LSTM"}
+    return "Add" + special.get(op, "".join(part.capitalize() if not part[0].isdigit() else part.upper()
+                                           for part in op.split("_")))
+
+
+def _float(value) -> str:
+    return f"{float(value)!r}f"
+
+
+def _tensor_lines(label: str, tensor: dict) -> list[str]:
+    shape = [int(d) for d in tensor["shape"]]
+    size = int(np.prod(shape)) * np.dtype(tensor["dtype"]).itemsize
+    zero_point = int(tensor["zero_point"])
+    return [f"// {label}: {tensor['dtype']} {shape}, {size} bytes; real_value = scale * (quantized_value - zero_point)",
+            f"enum {{ k{label}Dims = {len(shape)}, k{label}Bytes = {size}, k{label}ZeroPoint = {zero_point} }};",
+            f"extern const int k{label}Shape[k{label}Dims];",
+            f"#define k{label}Scale {_float(tensor['scale'])}"]
+
+
+def _raw_to_input(symbol: str, tensor: dict, spec: dict) -> list[str]:
+    """A ``static inline`` function from one raw sample value (as the data set stores it) to the
+    value the model's input tensor takes: the sidecar's preprocessing, then its quantization."""
+    def per_channel(key, default):
+        value = spec.get(key)
+        values = value if isinstance(value, list) else [default if value is None else value]
+        return values
+    means, stds = per_channel("mean", 0.0), per_channel("std", 1.0)
+    dtype = np.dtype(tensor["dtype"])
+    integer = dtype.kind in "iu"
+    lines = ["// One raw sample value (channel >= 0: its index along the last axis) as the model input takes it:",
+             f"//   model_input = (raw * {spec.get('scale') or 1:.9g} - mean[channel]) / std[channel]"
+             + ("; then round(model_input / kInputScale) + kInputZeroPoint, clamped" if integer else ""),
+             f"static inline {'int' if integer else 'float'} {symbol}_input_from_raw(float raw, int channel) {{",
+             f"  static const float mean[] = {{{', '.join(_float(m) for m in means)}}};",
+             f"  static const float std_[] = {{{', '.join(_float(v) for v in stds)}}};",
+             f"  float value = (raw * {_float(spec.get('scale') or 1)} - mean[channel % {len(means)}])"
+             f" / std_[channel % {len(stds)}];"]
+    if integer:
+        limits = np.iinfo(dtype)
+        lines += ["  value = value / kInputScale + (float)kInputZeroPoint;",
+                  "  value = value < 0 ? value - 0.5f : value + 0.5f;  /* round half away from zero */",
+                  f"  if (value < {limits.min}.0f) return {limits.min};",
+                  f"  if (value > {limits.max}.0f) return {limits.max};",
+                  "  return (int)value;"]
+    else:
+        lines.append("  return value;")
+    return lines + ["}"]
+
+
 def _header(facts: dict) -> str:
-    symbol, names = facts["symbol"], facts["class_names"]
-    quant = []
-    for kind in ("input", "output"):
-        tensor = facts[kind]
-        label = kind.capitalize()
-        quant += [f"constexpr float k{label}Scale = {tensor['scale']!r}f;",
-                  f"constexpr int k{label}ZeroPoint = {int(tensor['zero_point'])};"]
+    symbol, names, ops = facts["symbol"], facts["class_names"], facts["ops"]
+    macro = f"{symbol.upper()}_ADD_OPS"
+    adds = " ".join(f"(resolver).{resolver_method(op)}();" for op in ops)
     return "\n".join([
         f"// {facts['artifact']} for TensorFlow Lite for Microcontrollers; written by",
-        "// `pipeline export --c-array`. Do not edit: export again instead.",
+        "// `pipeline export`. Do not edit: export again instead. Compiles as C (C99) and C++.",
         f"#ifndef {_guard(symbol)}",
         f"#define {_guard(symbol)}",
         "",
-        "#include <cstddef>",
+        "#ifdef __cplusplus",
+        'extern "C" {',
+        "#endif",
         "",
         f"extern const unsigned char {symbol}[];",
         f"extern const unsigned int {symbol}_len;",
         "",
         "// The smallest tensor arena TFLite Micro ran this model in, measured with TFLM's host",
         "// (64-bit) build; confirm on the target with its RecordingMicroAllocator.",
-        f"constexpr std::size_t kTensorArenaSize = {facts['arena_bytes']};",
+        f"enum {{ kTensorArenaSize = {facts['arena_bytes']} }};",
         "",
-        "// real_value = scale * (quantized_value - zero_point)",
-        *quant,
+        *_tensor_lines("Input", facts["input"]),
+        *_tensor_lines("Output", facts["output"]),
         "",
-        f"constexpr int kNumClasses = {len(names)};",
+        *_raw_to_input(symbol, facts["input"], facts["preprocessing"]),
+        "",
+        f"enum {{ kNumClasses = {len(names)} }};",
         *(["extern const char* const kClassNames[kNumClasses];"] if names else []),
+        "",
+        f"// The builtin ops it uses: {', '.join(ops)}.",
+        f"enum {{ kNumOps = {len(ops)} }};",
+        "",
+        "#ifdef __cplusplus",
+        '}  // extern "C"',
+        f"// tflite::MicroMutableOpResolver<kNumOps> resolver; {macro}(resolver);",
+        f"#define {macro}(resolver) do {{ {adds} }} while (0)",
+        "#endif",
         "",
         f"#endif  // {_guard(symbol)}",
         "",
@@ -191,15 +257,72 @@ def _header(facts: dict) -> str:
 
 def _source(facts: dict, data: bytes) -> str:
     symbol, names = facts["symbol"], facts["class_names"]
-    lines = [f"// {facts['artifact']}: {len(data)} bytes. Written by `pipeline export --c-array`.",
+    lines = [f"// {facts['artifact']}: {len(data)} bytes. Written by `pipeline export`.",
              '#include "model_data.h"', "",
              f"alignas({ALIGNMENT}) const unsigned char {symbol}[] = {{"]
     for start in range(0, len(data), BYTES_PER_LINE):
         chunk = data[start:start + BYTES_PER_LINE]
         lines.append("    " + ", ".join(f"0x{byte:02x}" for byte in chunk) + ",")
     lines += ["};", f"const unsigned int {symbol}_len = {len(data)};", ""]
+    for label in ("Input", "Output"):
+        shape = ", ".join(str(int(d)) for d in facts[label.lower()]["shape"])
+        lines.append(f"const int k{label}Shape[k{label}Dims] = {{{shape}}};")
+    lines.append("")
     if names:
         lines.append("const char* const kClassNames[kNumClasses] = {")
         lines += [f"    {c_string(name)}," for name in names]
         lines += ["};", ""]
     return "\n".join(lines)
+
+
+def _example(facts: dict) -> str:
+    """A TFLite Micro program that runs the model once and prints its top class: what to build
+    first on a board (its input is zeros until the board's sensor fills it through
+    ``<symbol>_input_from_raw``)."""
+    symbol = facts["symbol"]
+    ctype = {"int8": "int8_t", "int16": "int16_t", "uint8": "uint8_t", "float32": "float"}[facts["input"]["dtype"]]
+    field = {"int8_t": "int8", "int16_t": "i16", "uint8_t": "uint8", "float": "f"}[ctype]
+    out_field = {"int8": "int8", "int16": "i16", "uint8": "uint8", "float32": "f"}[facts["output"]["dtype"]]
+    return "\n".join([
+        f"// Runs {facts['artifact']} once on TensorFlow Lite for Microcontrollers and prints the top class.",
+        "// Build it in a TFLite Micro project beside model_data.cc, e.g. from the tflite-micro repository:",
+        "//   make -f tensorflow/lite/micro/tools/make/Makefile  (add this file and model_data.cc to the sources)",
+        "// Written by `pipeline export`; the board's own code replaces the zero input.",
+        "#include <cstdint>",
+        "#include <cstdio>",
+        "",
+        '#include "model_data.h"',
+        '#include "tensorflow/lite/micro/micro_interpreter.h"',
+        '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
+        '#include "tensorflow/lite/schema/schema_generated.h"',
+        "",
+        "namespace {",
+        "// TFLite Micro wants the arena 16-byte aligned; the measured size plus headroom for the target.",
+        "alignas(16) uint8_t tensor_arena[kTensorArenaSize + 1024];",
+        "}  // namespace",
+        "",
+        "int main() {",
+        f"  const tflite::Model* model = tflite::GetModel({symbol});",
+        "  static tflite::MicroMutableOpResolver<kNumOps> resolver;",
+        f"  {symbol.upper()}_ADD_OPS(resolver);",
+        "  static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena, sizeof(tensor_arena));",
+        "  if (interpreter.AllocateTensors() != kTfLiteOk) { std::printf(\"AllocateTensors failed\\n\"); return 1; }",
+        "  TfLiteTensor* input = interpreter.input(0);",
+        "  for (int i = 0; i < kInputBytes / static_cast<int>(sizeof(" + ctype + ")); ++i) {",
+        "    // raw sample value i (channel i % kInputShape[kInputDims - 1]) from the board's sensor:",
+        f"    input->data.{field}[i] = static_cast<{ctype}>(",
+        f"        {symbol}_input_from_raw(0.0f, i % kInputShape[kInputDims - 1]));",
+        "  }",
+        "  if (interpreter.Invoke() != kTfLiteOk) { std::printf(\"Invoke failed\\n\"); return 1; }",
+        "  TfLiteTensor* output = interpreter.output(0);",
+        "  int best = 0;",
+        "  const int count = static_cast<int>(output->bytes / sizeof(output->data." + out_field + "[0]));",
+        "  for (int i = 1; i < count; ++i) {",
+        f"    if (output->data.{out_field}[i] > output->data.{out_field}[best]) best = i;",
+        "  }",
+        ("  std::printf(\"top class %d (%s)\\n\", best, best < kNumClasses ? kClassNames[best] : \"?\");"
+         if facts["class_names"] else "  std::printf(\"top output %d\\n\", best);"),
+        "  return 0;",
+        "}",
+        "",
+    ])

@@ -35,14 +35,12 @@ _NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union
 
 
 def _schema():
-    """The TFLite schema's object API: TensorFlow's, or LiteRT's own copy where TensorFlow is
-    absent (the same schema, generated twice)."""
-    from pipeline.core.backend import tensorflow_available
-
-    if tensorflow_available():
-        from tensorflow.lite.python import schema_py_generated as schema
-    else:
+    """The TFLite schema's object API: LiteRT's copy (importing TensorFlow's costs seconds), or
+    TensorFlow's where an older LiteRT lacks it (the same schema, generated twice)."""
+    try:
         from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        from tensorflow.lite.python import schema_py_generated as schema
     return schema
 
 
