@@ -237,3 +237,26 @@ def test_the_stage_cache_hashes_every_module_of_the_project():
     assert hashed == expected
     assert {"pipeline/running/stage_cache.py", "pipeline/optimizing/quantize.py", "models/registry.py",
             "edge_runtime/runner.py"} <= hashed
+
+
+def test_a_microcontroller_run_recommends_and_exports_an_integer_model_or_exits_naming_each_reason(
+        small_run, tmp_path):
+    result, _ = small_run
+    copy = tmp_path / "copy"
+    shutil.copytree(result.run_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    sets = [item for s in [*SMALL, "export.c_array=true"] for item in ("--set", s)]
+    mcu = CliRunner().invoke(app, ["run", *sets, "--target", "mcu", "--out", str(copy)])
+    assert mcu.exit_code == 0, mcu.output
+    report = json.loads((copy / "report.json").read_text())
+    chosen = next(r for r in report["rows"] if r["recommended"])
+    assert chosen["format"] == "tflite" and chosen["mode"] == "int8" and chosen["arena_kb"] > 0
+    assert report["board"]["artifact"] == report["recommended"]
+    assert json.loads((copy / "c_array" / "model_data.json").read_text())["artifact"] == chosen["artifact"]
+    assert f"exported: {report['recommended']}" in mcu.output
+    assert "Exported as C arrays (c_array/): **" in (copy / "report.md").read_text()
+    tight = CliRunner().invoke(app, ["run", *sets, "--set", "constraints.max_ram_kb=0.5", "--target", "mcu",
+                                     "--out", str(copy)])
+    assert tight.exit_code == 11, tight.output
+    line = tight.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: export.c_array: no artifact TFLite Micro runs meets the constraints — ")
+    assert "./model_int8.tflite: TFLM arena" in line and "KiB > 0.5 KiB" in line
