@@ -303,6 +303,11 @@ def describe_constraints(constraints: dict) -> str:
     return ", ".join(parts) or "none"
 
 
+LEGEND = ("Brackets: 95% intervals on the test split (Wilson for accuracy and agreement; paired "
+          "bootstrap of the same samples for Δ); ? marks a gate whose interval straddles its threshold "
+          "(inconclusive: the point estimate decided; on a small test split more samples settle it).")
+
+
 def recommendation_lines(summary: dict) -> list[tuple[str, str, str]]:
     """(label, artifact or verdict, reason): the recommendation, and the board's C arrays
     when the run exported them."""
@@ -325,13 +330,12 @@ def _markdown(run_dir: Path, summary, train, manifest, plots) -> str:
     lines += [f"{label}: **{name}** {why}" for label, name, why in recommendation_lines(summary)]
     lines += ["", "| " + " | ".join(_columns(summary["rows"])) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in summary["rows"]]
+    lines.append("")  # the table ends here: what follows is not one of its rows
     lines += [f"Quantized: {line}" for line in summary.get("quantization", [])]
     lines += [f"Int8 recovery: {describe_recovery(cost)}" for cost in summary["recovery"]]
     lines += [f"Search: {summary['search']} (search/search_report.md)"] if summary.get("search") else []
     lines += [f"Latencies measured on {summary['latency_measured_on']}"] if summary.get("latency_measured_on") else []
-    lines += ["", "Brackets: 95% intervals on the test split (Wilson for accuracy and agreement; paired "
-              "bootstrap of the same samples for Δ); ? marks a gate whose interval straddles its threshold "
-              "(inconclusive: the point estimate decided).",
+    lines += ["", LEGEND,
               "", "Δ is against the unpruned Keras model; speed-up against the base float32 TFLite "
               "model; latency is batch 1, p50 of timed set+invoke+get calls (time.perf_counter_ns). "
               "TFLM arena: the smallest tensor arena TFLite Micro runs the model in, measured; "
@@ -362,7 +366,13 @@ def _html(run_dir: Path, summary, train, manifest, plots) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Pipeline report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
+table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; }}
+.rows {{ overflow-x: auto; max-width: 100%; }}
+.rows td:nth-child(-n+2), .rows th:nth-child(-n+2) {{ position: sticky; background: #fff; z-index: 1; }}
+.rows td:nth-child(1), .rows th:nth-child(1) {{ left: 0; min-width: 4.5rem; }}
+.rows td:nth-child(2), .rows th:nth-child(2) {{ left: 4.5rem; }}
+.rows th {{ background: #f0f0f0; }}
+.rows tr.best td {{ background: #e6f6e6; }} .rows tr.fail td {{ background: #fde8e8; }}
 td, th {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }}
 th {{ background: #f0f0f0; }} tr.fail {{ background: #fde8e8; }} tr.best {{ background: #e6f6e6; font-weight: 600; }}
 figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 640px; }}
@@ -378,7 +388,8 @@ Verification: <b>{'passed' if summary['passed'] else 'FAILED'}</b>.</p>
 {''.join(f"<p>Int8 recovery: {escape(describe_recovery(cost))}</p>" for cost in summary['recovery'])}
 {f"<p>Search: {escape(summary['search'])}</p>" if summary.get('search') else ''}
 {f"<p>Latencies measured on {escape(summary['latency_measured_on'])}</p>" if summary.get('latency_measured_on') else ''}
-<table><thead><tr>{header}</tr></thead><tbody>{rows_html}</tbody></table>
+<div class="rows"><table><thead><tr>{header}</tr></thead><tbody>{rows_html}</tbody></table></div>
+<p>{escape(LEGEND)}</p>
 <p>Δ: against the unpruned Keras model. Speed-up: against the base float32 TFLite model. Latency: batch 1,
 p50/p90 of timed set+invoke+get calls (time.perf_counter_ns) after warm-up. TFLM arena: the smallest tensor
 arena TFLite Micro runs the model in, measured; flash: the model's bytes.</p>

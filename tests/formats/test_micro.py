@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
   FILE* out = std::fopen(argv[1], "wb");
   std::fwrite(g_model_data, 1, g_model_data_len, out);
   std::fclose(out);
-  std::printf("%zu %d %d %.9g %d\n", kTensorArenaSize, kNumClasses,
+  std::printf("%d %d %d %.9g %d\n", static_cast<int>(kTensorArenaSize), static_cast<int>(kNumClasses),
               static_cast<int>(reinterpret_cast<std::size_t>(g_model_data) % 16), kInputScale, kInputZeroPoint);
   for (int i = 0; i < kNumClasses; ++i) std::printf("%s\n", kClassNames[i]);
   return 0;
