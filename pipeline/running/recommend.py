@@ -93,7 +93,7 @@ def recommend(rows: list[dict], constraints: dict, target_name: str | None = Non
 def _why(chosen: dict, where: Target, fitting: int, tied: int) -> str:
     micro = f", TFLM arena {chosen['arena_kb']:.1f} KiB" if chosen.get("arena_kb") is not None else ""
     tie = f" ({tied} as fast within the rounds' spread: the smallest)" if tied > 1 else ""
-    return (f"fastest{tie} of {fitting} that pass every gate and constraint and that {where.name} runs "
+    return (f"fastest{tie} of {fitting} that pass every gate and constraint and that target {where.name} runs "
             f"({where.runs}): p50 {chosen['p50_ms']:.3g} ms on {where.timing}, {chosen['size_kb']:.1f} KiB{micro}")
 
 
