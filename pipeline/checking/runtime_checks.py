@@ -103,6 +103,13 @@ def runs_on_micro(path: Path, mode: str) -> bool:
 MICRO_SAMPLES = 1000
 
 
+def checked_samples(count: int, seed: int) -> np.ndarray:
+    """The test samples a one-sample-a-call check runs: all, or MICRO_SAMPLES drawn with the seed."""
+    if count <= MICRO_SAMPLES:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, MICRO_SAMPLES, replace=False))
+
+
 def _micro_task(task: str, both: dict, x, y, threshold: float | None) -> dict:
     """An autoencoder's anomaly scores and decisions, or a regression's MAE, from TFLM's outputs
     against those from LiteRT's reference kernels on the same samples."""
@@ -133,8 +140,7 @@ def kernel_agreement(path: Path, x_test, verified, seed: int = 0) -> dict:
     from pipeline.core.stats import wilson
     from pipeline.formats.micro import litert_reference
 
-    picked = (np.sort(np.random.default_rng(seed).choice(len(x_test), MICRO_SAMPLES, replace=False))
-              if len(x_test) > MICRO_SAMPLES else np.arange(len(x_test)))
+    picked = checked_samples(len(x_test), seed)
     runner = load(path, xnnpack=False)
     feeds = quantize(np.asarray(x_test[picked], dtype=np.float32), runner.input)
     reference = litert_reference(path, feeds, stateful=runner.stateful)
@@ -166,8 +172,7 @@ def micro_check(path: Path, x_test, y_test, verified, task: str, rules, options:
         if targeted:
             raise UsageError(f"--ram-kb/--flash-kb need TFLite Micro to measure: {reason}")
         return {"micro": {"skipped": reason}, "micro_gates": {}}
-    picked = (np.sort(np.random.default_rng(seed).choice(len(x_test), MICRO_SAMPLES, replace=False))
-              if len(x_test) > MICRO_SAMPLES else np.arange(len(x_test)))
+    picked = checked_samples(len(x_test), seed)
     try:
         micro = micro_parity(path, x_test[picked], None if y_test is None else y_test[picked],
                              verified[picked], task)

@@ -27,8 +27,8 @@ def export(run: str | Path | None, options: ExportOptions) -> dict:
     facts: dict = {"artifact": str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path),
                    "why": why, "files": []}
     if options.c_array:
-        facts.update(export_c_array(run_dir, str(path), out_dir, symbol=options.symbol, metadata=options.metadata))
-        facts["why"] = why
+        facts.update(export_c_array(run_dir, str(path), out_dir, symbol=options.symbol, metadata=options.metadata),
+                     why=why)
     if options.samples:
         facts["samples"] = write_samples(run_dir, path, out_dir, options.samples)
         facts["files"] += facts["samples"]["files"]
